@@ -1,0 +1,1 @@
+"""hicom: the HICom video-LLM library (model, data, training, evaluation, profiling)."""

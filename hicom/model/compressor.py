@@ -1,0 +1,246 @@
+"""Visual-token compressors: HICom's local + global levels and the LLaVA-OneVision baseline.
+
+Each compressor maps the frozen vision features of ONE visual item to LLM-width tokens:
+    F: (T, H, W, C)  penultimate-layer SigLIP features
+    E: (T, H, W, C)  per-patch joint-space embeddings (only when an instruction is injected)
+    guide: Guide     the encoded instruction
+Module and parameter names follow the public release (`local_compressor.readout.0`,
+`global_compressor.attn_layer.q_proj`, ...) so its projector checkpoint maps onto ours.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as nnf
+from einops import rearrange
+from torch import nn
+
+from hicom.config import CompressorConfig, GlobalConfig, Injection, LocalConfig
+from hicom.model.injection import Guide, GuideInjector, mlp
+
+
+def check_features(features: torch.Tensor, dim: int, name: str = "features") -> None:
+    """Fail early, with the offending shape, on input the compressors cannot take."""
+    if not isinstance(features, torch.Tensor):
+        raise TypeError(f"{name}: expected a tensor, got {type(features).__name__}")
+    if features.dim() != 4:
+        raise ValueError(f"{name}: expected rank 4 (frames, height, width, channels), got shape {tuple(features.shape)}")
+    if features.shape[0] == 0:
+        raise ValueError(f"{name}: zero frames; a visual item needs at least one frame")
+    if features.shape[-1] != dim:
+        raise ValueError(f"{name}: expected {dim} channels, got shape {tuple(features.shape)}")
+
+
+def window_indices(length: int, kernel: int) -> torch.Tensor:
+    """Index windows that tile an axis of `length` with ceil(length / kernel) windows.
+
+    Each window holds min(kernel, length) consecutive indices; window starts are evenly spaced
+    so every index is covered and, when the kernel does not divide the length, neighbouring
+    windows overlap by the smallest amount. (The release's balanced division crashes for
+    T in {5, 6, 9} at kernel 4.) Returns a (num_windows, window) long tensor.
+    """
+    if length < 1 or kernel < 1:
+        raise ValueError(f"window_indices: length and kernel must be >= 1, got {length} and {kernel}")
+    size = min(kernel, length)
+    count = math.ceil(length / kernel)
+    if count == 1:
+        starts = [0]
+    else:
+        span = length - size  # the last window ends exactly at the axis end
+        starts = [(i * span + (count - 1) // 2) // (count - 1) for i in range(count)]
+    return torch.tensor(starts).unsqueeze(1) + torch.arange(size).unsqueeze(0)
+
+
+def sincos_1d(positions: torch.Tensor, dim: int, interleaved: bool = False) -> torch.Tensor:
+    """Transformer sin-cos embedding of integer positions -> (len, dim)."""
+    half = dim // 2
+    freq = 1.0 / (10000 ** (torch.arange(half, dtype=torch.float32, device=positions.device) / half))
+    angles = positions.float().unsqueeze(1) * freq.unsqueeze(0)
+    if interleaved:  # release layout: sin on even channels, cos on odd ones
+        return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(1)
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+def position_embedding_3d(t: int, h: int, w: int, dim: int, kind: str, device=None) -> torch.Tensor:
+    """3D sin-cos position embedding -> (t, h, w, dim).
+
+    split_concat (paper): time, height and width get 3/8, 3/8 and 2/8 of the channels, concatenated.
+    sum (release): three full-width embeddings summed, which is symmetric under swapping axes.
+    """
+    axes = [torch.arange(n, device=device) for n in (t, h, w)]
+    if kind == "sum":
+        et, eh, ew = (sincos_1d(a, dim, interleaved=True) for a in axes)
+        return et[:, None, None] + eh[None, :, None] + ew[None, None, :]
+    d_t = d_h = 2 * ((3 * dim) // 16)
+    d_w = dim - d_t - d_h
+    if min(d_t, d_w) <= 0 or d_w % 2:
+        raise ValueError(f"split_concat position embedding needs a width divisible by 16, got {dim}")
+    et, eh, ew = sincos_1d(axes[0], d_t), sincos_1d(axes[1], d_h), sincos_1d(axes[2], d_w)
+    return torch.cat([
+        et[:, None, None, :].expand(t, h, w, d_t),
+        eh[None, :, None, :].expand(t, h, w, d_h),
+        ew[None, None, :, :].expand(t, h, w, d_w),
+    ], dim=-1)
+
+
+class LocalCompressor(nn.Module):
+    """One query per kt x ks x ks group pools the group's tokens (keys E, values F)."""
+
+    def __init__(self, cfg: LocalConfig, vision_dim: int, text_dim: int, llm_dim: int):
+        super().__init__()
+        self.cfg = cfg
+        self.dim = vision_dim
+        self.guide_injector = GuideInjector(cfg.injection, vision_dim, text_dim)
+        self.readout = mlp(vision_dim, llm_dim, llm_dim)
+
+    def grid(self, t: int, h: int, w: int, is_image: bool = False) -> tuple[int, int, int]:
+        kt = 1 if (is_image or t == 1) else self.cfg.temporal_kernel
+        ks = self.cfg.spatial_kernel
+        return math.ceil(t / kt), math.ceil(h / ks), math.ceil(w / ks)
+
+    def forward(self, features: torch.Tensor, embeds: torch.Tensor | None, guide: Guide | None,
+                is_image: bool = False) -> torch.Tensor:
+        t, h, w, _ = features.shape
+        kt = 1 if (is_image or t == 1) else self.cfg.temporal_kernel
+        ks = self.cfg.spatial_kernel
+        guided = self.cfg.injection is not Injection.OFF
+        keys_src = embeds if (guided and embeds is not None) else features
+        ti, hi, wi = (window_indices(n, k).to(features.device) for n, k in ((t, kt), (h, ks), (w, ks)))
+        index = (ti[:, None, None, :, None, None], hi[None, :, None, None, :, None], wi[None, None, :, None, None, :])
+        values = rearrange(features[index], "a b c i j k d -> (a b c) (i j k) d")
+        keys = rearrange(keys_src[index], "a b c i j k d -> (a b c) (i j k) d")
+
+        base = values.mean(dim=1)  # unconditional query: the group mean (the release point-samples)
+        query = self.guide_injector(base, guide)  # (groups, C)
+        scale = 1.0 / math.sqrt(self.dim)
+        if self.cfg.grouping:
+            weights = torch.einsum("gc,gkc->gk", query, keys).mul(scale).softmax(dim=-1)
+            pooled = torch.einsum("gk,gkc->gc", weights, values)
+        else:  # ablation: every query pools over the whole clip
+            all_keys = keys_src.reshape(-1, self.dim)
+            all_values = features.reshape(-1, self.dim)
+            pooled = (query @ all_keys.T).mul(scale).softmax(dim=-1) @ all_values
+        return self.readout(pooled)
+
+
+class CrossAttention(nn.Module):
+    """Multi-head cross-attention with the release's q/k/v/out projection names."""
+
+    def __init__(self, dim: int, head_dim: int):
+        super().__init__()
+        if dim % head_dim:
+            raise ValueError(f"compressor.global.head_dim={head_dim} does not divide the vision width {dim}")
+        self.heads = dim // head_dim
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(dim, dim) for _ in range(4))
+
+    def forward(self, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        q = rearrange(self.q_proj(query), "n (h d) -> h n d", h=self.heads)
+        k = rearrange(self.k_proj(context), "n (h d) -> h n d", h=self.heads)
+        v = rearrange(self.v_proj(context), "n (h d) -> h n d", h=self.heads)
+        out = nnf.scaled_dot_product_attention(q, k, v)
+        return self.out_proj(rearrange(out, "h n d -> n (h d)"))
+
+
+class GlobalCompressor(nn.Module):
+    """Learnable queries, instruction-injected, cross-attend over every token + 3D position."""
+
+    def __init__(self, cfg: GlobalConfig, vision_dim: int, text_dim: int, llm_dim: int):
+        super().__init__()
+        self.cfg = cfg
+        self.query = nn.Parameter(torch.zeros(cfg.num_queries, vision_dim))
+        self.reset_query()
+        self.guide_injector = GuideInjector(cfg.injection, vision_dim, text_dim, cfg.head_dim)
+        self.attn_layer = CrossAttention(vision_dim, cfg.head_dim)
+        self.readout = mlp(vision_dim, llm_dim, llm_dim)
+
+    def reset_query(self, init=nn.init) -> None:
+        """Release: zeros (uniform attention at start). Paper preset: small random, so queries differ."""
+        if self.cfg.query_init == "normal":
+            init.trunc_normal_(self.query, std=0.02)
+        else:
+            init.zeros_(self.query)
+
+    def forward(self, features: torch.Tensor, guide: Guide | None) -> torch.Tensor:
+        t, h, w, c = features.shape
+        pos = position_embedding_3d(t, h, w, c, self.cfg.pos_embed, device=features.device)
+        context = (features + pos.to(features.dtype)).reshape(-1, c)
+        query = self.guide_injector(self.query, guide)
+        return self.readout(query + self.attn_layer(query, context))
+
+
+class HIComCompressor(nn.Module):
+    """[local tokens (raster order); global tokens] for one visual item."""
+
+    def __init__(self, cfg: CompressorConfig, vision_dim: int, text_dim: int, llm_dim: int):
+        super().__init__()
+        self.cfg = cfg
+        self.vision_dim = vision_dim
+        self.local_compressor = LocalCompressor(cfg.local, vision_dim, text_dim, llm_dim) if cfg.local else None
+        self.global_compressor = GlobalCompressor(cfg.global_, vision_dim, text_dim, llm_dim) if cfg.global_ else None
+
+    @property
+    def needs_embeds(self) -> bool:
+        return self.local_compressor is not None and self.cfg.local.injection is not Injection.OFF
+
+    @property
+    def needs_guide_tokens(self) -> bool:
+        return any(m is not None and m.guide_injector.needs_tokens
+                   for m in (self.local_compressor, self.global_compressor))
+
+    def num_tokens(self, t: int, h: int, w: int, is_image: bool = False) -> int:
+        n = 0
+        if self.local_compressor is not None:
+            n += math.prod(self.local_compressor.grid(t, h, w, is_image))
+        if self.global_compressor is not None:
+            n += self.cfg.global_.num_queries
+        return n
+
+    def forward(self, features: torch.Tensor, embeds: torch.Tensor | None = None, guide: Guide | None = None,
+                is_image: bool = False) -> torch.Tensor:
+        check_features(features, self.vision_dim)
+        if embeds is not None and embeds.shape != features.shape:
+            raise ValueError(f"embeds: shape {tuple(embeds.shape)} differs from features {tuple(features.shape)}")
+        parts = []
+        if self.local_compressor is not None:
+            parts.append(self.local_compressor(features, embeds, guide, is_image))
+        if self.global_compressor is not None:
+            parts.append(self.global_compressor(features, guide))
+        return torch.cat(parts, dim=0)
+
+
+class LlavaOVProjector(nn.Module):
+    """LLaVA-OneVision baseline: 2-layer MLP, then 2x2 bilinear pooling per video frame."""
+
+    needs_embeds = False
+    needs_guide_tokens = False
+
+    def __init__(self, cfg: CompressorConfig, vision_dim: int, llm_dim: int):
+        super().__init__()
+        self.cfg = cfg
+        self.vision_dim = vision_dim
+        self.readout = mlp(vision_dim, llm_dim, llm_dim)
+
+    def num_tokens(self, t: int, h: int, w: int, is_image: bool = False) -> int:
+        if is_image:
+            return t * h * w
+        p = self.cfg.baseline_pool
+        return t * math.ceil(h / p) * math.ceil(w / p)
+
+    def forward(self, features: torch.Tensor, embeds=None, guide=None, is_image: bool = False) -> torch.Tensor:
+        check_features(features, self.vision_dim)
+        x = self.readout(features)  # (T, H, W, D)
+        if is_image:
+            return x.reshape(-1, x.shape[-1])
+        t, h, w, d = x.shape
+        p = self.cfg.baseline_pool
+        x = nnf.interpolate(rearrange(x, "t h w d -> t d h w"), size=(math.ceil(h / p), math.ceil(w / p)),
+                            mode="bilinear", align_corners=False)
+        return rearrange(x, "t d h w -> (t h w) d")
+
+
+def build_projector(cfg: CompressorConfig, vision_dim: int, text_dim: int, llm_dim: int) -> nn.Module:
+    if cfg.kind == "llava_ov":
+        return LlavaOVProjector(cfg, vision_dim, llm_dim)
+    return HIComCompressor(cfg, vision_dim, text_dim, llm_dim)
+

@@ -1,0 +1,291 @@
+"""HICom as a transformers model: SigLIP towers -> compressor -> Qwen2, in one PreTrainedModel.
+
+`save_pretrained` / `from_pretrained` work as for any transformers model (safetensors). Visual
+items reach the LLM by splicing their tokens into the input embeddings where the prompt holds a
+placeholder id (IMAGE_TOKEN_ID / VIDEO_TOKEN_ID); the vocabulary is never changed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from huggingface_hub.dataclasses import strict
+from torch import nn
+from transformers import (PreTrainedConfig, PreTrainedModel, Qwen2Config, Qwen2ForCausalLM, SiglipTextConfig,
+                          SiglipTextModel, SiglipVisionConfig, SiglipVisionModel)
+from transformers import initialization as hf_init
+from transformers.configuration_utils import SubConfigSpec
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from hicom.config import CompressorConfig
+from hicom.model.compressor import GlobalCompressor, build_projector
+from hicom.model.injection import Guide
+
+IGNORE_INDEX = -100
+IMAGE_TOKEN_ID = -200
+VIDEO_TOKEN_ID = -201
+PLACEHOLDER_IDS = {"image": IMAGE_TOKEN_ID, "video": VIDEO_TOKEN_ID}
+
+
+class SequenceTooLongError(ValueError):
+    """A spliced sequence cannot be cut to the length limit without losing visual tokens or every answer."""
+
+
+@strict
+class HIComConfig(PreTrainedConfig):
+    model_type = "hicom"
+    sub_configs_defaults = {
+        "vision_config": SubConfigSpec(config_class=SiglipVisionConfig),
+        "text_tower_config": SubConfigSpec(config_class=SiglipTextConfig, optional=True),
+        "llm_config": SubConfigSpec(config_class=Qwen2Config),
+    }
+    vision_config: dict | PreTrainedConfig | None = None
+    text_tower_config: dict | PreTrainedConfig | None = None
+    llm_config: dict | PreTrainedConfig | None = None
+    compressor: dict | None = None
+    guide_max_length: int = 64
+    max_length: int = 4096
+    tie_word_embeddings: bool = False
+
+    @property
+    def compressor_config(self) -> CompressorConfig:
+        return CompressorConfig.from_dict(self.compressor or {}, "config.compressor")
+
+
+@dataclass
+class VisualItem:
+    """One image or video of a batch, in the order its placeholder appears."""
+
+    pixel_values: torch.Tensor  # (T, 3, S, S), T >= 1
+    modality: str = "video"  # "video" | "image"
+    guide_input_ids: torch.Tensor | None = None  # (L,) SigLIP-tokenised instruction, padded to max length
+
+
+def find_cut(labels: torch.Tensor, visual_end: int, max_length: int) -> int:
+    """Where to cut a spliced sequence of len(labels) so it fits in max_length.
+
+    The cut never splits a supervised answer (a run of labels != IGNORE_INDEX) and never drops
+    visual tokens (all of them end before `visual_end`). Without labels nothing can be cut.
+    """
+    length = labels.shape[0]
+    if length <= max_length:
+        return length
+    if visual_end > max_length:
+        raise SequenceTooLongError(
+            f"sequence of {length} tokens: its visual tokens end at position {visual_end}, past max_length={max_length}")
+    supervised = labels != IGNORE_INDEX
+    if not bool(supervised.any()):
+        raise SequenceTooLongError(
+            f"sequence of {length} tokens exceeds max_length={max_length} and has no answer to cut after")
+    for cut in range(max_length, visual_end - 1, -1):
+        if not (supervised[cut - 1] and supervised[cut]) and bool(supervised[:cut].any()):
+            return cut
+    raise SequenceTooLongError(
+        f"sequence of {length} tokens: no whole answer fits in max_length={max_length}")
+
+
+class HIComPreTrainedModel(PreTrainedModel):
+    config_class = HIComConfig
+    base_model_prefix = ""
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["SiglipEncoderLayer", "Qwen2DecoderLayer"]
+    _supports_sdpa = True
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, GlobalCompressor):
+            module.reset_query(init=hf_init)
+
+
+class HIComForCausalLM(HIComPreTrainedModel):
+    """Vision tower + instruction tower + compressor + Qwen2 causal LM."""
+
+    def __init__(self, config: HIComConfig):
+        super().__init__(config)
+        cc = config.compressor_config
+        vision_dim = config.vision_config.hidden_size
+        self.vision_tower = SiglipVisionModel(config.vision_config)
+        self.text_tower = None
+        text_dim = vision_dim
+        if cc.uses_instruction:
+            if config.text_tower_config is None:
+                raise ValueError("config.text_tower_config: required when the compressor injects an instruction")
+            self.text_tower = SiglipTextModel(config.text_tower_config)
+            text_dim = config.text_tower_config.projection_size or config.text_tower_config.hidden_size
+        self.projector = build_projector(cc, vision_dim, text_dim, config.llm_config.hidden_size)
+        self.language_model = Qwen2ForCausalLM(config.llm_config)
+        self.post_init()
+
+    # -- components -------------------------------------------------------------------------
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_trainable(self, *, projector: bool, language_model: bool, towers: bool = False) -> None:
+        """Freeze or unfreeze whole components (the paper keeps both towers frozen)."""
+        self.projector.requires_grad_(projector)
+        self.language_model.requires_grad_(language_model)
+        self.vision_tower.requires_grad_(towers)
+        if self.text_tower is not None:
+            self.text_tower.requires_grad_(towers)
+
+    def num_visual_tokens(self, num_frames: int, modality: str = "video") -> int:
+        g = self.config.vision_config.image_size // self.config.vision_config.patch_size
+        return self.projector.num_tokens(num_frames, g, g, is_image=modality == "image")
+
+    # -- encoding ---------------------------------------------------------------------------
+    def encode_frames(self, pixel_values: torch.Tensor, with_embeds: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Frames (N, 3, S, S) -> penultimate features F (N, g, g, C) and joint-space embeddings E.
+
+        F is caught by a hook on the penultimate layer, so only it and the last layer's output
+        are kept (not every hidden state). E is the last layer passed through the per-token part
+        of SigLIP's pooling head (layernorm + MLP, residual).
+        """
+        if pixel_values.dim() != 4 or pixel_values.shape[1] != 3:
+            raise ValueError(f"pixel_values: expected (frames, 3, height, width), got shape {tuple(pixel_values.shape)}")
+        if pixel_values.shape[0] == 0:
+            raise ValueError("pixel_values: zero frames")
+        vision = self.vision_tower
+        captured = {}
+
+        def keep_output(_module, _inputs, output):
+            captured["features"] = output[0] if isinstance(output, tuple) else output
+
+        handle = vision.encoder.layers[-2].register_forward_hook(keep_output)
+        trainable = any(p.requires_grad for p in self.vision_tower.parameters())
+        try:
+            with torch.set_grad_enabled(trainable and torch.is_grad_enabled()):
+                dtype = vision.embeddings.patch_embedding.weight.dtype
+                last = self.vision_tower(pixel_values=pixel_values.to(dtype)).last_hidden_state
+                embeds = None
+                if with_embeds:
+                    head = vision.head
+                    embeds = last + head.mlp(head.layernorm(last))
+        finally:
+            handle.remove()
+        n, tokens, c = last.shape
+        g = int(round(tokens ** 0.5))
+        features = captured["features"].reshape(n, g, g, c)
+        return features, (None if embeds is None else embeds.reshape(n, g, g, c))
+
+    def encode_guides(self, guide_input_ids: torch.Tensor) -> list[Guide]:
+        """SigLIP text tower: pooled joint-space embedding (+ per-token states for `fine`)."""
+        if self.text_tower is None:
+            raise ValueError("this model's compressor uses no instruction; it has no text tower")
+        trainable = any(p.requires_grad for p in self.text_tower.parameters())
+        with torch.set_grad_enabled(trainable and torch.is_grad_enabled()):
+            out = self.text_tower(input_ids=guide_input_ids)
+            tokens = None
+            if self.projector.needs_guide_tokens:
+                tokens = self.text_tower.head(out.last_hidden_state)
+        pad_id = self.config.text_tower_config.pad_token_id
+        masks = guide_input_ids != pad_id if pad_id is not None else torch.ones_like(guide_input_ids, dtype=torch.bool)
+        return [Guide(pooled=out.pooler_output[i], tokens=None if tokens is None else tokens[i], mask=masks[i])
+                for i in range(guide_input_ids.shape[0])]
+
+    def encode_visual(self, items: list[VisualItem]) -> list[torch.Tensor]:
+        """All frames of all items through the vision tower in one call; then one compressor call per item."""
+        if not items:
+            return []
+        for i, item in enumerate(items):
+            if item.modality not in PLACEHOLDER_IDS:
+                raise ValueError(f"visual item {i}: unknown modality {item.modality!r} (expected image or video)")
+            if item.pixel_values.dim() != 4 or item.pixel_values.shape[0] == 0:
+                raise ValueError(f"visual item {i}: pixel_values must be (frames >= 1, 3, H, W), "
+                                 f"got shape {tuple(item.pixel_values.shape)}")
+        features, embeds = self.encode_frames(torch.cat([it.pixel_values for it in items]),
+                                              with_embeds=self.projector.needs_embeds)
+        guides: list[Guide | None] = [None] * len(items)
+        if self.text_tower is not None:
+            missing = [i for i, it in enumerate(items) if it.guide_input_ids is None]
+            if missing:
+                raise ValueError(f"visual items {missing}: the compressor injects an instruction but no guide_input_ids")
+            guides = self.encode_guides(torch.stack([it.guide_input_ids for it in items]))
+        outputs, start = [], 0
+        for item, guide in zip(items, guides):
+            t = item.pixel_values.shape[0]
+            emb = None if embeds is None else embeds[start:start + t]
+            outputs.append(self.projector(features[start:start + t], emb, guide, is_image=item.modality == "image"))
+            start += t
+        return outputs
+
+    # -- splicing ---------------------------------------------------------------------------
+    def splice(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, labels: torch.Tensor | None,
+               visual_tokens: list[torch.Tensor], max_length: int | None = None, padding_side: str = "right"):
+        """Replace each placeholder id by its item's visual tokens; cut to max_length; pad.
+
+        Returns inputs_embeds (B, L, D), attention_mask (B, L), labels (B, L) or None, position_ids (B, L).
+        """
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids: expected (batch, length), got shape {tuple(input_ids.shape)}")
+        max_length = max_length or self.config.max_length
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids, dtype=torch.bool)
+        embed = self.get_input_embeddings()
+        placeholder = input_ids < 0
+        n_placeholders = int(placeholder.sum())
+        if n_placeholders != len(visual_tokens):
+            raise ValueError(f"the batch has {n_placeholders} <image>/<video> placeholders but "
+                             f"{len(visual_tokens)} visual items")
+        text_embeds = embed(input_ids.clamp(min=0))
+        rows, row_labels, item = [], [], 0
+        for b in range(input_ids.shape[0]):
+            keep = attention_mask[b].bool()
+            ids, emb = input_ids[b][keep], text_embeds[b][keep]
+            lab = labels[b][keep] if labels is not None else torch.full_like(ids, IGNORE_INDEX)
+            pieces, piece_labels, start, visual_end = [], [], 0, 0
+            for pos in torch.nonzero(ids < 0).flatten().tolist():
+                vis = visual_tokens[item].to(emb.dtype)
+                item += 1
+                pieces += [emb[start:pos], vis]
+                piece_labels += [lab[start:pos], torch.full((vis.shape[0],), IGNORE_INDEX, dtype=lab.dtype,
+                                                             device=lab.device)]
+                start = pos + 1
+                visual_end = sum(p.shape[0] for p in pieces)
+            pieces.append(emb[start:])
+            piece_labels.append(lab[start:])
+            seq, seq_labels = torch.cat(pieces), torch.cat(piece_labels)
+            if labels is None and seq.shape[0] > max_length:
+                raise SequenceTooLongError(f"sample {b}: prompt of {seq.shape[0]} tokens after splicing exceeds "
+                                           f"max_length={max_length}")
+            try:
+                cut = find_cut(seq_labels, visual_end, max_length)
+            except SequenceTooLongError as exc:
+                raise SequenceTooLongError(f"sample {b}: {exc}") from None
+            rows.append(seq[:cut])
+            row_labels.append(seq_labels[:cut])
+        length = max(r.shape[0] for r in rows)
+        batch, dim = len(rows), rows[0].shape[-1]
+        out_embeds = rows[0].new_zeros(batch, length, dim)
+        out_mask = torch.zeros(batch, length, dtype=torch.long, device=input_ids.device)
+        out_labels = torch.full((batch, length), IGNORE_INDEX, dtype=torch.long, device=input_ids.device)
+        position_ids = torch.zeros(batch, length, dtype=torch.long, device=input_ids.device)
+        for b, (row, lab) in enumerate(zip(rows, row_labels)):
+            n = row.shape[0]
+            span = slice(0, n) if padding_side == "right" else slice(length - n, length)
+            out_embeds[b, span] = row
+            out_mask[b, span] = 1
+            out_labels[b, span] = lab
+            position_ids[b, span] = torch.arange(n, device=input_ids.device)
+        return out_embeds, out_mask, (out_labels if labels is not None else None), position_ids
+
+    # -- forward / generate -----------------------------------------------------------------
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, visual_items: list[VisualItem] | None = None,
+                **kwargs) -> CausalLMOutputWithPast:
+        visual = self.encode_visual(visual_items or [])
+        embeds, mask, labels, position_ids = self.splice(input_ids, attention_mask, labels, visual)
+        return self.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids,
+                                   labels=labels, **kwargs)
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                 visual_items: list[VisualItem] | None = None, max_new_tokens: int = 64,
+                 **kwargs) -> torch.Tensor:
+        """Greedy decoding; returns only the new token ids (B, <= max_new_tokens)."""
+        visual = self.encode_visual(visual_items or [])
+        embeds, mask, _, _ = self.splice(input_ids, attention_mask, None, visual, padding_side="left")
+        gen = self.language_model.generation_config
+        kwargs.setdefault("pad_token_id", gen.pad_token_id if gen.pad_token_id is not None else gen.eos_token_id)
+        return self.language_model.generate(inputs_embeds=embeds, attention_mask=mask, do_sample=False,
+                                            max_new_tokens=max_new_tokens, **kwargs)

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Create .venv with Python 3.11 and install the pinned dependency set.
+# Called by `make setup`; the Makefile re-runs it only when requirements.lock or pyproject.toml change.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3.11}
+VENV=.venv
+
+if ! command -v "$PYTHON" >/dev/null; then
+  echo "setup: $PYTHON not found; install Python 3.11 or set PYTHON=/path/to/python3.11" >&2
+  exit 1
+fi
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV"
+fi
+pip() { "$VENV/bin/python" -m pip --disable-pip-version-check "$@"; }
+pip install -q "pip==25.3" "setuptools==84.2.1" "wheel==0.45.1"
+# torch first: the CPU build lies on disk for this exact version; deepspeed's build needs it importable.
+pip install -q "torch==2.13.0"
+# --no-build-isolation keeps sdists (deepspeed) from pulling a second, CUDA torch into a build env.
+pip install -q --no-build-isolation -r requirements.lock
+pip install -q --no-build-isolation --no-deps -e .
+"$VENV/bin/python" -c "import torch, transformers, deepspeed, decord, av, mlflow, prefect, dvc" 2>/dev/null
+echo "setup: .venv ready ($("$VENV/bin/python" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'))"
