@@ -229,7 +229,10 @@ def load_profile(name: str | None = None, params_path: str | Path = PARAMS_FILE)
         if spec is None:
             raise ConfigError(f"{where}.{key}: missing")
         _check_keys(spec, {"config", "path"}, f"{where}.{key}")
-        return TowerSpec(config=dict(spec.get("config") or {}), path=spec.get("path"))
+        path = spec.get("path")
+        if path is not None:  # relative to params.yaml, never to the working directory
+            path = str((Path(params_path).resolve().parent / path).resolve())
+        return TowerSpec(config=dict(spec.get("config") or {}), path=path)
 
     preset = model.get("preset", "paper")
     num_frames = model.get("num_frames", 32)

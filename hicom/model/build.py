@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM, SiglipTextConfig, SiglipTextModel, SiglipVisionConfig, \
@@ -68,6 +69,9 @@ def build_model(profile: ModelProfile, device: str | torch.device = "cpu", dtype
         spec: TowerSpec = getattr(profile, field)
         sub_config = getattr(model, attr).config
         if spec.path:
+            if not Path(spec.path).is_dir():
+                raise ConfigError(f"{profile.name}.{field}.path: {spec.path}: pretrained directory not found "
+                                  f"(put a local checkpoint there; nothing is downloaded)")
             sub = model_cls.from_pretrained(spec.path, dtype=dtype)
             _check_matches(spec.config, sub.config, f"{profile.name}.{field} ({spec.path})")
         else:

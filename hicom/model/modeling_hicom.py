@@ -64,8 +64,8 @@ class VisualItem:
 def find_cut(labels: torch.Tensor, visual_end: int, max_length: int) -> int:
     """Where to cut a spliced sequence of len(labels) so it fits in max_length.
 
-    The cut never splits a supervised answer (a run of labels != IGNORE_INDEX) and never drops
-    visual tokens (all of them end before `visual_end`). Without labels nothing can be cut.
+    The cut never splits a supervised answer (a run of labels != IGNORE_INDEX), never drops
+    visual tokens (all of them end before `visual_end`), and ends right after the last answer kept.
     """
     length = labels.shape[0]
     if length <= max_length:
@@ -79,7 +79,8 @@ def find_cut(labels: torch.Tensor, visual_end: int, max_length: int) -> int:
             f"sequence of {length} tokens exceeds max_length={max_length} and has no answer to cut after")
     for cut in range(max_length, visual_end - 1, -1):
         if not (supervised[cut - 1] and supervised[cut]) and bool(supervised[:cut].any()):
-            return cut
+            last_answer_end = int(torch.nonzero(supervised[:cut]).max()) + 1
+            return max(last_answer_end, visual_end)  # end on an answer, not on a dangling prompt
     raise SequenceTooLongError(
         f"sequence of {length} tokens: no whole answer fits in max_length={max_length}")
 

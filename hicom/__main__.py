@@ -1,0 +1,5 @@
+import sys
+
+from hicom.cli import main
+
+sys.exit(main())

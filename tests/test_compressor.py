@@ -1,0 +1,138 @@
+import itertools
+
+import pytest
+import torch
+
+from hicom.config import CompressorConfig, ConfigError, Injection, compressor_from_preset
+from hicom.model.compressor import HIComCompressor, LlavaOVProjector, position_embedding_3d
+from hicom.model.injection import Guide
+
+C, TEXT, D, G = 64, 48, 40, 8  # vision width, text width (!= C, exercises the projection), LLM width, grid
+
+
+def make(preset="paper", **overrides) -> HIComCompressor:
+    cfg = compressor_from_preset(preset, {"global": {"num_queries": 6, "head_dim": 16}, **overrides})
+    return HIComCompressor(cfg, C, TEXT, D).eval()
+
+
+def guide(seed: int) -> Guide:
+    g = torch.Generator().manual_seed(seed)
+    return Guide(pooled=torch.randn(TEXT, generator=g), tokens=torch.randn(5, TEXT, generator=g),
+                 mask=torch.tensor([True, True, True, False, False]))
+
+
+def features(t=8):
+    return torch.randn(t, G, G, C), torch.randn(t, G, G, C)
+
+
+@pytest.mark.parametrize("local_mode,global_mode", list(itertools.product(["direct", "coarse", "fine"], repeat=2)))
+def test_injected_instruction_changes_the_compressed_tokens(local_mode, global_mode):
+    comp = make(local={"injection": local_mode}, **{"global": {"injection": global_mode, "num_queries": 6,
+                                                               "head_dim": 16}})
+    f, e = features()
+    with torch.no_grad():
+        a, b = comp(f, e, guide(1)), comp(f, e, guide(2))
+    n_local = 2 * 3 * 3
+    assert not torch.allclose(a[:n_local], b[:n_local]), "local tokens ignore the instruction"
+    assert not torch.allclose(a[n_local:], b[n_local:]), "global tokens ignore the instruction"
+
+
+def test_injection_off_ignores_the_instruction():
+    comp = make("unconditional")
+    f, _ = features()
+    with torch.no_grad():
+        assert torch.equal(comp(f, None, guide(1)), comp(f, None, guide(2)))
+        assert torch.equal(comp(f, None, guide(1)), comp(f, None, None))
+
+
+def test_paper_preset_gives_distinct_global_tokens_release_preset_identical_ones():
+    f, e = features()
+    with torch.no_grad():
+        paper = make("paper")(f, e, guide(1))[-6:]
+        release = make("release")(f, e, guide(1))[-6:]
+    assert not torch.allclose(paper, paper[:1].expand_as(paper))
+    assert torch.allclose(release, release[:1].expand_as(release), atol=1e-6)
+
+
+@pytest.mark.parametrize("frames", [1, 2, 3, 5, 6, 9, 32, 33])
+def test_token_count_matches_grid_for_any_frame_count(frames):
+    comp = make()
+    f, e = features(frames)
+    with torch.no_grad():
+        out = comp(f, e, guide(0))
+    kt = 1 if frames == 1 else 4
+    assert out.shape == (-(-frames // kt) * 3 * 3 + 6, D)
+    assert comp.num_tokens(frames, G, G) == out.shape[0]
+
+
+def test_image_mode_uses_temporal_kernel_one():
+    comp = make()
+    f, e = features(4)
+    with torch.no_grad():
+        assert comp(f, e, guide(0), is_image=True).shape[0] == 4 * 9 + 6
+
+
+def test_without_grouping_each_query_sees_the_whole_clip():
+    grouped = make("unconditional")
+    ungrouped = make("unconditional", local={"grouping": False})
+    ungrouped.load_state_dict(grouped.state_dict())
+    f = torch.zeros(8, G, G, C)
+    f[-1, -1, -1] = 5.0  # a token only the last group contains
+    with torch.no_grad():
+        first_grouped = grouped(f)[0]
+        first_ungrouped = ungrouped(f)[0]
+        first_grouped_empty = grouped(torch.zeros_like(f))[0]
+    assert torch.allclose(first_grouped, first_grouped_empty)  # group 0 cannot see the last token
+    assert not torch.allclose(first_ungrouped, first_grouped_empty)
+
+
+def test_split_concat_position_embedding_distinguishes_axes_the_summed_one_does_not():
+    split = position_embedding_3d(4, 4, 4, 64, "split_concat")
+    summed = position_embedding_3d(4, 4, 4, 64, "sum")
+    assert torch.allclose(summed[1, 2, 3], summed[3, 2, 1])
+    assert not torch.allclose(split[1, 2, 3], split[3, 2, 1])
+    assert split.shape == summed.shape == (4, 4, 4, 64)
+
+
+def test_baseline_pools_video_frames_two_by_two_and_keeps_images_whole():
+    proj = LlavaOVProjector(CompressorConfig(kind="llava_ov", local=None, global_=None), C, D)
+    with torch.no_grad():
+        assert proj(torch.randn(3, 27, 27, C)).shape == (3 * 14 * 14, D)
+        assert proj(torch.randn(1, 27, 27, C), is_image=True).shape == (729, D)
+
+
+@pytest.mark.parametrize("bad,message", [
+    (torch.randn(0, G, G, C), "zero frames"),
+    (torch.randn(G, G, C), "rank 4"),
+    (torch.randn(2, 1, G, G, C), "rank 4"),
+    (torch.randn(2, G, G, C + 1), "channels"),
+])
+def test_bad_feature_tensors_are_rejected_with_their_shape(bad, message):
+    with pytest.raises(ValueError, match=message):
+        make()(bad, None, guide(0))
+
+
+def test_guided_compressor_without_an_instruction_says_so():
+    f, e = features()
+    with pytest.raises(ValueError, match="needs an instruction"):
+        make()(f, e, None)
+
+
+def test_unknown_injection_mode_names_the_field_and_value():
+    with pytest.raises(ConfigError, match=r"compressor.global.injection: unknown injection mode 'film'"):
+        compressor_from_preset("paper", {"global": {"injection": "film"}})
+    with pytest.raises(ConfigError, match="unknown preset 'papr'"):
+        compressor_from_preset("papr")
+    with pytest.raises(ConfigError, match=r"unknown field\(s\) \['kernel'\]"):
+        compressor_from_preset("paper", {"local": {"kernel": 3}})
+
+
+def test_injection_parameters_are_exactly_the_injector_modules():
+    comp = make()
+    by_name = {id(p) for n, p in comp.named_parameters() if "guide_injector" in n}
+    injectors = {id(p) for m in (comp.local_compressor, comp.global_compressor) for p in m.guide_injector.parameters()}
+    assert by_name == injectors and by_name
+    # direct injection with equal text and vision widths has no parameters at all (the release's case)
+    same_width = HIComCompressor(compressor_from_preset("release", {"global": {"head_dim": 16}}), C, C, D)
+    assert Injection.DIRECT is same_width.cfg.local.injection
+    assert not [n for n, _ in same_width.named_parameters() if "guide_injector" in n]

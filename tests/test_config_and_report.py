@@ -1,0 +1,70 @@
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from hicom.config import PARAMS_FILE, ConfigError, Injection, load_profile
+from hicom.report import build_report, format_report
+
+
+def test_profiles_resolve_to_typed_configs(tiny_profile, paper_profile):
+    assert paper_profile.compressor.local.injection is Injection.DIRECT
+    assert paper_profile.compressor.global_.injection is Injection.COARSE
+    assert paper_profile.compressor.global_.pos_embed == "split_concat"
+    assert paper_profile.llm.path.endswith("models/Qwen2.5-7B-Instruct")
+    assert PARAMS_FILE.parent.as_posix() in paper_profile.llm.path  # relative to params.yaml, not the cwd
+    assert tiny_profile.vision.path is None
+
+
+def test_unknown_profile_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown profile 'paper-70b' \(defined: \['paper-7b', 'tiny'\]\)"):
+        load_profile("paper-70b")
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda m: m["compressor"]["global"].update(injection="filmish"), "compressor.global.injection: unknown injection mode 'filmish'"),
+    (lambda m: m.update(preset="paperr"), "unknown preset 'paperr'"),
+    (lambda m: m.update(num_frame=8), r"unknown field\(s\) \['num_frame'\]"),
+    (lambda m: m["vision"].update(pth="x"), r"profiles.tiny.model.vision: unknown field\(s\) \['pth'\]"),
+    (lambda m: m.update(num_frames=0), "num_frames: must be a positive integer, got 0"),
+])
+def test_wrong_params_name_the_field(tmp_path, edit, message):
+    params = yaml.safe_load(PARAMS_FILE.read_text())
+    edit(params["profiles"]["tiny"]["model"])
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(ConfigError, match=message):
+        load_profile("tiny", tmp_path / "params.yaml")
+
+
+def test_malformed_params_file_is_named(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("profiles: [unclosed")
+    with pytest.raises(ConfigError, match="params.yaml: not valid YAML"):
+        load_profile("tiny", bad)
+
+
+def test_paper_profile_reproduces_the_papers_token_counts_and_parameter_sizes(paper_profile):
+    rep = build_report(paper_profile)
+    assert rep.tokens["hicom"] == {1: 113, 32: 680, 64: 1328, 128: 2624}
+    assert rep.tokens["llava_ov"][32] == 6272
+    p = {k: v / 1e6 for k, v in rep.params.items()}
+    assert abs(p["baseline"] - 16.98) < 0.01  # Table A6: 16M
+    assert abs(p["vision"] - 428) < 1 and abs(p["vision"] - p["vision_head"] - 413) < 1
+    assert abs(p["text"] - 450) < 1
+    # the release's direct/direct compressor is 39.31M; the paper preset adds one FiLM injector (7.97M)
+    assert abs(p["compressor"] - p["global_injection"] - 39.31) < 0.01
+    assert abs(p["global_injection"] - 7.97) < 0.01 and p["local_injection"] == 0
+    assert 7600 < p["llm"] < 7630
+    text = format_report(rep)
+    assert "680" in text and "The paper's 63M" in text and "39.3M" in text
+
+
+def test_report_command_runs_on_the_meta_device_and_rejects_unknown_profiles():
+    ok = subprocess.run([sys.executable, "-m", "hicom", "report", "--profile", "paper-7b"],
+                        capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert "HICom (paper)" in ok.stdout and "2624" in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "hicom", "report", "--profile", "huge"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "unknown profile 'huge'" in bad.stderr

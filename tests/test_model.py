@@ -1,0 +1,130 @@
+import pytest
+import torch
+
+from hicom.model import (IGNORE_INDEX, VIDEO_TOKEN_ID, IMAGE_TOKEN_ID, SequenceTooLongError, VisualItem,
+                         build_model)
+from hicom.model.modeling_hicom import find_cut
+
+
+@pytest.fixture(scope="module")
+def model(tiny_profile):
+    torch.manual_seed(0)
+    return build_model(tiny_profile).eval()
+
+
+def clip(frames=8, seed=0):
+    return torch.randn(frames, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
+
+
+def guide_ids(seed=0, length=32):
+    return torch.randint(2, 1000, (length,), generator=torch.Generator().manual_seed(seed))
+
+
+def item(frames=8, seed=0, modality="video"):
+    return VisualItem(clip(frames, seed), modality, guide_ids(seed))
+
+
+def test_features_are_the_penultimate_layer_and_embeds_the_head_mlp_of_the_last(model):
+    px = clip(2)
+    feats, embeds = model.encode_frames(px, with_embeds=True)
+    with torch.no_grad():
+        ref = model.vision_tower(pixel_values=px, output_hidden_states=True)
+    assert torch.allclose(feats.flatten(1, 2), ref.hidden_states[-2], atol=1e-6)
+    head = model.vision_tower.head
+    last = ref.last_hidden_state
+    assert torch.allclose(embeds.flatten(1, 2), last + head.mlp(head.layernorm(last)), atol=1e-6)
+
+
+def test_gradients_reach_only_the_compressor_when_llm_and_towers_are_frozen(tiny_profile):
+    m = build_model(tiny_profile)
+    m.set_trainable(projector=True, language_model=False, towers=False)
+    ids = torch.tensor([[3, VIDEO_TOKEN_ID, 4, 5, 6]])
+    labels = torch.tensor([[IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX, 5, 6]])
+    m(input_ids=ids, labels=labels, visual_items=[item()]).loss.backward()
+    for name, p in m.named_parameters():
+        if name.startswith("projector."):
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+        else:
+            assert p.grad is None, name
+
+
+def test_visual_tokens_are_spliced_at_the_placeholder_and_never_supervised(model):
+    ids = torch.tensor([[11, 12, VIDEO_TOKEN_ID, 13, 14]])
+    labels = torch.tensor([[IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX, 13, 14]])
+    visual = model.encode_visual([item()])
+    embeds, mask, out_labels, pos = model.splice(ids, None, labels, visual)
+    n = visual[0].shape[0]
+    assert embeds.shape[1] == 4 + n
+    text = model.get_input_embeddings()(torch.tensor([11, 12, 13, 14]))
+    assert torch.allclose(embeds[0, :2], text[:2]) and torch.allclose(embeds[0, 2 + n:], text[2:])
+    assert torch.allclose(embeds[0, 2:2 + n], visual[0])
+    assert out_labels[0].tolist() == [IGNORE_INDEX] * (3 + n - 1) + [13, 14]
+    assert pos[0].tolist() == list(range(4 + n)) and mask.all()
+
+
+def test_items_fill_placeholders_in_batch_order_with_right_padding(model):
+    ids = torch.tensor([[IMAGE_TOKEN_ID, 7, 0], [8, VIDEO_TOKEN_ID, 9]])
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    visual = model.encode_visual([item(1, 1, "image"), item(8, 2)])
+    embeds, out_mask, _, _ = model.splice(ids, mask, None, visual)
+    n_img, n_vid = visual[0].shape[0], visual[1].shape[0]
+    assert out_mask[0].sum() == n_img + 1 and out_mask[1].sum() == n_vid + 2
+    assert torch.allclose(embeds[0, :n_img], visual[0])
+    assert torch.allclose(embeds[1, 1:1 + n_vid], visual[1])
+
+
+def test_placeholder_missing_from_prompt_is_an_error(model):
+    with pytest.raises(ValueError, match="0 <image>/<video> placeholders but 1 visual items"):
+        model(input_ids=torch.tensor([[5, 6, 7]]), visual_items=[item()])
+
+
+@pytest.mark.parametrize("shape,message", [((0, 3, 64, 64), "frames >= 1"), ((3, 64, 64), "frames >= 1")])
+def test_bad_pixel_values_name_the_item_and_shape(model, shape, message):
+    ids = torch.tensor([[5, VIDEO_TOKEN_ID]])
+    with pytest.raises(ValueError, match=message):
+        model(input_ids=ids, visual_items=[VisualItem(torch.zeros(shape), "video", guide_ids())])
+
+
+def test_find_cut_keeps_whole_answers_and_all_visual_tokens():
+    I = IGNORE_INDEX
+    labels = torch.tensor([I, I, I, I, 1, 2, I, I, 3, 4, 5])  # answers at 4-5 and 8-10
+    assert find_cut(labels, visual_end=3, max_length=20) == 11
+    assert find_cut(labels, visual_end=3, max_length=10) == 6  # answer 2 would be cut: drop it whole
+    assert find_cut(labels, visual_end=3, max_length=6) == 6
+    with pytest.raises(SequenceTooLongError, match="no whole answer"):
+        find_cut(labels, visual_end=3, max_length=5)
+    with pytest.raises(SequenceTooLongError, match="visual tokens end at position 9"):
+        find_cut(labels, visual_end=9, max_length=8)
+
+
+def test_splice_truncates_after_splicing_without_cutting_an_answer(model):
+    n = model.num_visual_tokens(8)
+    ids = torch.tensor([[VIDEO_TOKEN_ID, 1, 20, 21, 2, 30, 31, 32]])
+    labels = torch.tensor([[IGNORE_INDEX, IGNORE_INDEX, 20, 21, IGNORE_INDEX, 30, 31, 32]])
+    visual = model.encode_visual([item()])
+    _, _, out, _ = model.splice(ids, None, labels, visual, max_length=n + 6)
+    assert out.shape[1] == n + 3  # the second answer did not fit: dropped whole, with its question
+    assert out[0, -2:].tolist() == [20, 21]
+    with pytest.raises(SequenceTooLongError, match="prompt of"):
+        model.splice(ids, None, None, visual, max_length=n + 2)
+
+
+def test_batched_greedy_generation_matches_one_by_one(model):
+    a = torch.tensor([[3, 4, VIDEO_TOKEN_ID, 5]])
+    b = torch.tensor([[6, VIDEO_TOKEN_ID, 7, 8, 9, 10]])
+    single_a = model.generate(a, visual_items=[item(8, 1)], max_new_tokens=6)
+    single_b = model.generate(b, visual_items=[item(8, 2)], max_new_tokens=6)
+    batch = torch.tensor([[0, 0, 3, 4, VIDEO_TOKEN_ID, 5], [6, VIDEO_TOKEN_ID, 7, 8, 9, 10]])
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1], [1] * 6])
+    both = model.generate(batch, attention_mask=mask, visual_items=[item(8, 1), item(8, 2)], max_new_tokens=6)
+    assert both[0, :single_a.shape[1]].tolist() == single_a[0].tolist()
+    assert both[1, :single_b.shape[1]].tolist() == single_b[0].tolist()
+
+
+def test_baseline_model_needs_no_text_tower(tiny_profile):
+    from hicom.model import baseline_of
+    base = build_model(baseline_of(tiny_profile)).eval()
+    assert base.text_tower is None
+    ids = torch.tensor([[5, VIDEO_TOKEN_ID, 6]])
+    out = base(input_ids=ids, visual_items=[VisualItem(clip(), "video")])
+    assert out.logits.shape[1] == 2 + 8 * 4 * 4
