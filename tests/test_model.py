@@ -128,3 +128,16 @@ def test_baseline_model_needs_no_text_tower(tiny_profile):
     ids = torch.tensor([[5, VIDEO_TOKEN_ID, 6]])
     out = base(input_ids=ids, visual_items=[VisualItem(clip(), "video")])
     assert out.logits.shape[1] == 2 + 8 * 4 * 4
+
+
+def test_item_with_k_guides_is_encoded_once_and_fills_k_placeholders(model, monkeypatch):
+    guides = torch.stack([guide_ids(1), guide_ids(2), guide_ids(3)])
+    calls = []
+    original = model.encode_frames
+    monkeypatch.setattr(model, "encode_frames", lambda px, with_embeds: calls.append(px.shape[0]) or original(px, with_embeds))
+    shared = model.encode_visual([VisualItem(clip(), "video", guides)])
+    assert calls == [8] and len(shared) == 3
+    for k in range(3):
+        alone = model.encode_visual([VisualItem(clip(), "video", guides[k])])[0]
+        assert torch.allclose(shared[k], alone, atol=1e-6)
+    assert not torch.allclose(shared[0], shared[1])

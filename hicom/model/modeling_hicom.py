@@ -58,7 +58,9 @@ class VisualItem:
 
     pixel_values: torch.Tensor  # (T, 3, S, S), T >= 1
     modality: str = "video"  # "video" | "image"
-    guide_input_ids: torch.Tensor | None = None  # (L,) SigLIP-tokenised instruction, padded to max length
+    # (L,) the SigLIP-tokenised instruction padded to max length, or (k, L): k questions about this
+    # item, each filling its own placeholder (the item is encoded once, compressed k times)
+    guide_input_ids: torch.Tensor | None = None
 
 
 def find_cut(labels: torch.Tensor, visual_end: int, max_length: int) -> int:
@@ -185,7 +187,11 @@ class HIComForCausalLM(HIComPreTrainedModel):
                 for i in range(guide_input_ids.shape[0])]
 
     def encode_visual(self, items: list[VisualItem]) -> list[torch.Tensor]:
-        """All frames of all items through the vision tower in one call; then one compressor call per item."""
+        """Visual tokens for every (item, guide) pair, in placeholder order.
+
+        All frames of all items go through the vision tower in one call. An item with k guides
+        (k questions about one video) is encoded once and compressed k times, once per guide.
+        """
         if not items:
             return []
         for i, item in enumerate(items):
@@ -196,18 +202,28 @@ class HIComForCausalLM(HIComPreTrainedModel):
                                  f"got shape {tuple(item.pixel_values.shape)}")
         features, embeds = self.encode_frames(torch.cat([it.pixel_values for it in items]),
                                               with_embeds=self.projector.needs_embeds)
-        guides: list[Guide | None] = [None] * len(items)
+        guide_ids = [None if it.guide_input_ids is None else it.guide_input_ids.reshape(
+            -1, it.guide_input_ids.shape[-1]) for it in items]
+        counts = [1 if ids is None else ids.shape[0] for ids in guide_ids]
+        guides: list[Guide | None] = [None] * sum(counts)
         if self.text_tower is not None:
-            missing = [i for i, it in enumerate(items) if it.guide_input_ids is None]
+            missing = [i for i, ids in enumerate(guide_ids) if ids is None]
             if missing:
                 raise ValueError(f"visual items {missing}: the compressor injects an instruction but no guide_input_ids")
-            guides = self.encode_guides(torch.stack([it.guide_input_ids for it in items]))
-        outputs, start = [], 0
-        for item, guide in zip(items, guides):
+            guides = self.encode_guides(torch.cat(guide_ids))
+        outputs, frame, g = [], 0, 0
+        for item, count in zip(items, counts):
             t = item.pixel_values.shape[0]
-            emb = None if embeds is None else embeds[start:start + t]
-            outputs.append(self.projector(features[start:start + t], emb, guide, is_image=item.modality == "image"))
-            start += t
+            feats = features[frame:frame + t]
+            emb = None if embeds is None else embeds[frame:frame + t]
+            is_image = item.modality == "image"
+            if self.text_tower is None:  # no instruction: one compression serves every question
+                tokens = self.projector(feats, emb, None, is_image=is_image)
+                outputs += [tokens] * count
+            else:
+                outputs += [self.projector(feats, emb, guide, is_image=is_image) for guide in guides[g:g + count]]
+            frame += t
+            g += count
         return outputs
 
     # -- splicing ---------------------------------------------------------------------------

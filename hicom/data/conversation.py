@@ -1,0 +1,160 @@
+"""LLaVA conversations -> token ids and labels, and the instruction (guide) text of each turn.
+
+Only assistant answers are supervised. The `<video>`/`<image>` tag becomes a negative
+placeholder id that the model replaces with visual tokens, so the vocabulary never changes.
+Each text segment is tokenised on its own (prompt pieces, answers), so a prompt at inference is
+tokenised exactly as it was in training.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+
+from hicom.model.modeling_hicom import IGNORE_INDEX, PLACEHOLDER_IDS
+
+TAGS = {"image": "<image>", "video": "<video>"}
+ROLES = {"human": "user", "gpt": "assistant", "user": "user", "assistant": "assistant"}
+
+
+class ConversationError(ValueError):
+    """A sample's conversation cannot be used; the message names the sample and the problem."""
+
+
+@dataclass
+class Encoded:
+    input_ids: torch.Tensor  # (L,) long, with one placeholder id per visual item
+    labels: torch.Tensor  # (L,) long, IGNORE_INDEX except on supervised answer tokens
+    guide: str | None  # the instruction that guides compression (None: unguided)
+
+
+# Lines that tell the model how to format its answer; they carry nothing about the video.
+FORMAT_LINES = (
+    "Answer the question using a single word or phrase.",
+    "Answer with the option's letter from the given choices directly and only give the best option.",
+    "Answer with the option's letter from the given choices directly.",
+    "The best answer is:",
+    "Select the best answer to the following multiple-choice question based on the video.",
+    "Respond with only the letter (A, B, C, or D) of the correct option.",
+    "Respond with only the letter (A, B, C, D, or E) of the correct option.",
+)
+OPTION_LINE = re.compile(r"^\s*\(?[A-H][.)]\s+\S")
+OPTIONS_HEADER = re.compile(r"^\s*(Options|Choices)\s*:?\s*$", re.IGNORECASE)
+
+
+def extract_guide(question: str) -> str:
+    """The bare question of a turn: tags, answer-format lines and the option list removed."""
+    text = question
+    for tag in TAGS.values():
+        text = text.replace(tag, "")
+    kept = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or OPTION_LINE.match(line) or OPTIONS_HEADER.match(line):
+            continue
+        for fmt in FORMAT_LINES:
+            stripped = stripped.replace(fmt, "").strip()
+        if stripped.startswith("Question:"):
+            stripped = stripped[len("Question:"):].strip()
+        if stripped:
+            kept.append(stripped)
+    return " ".join(kept)
+
+
+def normalise_turns(conversations: list[dict], modality: str | None, sample_id: str = "?") -> list[dict]:
+    """Validate and convert LLaVA turns to chat messages; the visual tag once, at the head of turn one."""
+    if not isinstance(conversations, list) or not conversations:
+        raise ConversationError(f"sample {sample_id}: no conversations")
+    messages = []
+    for i, turn in enumerate(conversations):
+        if not isinstance(turn, dict) or "from" not in turn or "value" not in turn:
+            raise ConversationError(f"sample {sample_id}: turn {i} needs 'from' and 'value'")
+        role = ROLES.get(turn["from"])
+        if role is None:
+            raise ConversationError(f"sample {sample_id}: turn {i} has unknown role {turn['from']!r}")
+        messages.append({"role": role, "content": str(turn["value"])})
+    if messages[0]["role"] == "assistant":  # a leading answer has no question; drop it
+        messages = messages[1:]
+    for i, msg in enumerate(messages):
+        if msg["role"] != ("user" if i % 2 == 0 else "assistant"):
+            raise ConversationError(f"sample {sample_id}: turns must alternate human/gpt (turn {i} is {msg['role']})")
+    if len(messages) < 2 or len(messages) % 2:
+        raise ConversationError(f"sample {sample_id}: expected question/answer pairs, got {len(messages)} turns")
+    for msg in messages:
+        if any(tag in msg["content"] for tag in TAGS.values()):
+            for tag in TAGS.values():
+                msg["content"] = msg["content"].replace(tag, "")
+            msg["content"] = msg["content"].strip()
+    if modality is not None:
+        messages[0]["content"] = f"{TAGS[modality]}\n{messages[0]['content']}"
+    return messages
+
+
+def _tokenise(tokenizer, text: str) -> list[int]:
+    """Token ids of text, with each visual tag replaced by its placeholder id."""
+    pattern = "(" + "|".join(re.escape(t) for t in TAGS.values()) + ")"
+    ids: list[int] = []
+    for piece in re.split(pattern, text):
+        if piece in TAGS.values():
+            ids.append(PLACEHOLDER_IDS[piece.strip("<>")])
+        elif piece:
+            ids.extend(tokenizer(piece, add_special_tokens=False)["input_ids"])
+    return ids
+
+
+def encode_messages(tokenizer, messages: list[dict], supervise: str = "all") -> tuple[list[int], list[int]]:
+    """Chat-template ids and labels. supervise='all': every answer; 'last': only the final one."""
+    ids: list[int] = []
+    labels: list[int] = []
+    rendered = ""
+    n_answers = len(messages) // 2
+    for k in range(n_answers):
+        prompt = tokenizer.apply_chat_template(messages[:2 * k + 1], tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(messages[:2 * k + 2], tokenize=False)
+        if not prompt.startswith(rendered) or not full.startswith(prompt):
+            raise ConversationError("the tokenizer's chat template is not prefix-stable across turns")
+        prompt_ids = _tokenise(tokenizer, prompt[len(rendered):])
+        answer_text = full[len(prompt):]
+        end = answer_text.rfind(tokenizer.eos_token) + len(tokenizer.eos_token) if tokenizer.eos_token in answer_text \
+            else len(answer_text)
+        answer_ids = _tokenise(tokenizer, answer_text[:end])
+        tail_ids = _tokenise(tokenizer, answer_text[end:])
+        supervised = supervise == "all" or k == n_answers - 1
+        ids += prompt_ids + answer_ids + tail_ids
+        labels += [IGNORE_INDEX] * len(prompt_ids) + (answer_ids if supervised else [IGNORE_INDEX] * len(answer_ids))
+        labels += [IGNORE_INDEX] * len(tail_ids)
+        rendered = full
+    return ids, labels
+
+
+def encode_sample(tokenizer, conversations: list[dict], modality: str | None, guided: bool,
+                  sample_id: str = "?") -> list[Encoded]:
+    """One LLaVA sample -> training sequences.
+
+    Unguided (alignment): one sequence, every answer supervised. Guided: a sample with k
+    questions becomes k sequences; sequence j holds turns 1..j, supervises answer j only, and is
+    guided by question j. The video is shared: the caller decodes and encodes it once.
+    """
+    messages = normalise_turns(conversations, modality, sample_id)
+    if not guided:
+        ids, labels = encode_messages(tokenizer, messages, supervise="all")
+        return [Encoded(torch.tensor(ids), torch.tensor(labels), None)]
+    out = []
+    for j in range(len(messages) // 2):
+        ids, labels = encode_messages(tokenizer, messages[:2 * j + 2], supervise="last")
+        out.append(Encoded(torch.tensor(ids), torch.tensor(labels), extract_guide(messages[2 * j]["content"])))
+    return out
+
+
+def encode_prompt(tokenizer, question: str, modality: str | None) -> torch.Tensor:
+    """Inference prompt ids: the question as the user turn, then the assistant header."""
+    messages = normalise_turns([{"from": "human", "value": question}, {"from": "gpt", "value": ""}], modality)
+    text = tokenizer.apply_chat_template(messages[:1], tokenize=False, add_generation_prompt=True)
+    return torch.tensor(_tokenise(tokenizer, text))
+
+
+def tokenise_guides(guide_tokenizer, guides: list[str], max_length: int) -> torch.Tensor:
+    """SigLIP-style: pad every guide to max_length (the text tower pools the last position)."""
+    return guide_tokenizer(guides, padding="max_length", truncation=True, max_length=max_length,
+                           return_tensors="pt")["input_ids"]
