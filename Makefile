@@ -6,13 +6,14 @@ PROFILE ?= tiny
 DEPS_HASH := $(shell cat requirements.lock pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
 STAMP := .venv/.setup-$(DEPS_HASH)
 
-.PHONY: help setup run test report clean
+.PHONY: help setup run test report bench clean
 
 help:
 	@echo "make setup   create .venv and install pinned dependencies (idempotent)"
 	@echo "make run     the pipeline on the embedded default (PROFILE=$(PROFILE))"
 	@echo "make test    install, then run every test"
 	@echo "make report  parameter and visual-token report of a profile on the meta device"
+	@echo "make bench   benchmarks (not tests): video decoding decord vs PyAV"
 
 setup: $(STAMP)
 
@@ -30,6 +31,9 @@ report: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) bench/decode_bench.py
 
 clean:
 	rm -rf outputs .pytest_cache

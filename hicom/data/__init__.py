@@ -1,0 +1,1 @@
+"""Data: video and image input, the synthetic video world, conversations, mixtures, curation."""

@@ -1,0 +1,368 @@
+"""Visual input reading: frame sampling, decoder agreement, broken inputs, and the preprocessor.
+
+Clips are rendered here with PyAV. Each frame writes its own number in binary as six
+black/white stripes (rows 8b..8b+7 are white when bit b is set), so the frame a decoder
+returned can be read back from its pixels; the bottom rows are a fixed orange patch that
+shows the channel order.
+"""
+from __future__ import annotations
+
+import json
+import pickle
+import threading
+import time
+from pathlib import Path
+
+import av
+import decord
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import SiglipImageProcessor
+
+from hicom.data import video
+from hicom.data.video import (
+    DECODERS,
+    FramePreprocessor,
+    VideoReadError,
+    decoder_info,
+    read_video,
+    segment_midpoint_indices,
+)
+
+NUM_FRAMES, SIZE, FPS = 48, 64, 8
+PATCH_RGB = (200, 60, 30)
+
+
+def coded_frame(index: int, size: int = SIZE) -> np.ndarray:
+    frame = np.zeros((size, size, 3), np.uint8)
+    for bit in range(6):
+        frame[bit * 8 : bit * 8 + 8] = 235 if (index >> bit) & 1 else 16
+    frame[48:] = PATCH_RGB
+    return frame
+
+
+def frame_code(frame: np.ndarray) -> int:
+    return sum(int(frame[bit * 8 : bit * 8 + 8].mean() > 128) << bit for bit in range(6))
+
+
+def render_clip(path: Path, codec: str = "libx264", pix_fmt: str = "yuv420p", faststart: bool = False) -> Path:
+    options = {"movflags": "faststart"} if faststart else {}
+    with av.open(str(path), "w", options=options) as container:
+        stream = container.add_stream(codec, rate=FPS)
+        stream.width = stream.height = SIZE
+        stream.pix_fmt = pix_fmt
+        for i in range(NUM_FRAMES):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(coded_frame(i), format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("clips")
+    return {
+        "mp4": render_clip(root / "clip.mp4"),
+        "faststart": render_clip(root / "faststart.mp4", faststart=True),
+        "mkv": render_clip(root / "clip.mkv"),
+        "gif": render_clip(root / "clip.gif", codec="gif", pix_fmt="rgb8"),
+    }
+
+
+# --- sampling -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("available", "wanted", "expected"),
+    [
+        (48, 8, [3, 9, 15, 21, 27, 33, 39, 45]),
+        (10, 4, [1, 3, 6, 8]),
+        (5, 8, [0, 0, 1, 2, 2, 3, 4, 4]),  # fewer frames than wanted: repeats, still in order
+        (7, 7, [0, 1, 2, 3, 4, 5, 6]),  # as many as wanted: every frame once
+        (100, 1, [50]),
+        (1, 3, [0, 0, 0]),
+    ],
+)
+def test_segment_midpoints_take_the_floor_of_each_segment_centre(available, wanted, expected):
+    assert segment_midpoint_indices(available, wanted) == expected
+
+
+def test_segment_midpoints_are_exactly_k_sorted_in_range_indices():
+    for available in range(1, 70):
+        for wanted in (1, 2, 3, 8, 16, 32, 64):
+            indices = segment_midpoint_indices(available, wanted)
+            assert len(indices) == wanted
+            assert indices == sorted(indices)
+            assert 0 <= indices[0] and indices[-1] <= available - 1
+
+
+@pytest.mark.parametrize(("available", "wanted", "bad"), [(0, 8, "num_available"), (8, 0, "num_frames")])
+def test_segment_midpoints_reject_counts_below_one_naming_them(available, wanted, bad):
+    with pytest.raises(ValueError, match=f"{bad} must be >= 1, got 0"):
+        segment_midpoint_indices(available, wanted)
+
+
+# --- video files ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_each_decoder_returns_the_sampled_frames_in_rgb(clips, decoder):
+    clip = read_video(clips["mp4"], 8, decoder=decoder)
+    assert clip.decoder == decoder
+    assert clip.frames.dtype == np.uint8 and clip.frames.shape == (8, SIZE, SIZE, 3)
+    assert clip.indices == segment_midpoint_indices(NUM_FRAMES, 8)
+    assert [frame_code(f) for f in clip.frames] == clip.indices
+    assert clip.fps == FPS and clip.num_available == NUM_FRAMES
+    patch = clip.frames[:, 52:, :].reshape(-1, 3).mean(axis=0)
+    assert np.abs(patch - PATCH_RGB).max() < 6, patch
+
+
+@pytest.mark.parametrize("kind", ["mp4", "mkv"])  # mkv has no frame count in its header
+def test_decord_and_pyav_agree_on_indices_and_pixels(clips, kind):
+    a = read_video(clips[kind], 16, decoder="decord")
+    b = read_video(clips[kind], 16, decoder="pyav")
+    assert a.indices == b.indices and a.num_available == b.num_available == NUM_FRAMES
+    assert a.fps == b.fps
+    assert np.abs(a.frames.astype(np.int16) - b.frames.astype(np.int16)).mean() < 3
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_more_frames_than_the_video_has_repeats_frames(clips, decoder):
+    clip = read_video(clips["mp4"], 64, decoder=decoder)
+    assert len(clip.indices) == 64 and clip.frames.shape[0] == 64
+    assert [frame_code(f) for f in clip.frames] == clip.indices == segment_midpoint_indices(NUM_FRAMES, 64)
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_start_end_keep_the_frames_whose_interval_overlaps_the_range(clips, decoder):
+    # 8 fps: [1.0 s, 2.0 s) is frames 8..15 exactly; 0.95 s falls in frame 7, 2.01 s in frame 16.
+    clip = read_video(clips["mp4"], 8, decoder=decoder, start=1.0, end=2.0)
+    assert clip.indices == list(range(8, 16)) and clip.num_available == 8
+    assert [frame_code(f) for f in clip.frames] == clip.indices
+    wider = read_video(clips["mp4"], 10, decoder=decoder, start=0.95, end=2.01)
+    assert wider.indices == list(range(7, 17))
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_start_end_outside_the_video_are_clamped(clips, decoder):
+    clip = read_video(clips["mp4"], 48, decoder=decoder, start=-3.0, end=100.0)
+    assert clip.indices == list(range(NUM_FRAMES))
+    tail = read_video(clips["mp4"], 4, decoder=decoder, start=5.0)
+    assert tail.indices == [41, 43, 45, 47] and tail.num_available == 8
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+@pytest.mark.parametrize(("start", "end"), [(7.0, None), (2.0, 2.0), (3.0, 1.0)])
+def test_time_range_without_frames_is_a_read_error(clips, decoder, start, end):
+    with pytest.raises(VideoReadError, match="selects no frames") as err:
+        read_video(clips["mp4"], 4, decoder=decoder, start=start, end=end)
+    assert err.value.path == str(clips["mp4"])
+
+
+def test_gif_goes_to_pyav_even_when_decord_is_asked_for(clips):
+    # decord 0.6.0 cannot open GIFs; the clip says which decoder actually read it.
+    clip = read_video(clips["gif"], 6, decoder="decord")
+    assert clip.decoder == "pyav"
+    assert [frame_code(f) for f in clip.frames] == clip.indices == segment_midpoint_indices(NUM_FRAMES, 6)
+
+
+# --- frame directories and images -----------------------------------------------------------
+
+
+def test_frame_directory_is_read_in_natural_order_at_the_given_fps(tmp_path):
+    for i in range(12):  # f0.png .. f11.png: plain string order would put f10 before f2
+        Image.fromarray(coded_frame(i)).save(tmp_path / f"f{i}.png")
+    (tmp_path / "notes.txt").write_text("not a frame")
+    clip = read_video(tmp_path, 4)
+    assert clip.decoder == "pil" and clip.fps == 3.0 and clip.num_available == 12
+    assert clip.indices == [1, 4, 7, 10]
+    assert [frame_code(f) for f in clip.frames] == clip.indices
+    ranged = read_video(tmp_path, 3, start=1.0, end=2.0, fps=3.0)
+    assert ranged.indices == [3, 4, 5]
+
+
+def test_times_on_frame_boundaries_survive_floating_point_error(tmp_path):
+    # At 25 fps, 1.16 s * 25 is 28.999999999999996 and 1.12 s * 25 is 28.000000000000004;
+    # both still mean the boundary of frame 29 and frame 28.
+    for i in range(32):
+        Image.fromarray(coded_frame(i, size=48)).save(tmp_path / f"{i:03d}.png")
+    assert read_video(tmp_path, 3, start=1.16, end=1.28, fps=25.0).indices == [29, 30, 31]
+    assert read_video(tmp_path, 3, start=1.0, end=1.12, fps=25.0).indices == [25, 26, 27]
+
+
+def test_single_image_is_a_one_frame_clip_whatever_is_asked(tmp_path):
+    path = tmp_path / "still.jpg"
+    Image.fromarray(np.full((30, 50, 3), 90, np.uint8)).save(path)
+    clip = read_video(path, 16)
+    assert clip.frames.shape == (1, 30, 50, 3) and clip.indices == [0] and clip.decoder == "pil"
+
+
+def test_unreadable_frame_in_a_directory_is_named(tmp_path):
+    Image.fromarray(coded_frame(0)).save(tmp_path / "0001.png")
+    (tmp_path / "0002.png").write_bytes(b"not a png")
+    with pytest.raises(VideoReadError, match="PIL could not read") as err:
+        read_video(tmp_path, 2)
+    assert err.value.path == str(tmp_path / "0002.png")
+
+
+def test_frames_of_different_sizes_in_a_directory_are_a_read_error(tmp_path):
+    Image.fromarray(coded_frame(0)).save(tmp_path / "1.png")
+    Image.fromarray(coded_frame(1, size=48)).save(tmp_path / "2.png")
+    with pytest.raises(VideoReadError, match=r"frame size \(48, 48\) differs from \(64, 64\)") as err:
+        read_video(tmp_path, 2)
+    assert err.value.path == str(tmp_path / "2.png")
+
+
+def test_directory_without_images_is_a_read_error(tmp_path):
+    with pytest.raises(VideoReadError, match="no image files") as err:
+        read_video(tmp_path, 4)
+    assert err.value.path == str(tmp_path)
+
+
+# --- broken inputs --------------------------------------------------------------------------
+
+
+def _broken(kind: str, decoder: str, clips: dict[str, Path], tmp_path: Path) -> tuple[Path, str]:
+    """A broken input and the reason its error must give."""
+    if kind == "missing":
+        return tmp_path / "missing.mp4", "no such file"
+    path = tmp_path / f"{kind}.mp4"
+    if kind == "empty":
+        path.write_bytes(b"")
+        return path, r"empty file \(0 bytes\)"
+    if kind == "corrupt":
+        path.write_bytes(np.random.default_rng(0).integers(0, 256, 20_000, dtype=np.uint8).tobytes())
+        return path, "could not open"
+    source = clips["faststart" if kind == "truncated_faststart" else "mp4"].read_bytes()
+    path.write_bytes(source[: len(source) // 2])
+    # moov at the end: the index is gone and opening fails. moov first: PyAV opens it and fails
+    # decoding; decord reads every packet when it opens a file, so it fails there.
+    return path, "failed to decode frames" if (kind, decoder) == ("truncated_faststart", "pyav") else "could not open"
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+@pytest.mark.parametrize("kind", ["missing", "empty", "corrupt", "truncated", "truncated_faststart"])
+def test_broken_video_raises_read_error_naming_file_and_reason(clips, tmp_path, decoder, kind):
+    path, reason = _broken(kind, decoder, clips, tmp_path)
+    with pytest.raises(VideoReadError, match=reason) as err:
+        read_video(path, 8, decoder=decoder)
+    assert err.value.path == str(path)
+    assert str(path) in str(err.value)
+
+
+def test_unknown_decoder_is_a_value_error_naming_it(clips):
+    with pytest.raises(ValueError, match="unknown decoder 'opencv'"):
+        read_video(clips["mp4"], 8, decoder="opencv")
+
+
+def test_read_that_does_not_finish_in_time_is_abandoned_with_a_read_error(clips, monkeypatch):
+    release = threading.Event()
+
+    def hung_decode(*args, **kwargs):
+        release.wait(10)
+        raise AssertionError("the abandoned read should never be used")
+
+    monkeypatch.setattr(video, "_decode_decord", hung_decode)
+    began = time.monotonic()
+    try:
+        with pytest.raises(VideoReadError, match=r"timed out after 0.2s") as err:
+            read_video(clips["mp4"], 8, decoder="decord", timeout_s=0.2)
+    finally:
+        release.set()
+    assert time.monotonic() - began < 2
+    assert err.value.path == str(clips["mp4"])
+
+
+def test_read_error_survives_pickling_for_dataloader_workers():
+    restored = pickle.loads(pickle.dumps(VideoReadError("/data/x.mp4", "empty file (0 bytes)")))
+    assert (restored.path, restored.reason) == ("/data/x.mp4", "empty file (0 bytes)")
+    assert str(restored) == "cannot read /data/x.mp4: empty file (0 bytes)"
+
+
+def test_decoder_info_reports_the_installed_versions():
+    assert decoder_info("decord") == {"decoder": "decord", "version": decord.__version__}
+    assert decoder_info("pyav") == {"decoder": "pyav", "version": av.__version__}
+    with pytest.raises(ValueError, match="unknown decoder 'cv2'"):
+        decoder_info("cv2")
+
+
+# --- preprocessor ---------------------------------------------------------------------------
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def test_preprocessor_output_shape_dtype_and_normalisation():
+    frames = np.stack([np.full((20, 20, 3), 255, np.uint8), np.zeros((20, 20, 3), np.uint8)])
+    out = FramePreprocessor(16, CLIP_MEAN, CLIP_STD)(frames)
+    assert out.shape == (2, 3, 16, 16) and out.dtype == torch.float32 and out.is_contiguous()
+    mean, std = torch.tensor(CLIP_MEAN).view(3, 1, 1), torch.tensor(CLIP_STD).view(3, 1, 1)
+    torch.testing.assert_close(out[0], ((1 - mean) / std).expand(3, 16, 16))
+    torch.testing.assert_close(out[1], (-mean / std).expand(3, 16, 16))
+
+
+def test_padding_puts_mean_coloured_bands_above_and_below_a_wide_frame():
+    wide = np.full((1, 32, 64, 3), 255, np.uint8)  # white, twice as wide as tall
+    out = FramePreprocessor(32)(wide)[0]
+    band = (127 / 255 - 0.5) / 0.5  # background int(0.5 * 255), normalised
+    white = (1.0 - 0.5) / 0.5
+    assert torch.allclose(out[:, :6], torch.tensor(band), atol=1e-6)  # top band
+    assert torch.allclose(out[:, -6:], torch.tensor(band), atol=1e-6)  # bottom band
+    assert torch.allclose(out[:, 10:22], torch.tensor(white), atol=1e-6)  # image, full width
+    plain = FramePreprocessor(32, pad_to_square=False)(wide)[0]
+    assert torch.allclose(plain, torch.tensor(white), atol=1e-6)  # stretched, no bands
+
+
+def test_unpadded_preprocessor_matches_transformers_siglip_processor():
+    frames = np.random.default_rng(0).integers(0, 256, (3, 40, 56, 3), dtype=np.uint8)
+    ours = FramePreprocessor(24, CLIP_MEAN, CLIP_STD, pad_to_square=False)
+    theirs = SiglipImageProcessor(
+        size={"height": 24, "width": 24}, resample=3, image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD)
+    )
+    expected = theirs(list(frames), return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(ours(frames), expected, atol=1e-5, rtol=0)
+
+
+def test_preprocessor_config_round_trips_through_transformers(tmp_path):
+    ours = FramePreprocessor(24, CLIP_MEAN, CLIP_STD, pad_to_square=False)
+    ours.save_pretrained(tmp_path / "ours")
+    assert FramePreprocessor.from_pretrained(tmp_path / "ours") == ours
+    loaded = SiglipImageProcessor.from_pretrained(tmp_path / "ours")
+    assert loaded.size["height"] == loaded.size["width"] == 24
+    assert list(loaded.image_mean) == list(CLIP_MEAN) and list(loaded.image_std) == list(CLIP_STD)
+    # transformers keeps our extra key when it saves again
+    loaded.save_pretrained(tmp_path / "again")
+    assert FramePreprocessor.from_pretrained(tmp_path / "again") == ours
+    # a config transformers wrote on its own reads back, with our default pad_to_square=True
+    SiglipImageProcessor(
+        size={"height": 24, "width": 24}, image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD)
+    ).save_pretrained(tmp_path / "theirs")
+    assert FramePreprocessor.from_pretrained(tmp_path / "theirs") == FramePreprocessor(24, CLIP_MEAN, CLIP_STD)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "no preprocessor_config.json"),
+        ("{not json", "not valid JSON"),
+        (json.dumps({"size": {"height": 24, "width": 32}, "image_mean": [0.5] * 3, "image_std": [0.5] * 3}), "'size'"),
+        (json.dumps({"size": {"height": 24, "width": 24}, "image_std": [0.5] * 3}), "missing field 'image_mean'"),
+        (json.dumps({"size": {"height": 24, "width": 24}, "image_mean": [0.5] * 2, "image_std": [0.5] * 3}), "3 values"),
+        (
+            json.dumps({"size": {"height": 8, "width": 8}, "image_mean": [0.5] * 3, "image_std": [0.5] * 3, "do_normalize": False}),
+            "'do_normalize' is False",
+        ),
+    ],
+)
+def test_bad_preprocessor_config_is_an_error_naming_the_file(tmp_path, content, message):
+    if content is not None:
+        (tmp_path / "preprocessor_config.json").write_text(content)
+    with pytest.raises((ValueError, FileNotFoundError), match=message) as err:
+        FramePreprocessor.from_pretrained(tmp_path)
+    assert str(tmp_path / "preprocessor_config.json") in str(err.value)
+
+
+def test_preprocessor_rejects_frames_that_are_not_uint8_rgb():
+    with pytest.raises(ValueError, match="dtype=float32 shape=\\(2, 8, 8, 3\\)"):
+        FramePreprocessor(8)(np.zeros((2, 8, 8, 3), np.float32))
