@@ -1,0 +1,252 @@
+import hashlib
+import json
+import random
+import re
+from collections import Counter
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from hicom.data.synthetic import (BACKGROUNDS, COLOURS, LETTERS, SHAPES, Scene, WorldConfig, caption, generate_world,
+                                  instruction_pairs, make_scene, mcq, object_radius, qa_turns, render_frame)
+
+SMALL = WorldConfig(seed=7, num_videos=12, test_fraction=0.25)
+TRAIN_FILES = ("align_images.jsonl", "align_videos.jsonl", "cond_pretrain.jsonl", "sft.jsonl")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def decode(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+def scenes_of(cfg: WorldConfig, n: int) -> list[Scene]:
+    return [make_scene(random.Random(f"t{i}"), cfg, f"s{i}") for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    out = tmp_path_factory.mktemp("world")
+    return out, generate_world(SMALL, out, progress=False)
+
+
+def test_same_seed_gives_byte_identical_jsonl_and_identical_decoded_frames(world, tmp_path):
+    out, manifest = world
+    again = generate_world(SMALL, tmp_path, progress=False)
+    assert again == manifest
+    for name in ("scenes.jsonl", *TRAIN_FILES, "mcq_test.jsonl", "manifest.json"):
+        assert (out / name).read_bytes() == (tmp_path / name).read_bytes(), name
+    for video in sorted((out / "videos").iterdir()):
+        frames, again_frames = decode(video), decode(tmp_path / "videos" / video.name)
+        assert len(frames) == len(again_frames) and all(map(np.array_equal, frames, again_frames)), video.name
+
+
+def test_different_seeds_give_different_scenes_and_questions(world, tmp_path):
+    out, _ = world
+    generate_world(WorldConfig(seed=8, num_videos=12, test_fraction=0.25), tmp_path, progress=False)
+    for name in ("scenes.jsonl", "sft.jsonl", "mcq_test.jsonl"):
+        assert (out / name).read_bytes() != (tmp_path / name).read_bytes(), name
+
+
+def test_centre_pixel_has_the_object_colour_while_visible_and_background_before_it_appears():
+    checked_hidden = 0
+    for scene in scenes_of(WorldConfig(), 40):
+        for t in range(scene.num_frames):
+            frame = render_frame(scene, t)
+            assert frame.shape == (scene.size, scene.size, 3) and frame.dtype == np.uint8
+            for obj in scene.objects:
+                if obj.visible(t):
+                    x, y = obj.position(t)
+                    assert tuple(frame[y, x]) == COLOURS[obj.colour], (scene.id, obj, t)
+                    continue
+                x, y = obj.position(obj.appear)  # where it will appear: empty until then (unless another is there)
+                if t < obj.appear and not any(
+                        o.visible(t) and max(abs(o.position(t)[0] - x), abs(o.position(t)[1] - y))
+                        <= object_radius(o.size, scene.size) for o in scene.objects):
+                    assert tuple(frame[y, x]) == scene.background, (scene.id, obj, t)
+                    checked_hidden += 1
+    assert checked_hidden > 0  # the world does have objects that appear late
+
+
+def test_objects_stay_inside_the_frame_and_never_overlap_while_visible():
+    for scene in scenes_of(WorldConfig(max_objects=6), 60):
+        assert len({(o.shape, o.colour) for o in scene.objects}) == len(scene.objects)
+        for t in range(scene.num_frames):
+            boxes = []
+            for o in scene.objects:
+                if o.visible(t):
+                    (x, y), h = o.position(t), object_radius(o.size, scene.size)
+                    assert h <= x < scene.size - h and h <= y < scene.size - h, (scene.id, o, t)
+                    boxes.append((x, y, h))
+            for i, (x, y, h) in enumerate(boxes):
+                for x2, y2, h2 in boxes[i + 1:]:
+                    assert max(abs(x - x2), abs(y - y2)) > h + h2, (scene.id, t)
+
+
+def test_written_mp4_decodes_to_num_frames_of_the_frame_size_with_the_drawn_colours(world):
+    out, _ = world
+    for row in read_jsonl(out / "scenes.jsonl")[:4]:
+        scene = Scene.from_dict(row)
+        frames = decode(out / "videos" / f"{scene.id}.mp4")
+        assert len(frames) == SMALL.num_frames
+        assert all(f.shape == (SMALL.size, SMALL.size, 3) for f in frames)
+        for t, frame in enumerate(frames):
+            for obj in scene.objects:
+                if obj.visible(t):
+                    x, y = obj.position(t)
+                    assert np.abs(frame[y, x].astype(int) - COLOURS[obj.colour]).max() < 40
+
+
+def test_scene_ground_truth_round_trips_through_json():
+    for scene in scenes_of(WorldConfig(), 5):
+        assert Scene.from_dict(json.loads(json.dumps(scene.to_dict()))) == scene
+
+
+def test_frame_caption_names_only_visible_objects_and_clip_caption_gives_timing():
+    scene = next(s for s in scenes_of(WorldConfig(), 40) if any(o.appear for o in s.objects))
+    late = next(o for o in scene.objects if o.appear)
+    name = f"{late.colour} {late.shape}"
+    assert name not in caption(scene, 0)
+    assert name in caption(scene, scene.num_frames - 1)
+    assert f"{name} appears at {late.appear / scene.fps:.1f} s" in caption(scene)
+
+
+def correct_by_ground_truth(scene: Scene, q: dict) -> str | None:
+    """The right option recomputed from the scene for the question forms whose answer is easy to derive."""
+    by_name = {f"the {o.colour} {o.shape}": o for o in scene.objects}
+    text = q["question"]
+    if m := re.fullmatch(r"How does (the \w+ \w+) move\?", text):
+        motion = by_name[m[1]].motion
+        return "it stays still" if motion == "static" else f"it moves {motion}"
+    moments = {"at the start": 0, "in the middle": scene.num_frames // 2, "at the end": scene.num_frames - 1}
+    if m := re.fullmatch(r"How many objects are visible (.+) of the video\?", text):
+        n = sum(o.visible(moments[m[1]]) for o in scene.objects)
+        return ("none", "one", "two", "three", "four", "five", "six")[n]
+    if text == "Which object appears in the second half of the video?":
+        return next(name for name, o in by_name.items() if o.appear >= scene.num_frames // 2)
+    if m := re.fullmatch(r"What colour is the (\w+)\?", text):
+        return next(o.colour for o in scene.objects if o.shape == m[1])
+    return None
+
+
+def test_every_mcq_has_four_distinct_options_and_exactly_one_matches_ground_truth():
+    rng, verified = random.Random(0), Counter()
+    for scene in scenes_of(WorldConfig(), 300):
+        q = mcq(scene, rng)
+        assert len(q["options"]) == 4 and len(set(q["options"])) == 4, q
+        assert q["answer"] in LETTERS and q["kind"] in ("object", "moment") and q["target"]
+        right = correct_by_ground_truth(scene, q)
+        if right is not None:
+            assert q["options"][LETTERS.index(q["answer"])] == right, q
+            verified[q["question"].split()[0]] += 1
+    assert len(verified) >= 3 and sum(verified.values()) >= 60
+
+
+def test_mcq_answer_letters_and_kinds_are_spread_and_questions_hold_no_options():
+    rng = random.Random(1)
+    questions = [mcq(scene, rng) for scene in scenes_of(WorldConfig(), 400)]
+    letters = Counter(q["answer"] for q in questions)
+    assert set(letters) == set(LETTERS) and min(letters.values()) > 0.15 * len(questions), letters
+    kinds = Counter(q["kind"] for q in questions)
+    assert min(kinds["object"], kinds["moment"]) > 0.35 * len(questions), kinds
+    for q in questions:
+        assert "\n" not in q["question"] and not re.search(r"\b[A-D][.)]", q["question"])
+        for option in q["options"]:
+            assert not re.search(rf"\b{re.escape(option)}\b", q["question"]), q
+
+
+def test_distractors_prefer_values_present_in_the_scene():
+    scene = next(s for s in scenes_of(WorldConfig(min_objects=4), 50) if len({o.colour for o in s.objects}) == 4
+                 and len({o.shape for o in s.objects}) == 4)
+    rng = random.Random(0)
+    colour_qs = [q for q in (mcq(scene, rng) for _ in range(200)) if q["question"].startswith("What colour is the ")
+                 and "object" not in q["question"]]
+    assert colour_qs
+    for q in colour_qs:  # four distinct colours in the scene: every option is one of them
+        assert set(q["options"]) == {o.colour for o in scene.objects}
+
+
+def test_test_scenes_never_appear_in_train_files(world):
+    out, manifest = world
+    test_ids = {row["id"] for row in read_jsonl(out / "mcq_test.jsonl")}
+    assert test_ids == set(manifest["test_ids"]) and len(test_ids) == 3
+    for name in TRAIN_FILES:
+        rows = read_jsonl(out / name)
+        assert rows
+        for row in rows:
+            media = row.get("video") or row["image"]
+            assert not any(tid in row["id"] or tid in media for tid in test_ids), (name, row["id"])
+    assert not any(tid in p.name for p in (out / "images").iterdir() for tid in test_ids)
+
+
+@pytest.mark.parametrize("name,tag,key", [("align_images.jsonl", "<image>", "image"),
+                                          ("align_videos.jsonl", "<video>", "video"),
+                                          ("cond_pretrain.jsonl", "<video>", "video"),
+                                          ("sft.jsonl", "<video>", "video")])
+def test_llava_samples_start_with_the_media_tag_alternate_turns_and_point_at_existing_files(world, name, tag, key):
+    out, _ = world
+    for row in read_jsonl(out / name):
+        turns = row["conversations"]
+        assert len(turns) >= 2 and len(turns) % 2 == 0
+        assert [t["from"] for t in turns] == ["human", "gpt"] * (len(turns) // 2)
+        assert turns[0]["value"].startswith(tag + "\n")
+        assert sum(t["value"].count(tag) for t in turns) == 1
+        assert all(t["value"].strip() for t in turns)
+        assert not Path(row[key]).is_absolute() and (out / row[key]).is_file()
+
+
+def test_each_train_video_gets_pairs_per_video_instructions_and_qa_per_video_questions_all_distinct(world):
+    out, manifest = world
+    n_train = manifest["splits"]["train"]
+    for name, per_video in (("cond_pretrain.jsonl", SMALL.pairs_per_video), ("sft.jsonl", SMALL.qa_per_video)):
+        rows = read_jsonl(out / name)
+        assert len(rows) == n_train
+        for row in rows:
+            asked = [t["value"].removeprefix("<video>\n") for t in row["conversations"][::2]]
+            assert len(asked) == per_video and len(set(asked)) == per_video
+    for scene in scenes_of(WorldConfig(min_objects=1, max_objects=1), 10):
+        pairs = instruction_pairs(scene, random.Random(0), 50)
+        assert len(pairs) >= 6 and len({i for i, _ in pairs}) == len(pairs)
+        turns = qa_turns(scene, random.Random(0), 50)
+        assert len(turns) >= 6 and len({q for q, _ in turns}) == len(turns)
+
+
+def test_manifest_counts_and_hashes_match_the_files_and_no_temporaries_remain(world):
+    out, manifest = world
+    assert json.loads((out / "manifest.json").read_text()) == manifest
+    for name, digest in manifest["files"].items():
+        data = (out / name).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == digest
+        assert manifest["counts"][name] == len(data.splitlines())
+    assert manifest["counts"]["align_images.jsonl"] == 2 * manifest["splits"]["train"]
+    assert len(list((out / "videos").glob("*.mp4"))) == SMALL.num_videos
+    assert not [p for p in out.rglob(".*")]
+
+
+def test_world_config_from_dict_rejects_unknown_keys_naming_them():
+    assert WorldConfig.from_dict({"seed": 3, "num_videos": 5}) == WorldConfig(seed=3, num_videos=5)
+    with pytest.raises(ValueError, match=r"data\.synthetic: unknown key\(s\) \['num_vidoes'\]"):
+        WorldConfig.from_dict({"num_vidoes": 5})
+
+
+@pytest.mark.parametrize("key,value,message", [("size", 63, r"x\.size: must be even"),
+                                               ("num_frames", 4, r"x\.num_frames: must be >= 8, got 4"),
+                                               ("test_fraction", 1.0, r"x\.test_fraction: .* got 1\.0"),
+                                               ("max_objects", 1, r"x\.max_objects: must be in \[min_objects=2"),
+                                               ("seed", "0", r"x\.seed: must be an integer, got '0'")])
+def test_world_config_rejects_bad_values_naming_field_and_value(key, value, message):
+    with pytest.raises(ValueError, match=message):
+        WorldConfig.from_dict({key: value}, where="x")
+
+
+def test_object_colours_are_well_separated_from_each_other_and_from_every_background():
+    assert len(SHAPES) >= 4 and len(COLOURS) >= 5
+    palette = list(COLOURS.values())
+    for i, a in enumerate(palette):
+        for b in palette[i + 1:] + list(BACKGROUNDS.values()):
+            assert max(abs(x - y) for x, y in zip(a, b)) >= 90, (a, b)
