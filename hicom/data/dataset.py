@@ -1,0 +1,110 @@
+"""A torch Dataset of LLaVA samples: decode the visual input once, encode every turn, collate.
+
+An unreadable video or a malformed conversation is skipped and recorded in a rejects file
+beside the stage's outputs; another sample is never substituted for it.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from hicom.data.conversation import ConversationError, Encoded, encode_sample, tokenise_guides
+from hicom.data.video import FramePreprocessor, VideoReadError, read_video
+from hicom.model.modeling_hicom import IGNORE_INDEX, VisualItem
+
+
+class RejectLog:
+    """Append-only JSONL of skipped samples; one write per line, so parallel workers can share it."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def add(self, sample_id: str, reason: str, path: str | None = None, stage: str | None = None) -> None:
+        line = json.dumps({"id": sample_id, "path": path, "reason": reason, "stage": stage}) + "\n"
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+
+    def read(self) -> list[dict]:
+        if not self.path.is_file():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    num_frames: int
+    guided: bool  # guided: one sequence per question, each with its own guide
+    guide_max_length: int = 64
+    decoder: str = "decord"
+    read_timeout_s: float = 60.0
+    stage: str | None = None
+
+
+class ConversationDataset(torch.utils.data.Dataset):
+    def __init__(self, samples: list[dict], tokenizer, preprocessor: FramePreprocessor, settings: SampleSettings,
+                 rejects: RejectLog, guide_tokenizer=None):
+        if settings.guided and guide_tokenizer is None:
+            raise ValueError("guided samples need the instruction tower's tokenizer (guide_tokenizer)")
+        self.samples = samples
+        self.tokenizer = tokenizer
+        self.guide_tokenizer = guide_tokenizer
+        self.preprocessor = preprocessor
+        self.settings = settings
+        self.rejects = rejects
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict | None:
+        sample = self.samples[index]
+        sample_id = str(sample.get("id", index))
+        modality = "video" if "video" in sample else "image" if "image" in sample else None
+        media = sample.get(modality) if modality else None
+        s = self.settings
+        try:
+            if isinstance(media, list):
+                raise ConversationError(f"sample {sample_id}: several images per sample are not supported")
+            sequences: list[Encoded] = encode_sample(self.tokenizer, sample["conversations"], modality,
+                                                     s.guided and modality is not None, sample_id)
+            pixel_values = None
+            if modality is not None:
+                clip = read_video(media, s.num_frames, decoder=s.decoder, start=sample.get("start"),
+                                  end=sample.get("end"), timeout_s=s.read_timeout_s)
+                pixel_values = self.preprocessor(clip.frames)
+        except (ConversationError, VideoReadError) as exc:
+            self.rejects.add(sample_id, str(exc), media, s.stage)
+            return None
+        guide_ids = None
+        if modality is not None and s.guided:
+            guide_ids = tokenise_guides(self.guide_tokenizer, [e.guide for e in sequences], s.guide_max_length)
+        return {"id": sample_id, "sequences": sequences, "modality": modality, "pixel_values": pixel_values,
+                "guide_input_ids": guide_ids}
+
+
+def collate(batch: list[dict | None], pad_id: int) -> dict | None:
+    """Right-padded ids/labels for every sequence; one VisualItem per sample (shared by its turns)."""
+    batch = [b for b in batch if b is not None]
+    if not batch:
+        return None
+    sequences = [seq for b in batch for seq in b["sequences"]]
+    length = max(len(seq.input_ids) for seq in sequences)
+    input_ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
+    labels = torch.full((len(sequences), length), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), length), dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        n = len(seq.input_ids)
+        input_ids[i, :n] = seq.input_ids
+        labels[i, :n] = seq.labels
+        attention_mask[i, :n] = 1
+    items = [VisualItem(b["pixel_values"], b["modality"], b["guide_input_ids"])
+             for b in batch if b["pixel_values"] is not None]
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask, "visual_items": items,
+            "ids": [b["id"] for b in batch]}

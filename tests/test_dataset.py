@@ -1,0 +1,85 @@
+import json
+import shutil
+
+import pytest
+import torch
+
+from hicom.data.dataset import ConversationDataset, RejectLog, SampleSettings, collate
+from hicom.data.mixture import load_mixture
+from hicom.data.synthetic import WorldConfig, generate_world
+from hicom.data.tokenizer import train_tokenizer
+from hicom.data.video import FramePreprocessor
+from hicom.model import IGNORE_INDEX, build_model
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ds")
+    generate_world(WorldConfig(seed=5, num_videos=6, num_frames=8, size=64, qa_per_video=3), root / "w",
+                   progress=False)
+    texts = [t["value"] for l in (root / "w" / "sft.jsonl").read_text().splitlines()
+             for t in json.loads(l)["conversations"]]
+    tok = train_tokenizer(texts * 5, 400)
+    return root, tok
+
+
+def mixture(root, name):
+    (root / f"{name}.yaml").write_text(f"datasets:\n  - json_path: w/{name}.jsonl\n")
+    return load_mixture(root / f"{name}.yaml")
+
+
+def dataset(root, tok, samples, guided, rejects_name="rejects.jsonl"):
+    settings = SampleSettings(num_frames=8, guided=guided, guide_max_length=64, stage="test")
+    return ConversationDataset(samples, tok, FramePreprocessor(64), settings, RejectLog(root / rejects_name),
+                               guide_tokenizer=tok)
+
+
+def test_guided_sample_yields_one_sequence_per_question_sharing_one_decoded_clip(world):
+    root, tok = world
+    samples = mixture(root, "sft")
+    item = dataset(root, tok, samples, guided=True)[0]
+    k = len(samples[0]["conversations"]) // 2
+    assert len(item["sequences"]) == k and item["guide_input_ids"].shape == (k, 64)
+    assert item["pixel_values"].shape == (8, 3, 64, 64)
+    batch = collate([item], pad_id=tok.pad_token_id)
+    assert batch["input_ids"].shape[0] == k and len(batch["visual_items"]) == 1
+    for row in range(k):  # each sequence supervises exactly one answer
+        sup = (batch["labels"][row] != IGNORE_INDEX).int()
+        assert int((sup[1:] - sup[:-1] == 1).sum()) + int(sup[0]) == 1
+
+
+def test_unreadable_video_is_skipped_and_recorded_while_others_go_through(world, tmp_path):
+    root, tok = world
+    samples = mixture(root, "sft")[:3]
+    broken = tmp_path / "broken.mp4"
+    shutil.copy(samples[1]["video"], broken)
+    broken.write_bytes(broken.read_bytes()[:200])  # truncated
+    samples[1] = dict(samples[1], video=str(broken))
+    samples.append(dict(samples[0], id="missing", video=str(tmp_path / "nope.mp4")))
+    ds = dataset(root, tok, samples, guided=True, rejects_name="r.jsonl")
+    items = [ds[i] for i in range(len(ds))]
+    assert [i is None for i in items] == [False, True, False, True]
+    batch = collate(items, pad_id=tok.pad_token_id)
+    assert batch["ids"] == [samples[0]["id"], samples[2]["id"]]  # nothing substituted
+    rejects = {r["id"]: r for r in ds.rejects.read()}
+    assert set(rejects) == {samples[1]["id"], "missing"}
+    assert "broken.mp4" in rejects[samples[1]["id"]]["reason"] and rejects["missing"]["stage"] == "test"
+
+
+def test_a_collated_batch_trains_the_tiny_model(world, tiny_profile):
+    root, tok = world
+    ds = dataset(root, tok, mixture(root, "sft")[:2], guided=True)
+    batch = collate([ds[0], ds[1]], pad_id=tok.pad_token_id)
+    model = build_model(tiny_profile)
+    model.set_trainable(projector=True, language_model=False)
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
+                visual_items=batch["visual_items"])
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and model.projector.local_compressor.readout[0].weight.grad is not None
+
+
+def test_unguided_alignment_sample_supervises_all_answers_in_one_sequence(world):
+    root, tok = world
+    item = dataset(root, tok, mixture(root, "align_images")[:1], guided=False)[0]
+    assert len(item["sequences"]) == 1 and item["guide_input_ids"] is None
+    assert item["modality"] == "image" and item["pixel_values"].shape[0] == 1
