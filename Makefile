@@ -22,7 +22,9 @@ $(STAMP): requirements.lock pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
 	@touch $@
 
+# The data stages run through DVC (only what changed reruns); then the model checks.
 run: setup
+	.venv/bin/dvc repro
 	$(PY) -m hicom report --profile paper-7b
 	$(PY) -m hicom smoke --profile $(PROFILE)
 

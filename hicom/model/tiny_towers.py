@@ -9,6 +9,7 @@ loads like any local SigLIP directory (model, tokenizer, preprocessor config).
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import torch
 from tqdm import tqdm
 from transformers import SiglipConfig, SiglipModel
 
-from hicom.config import ModelProfile
+from hicom.config import ConfigError, ModelProfile
 from hicom.data.video import FramePreprocessor
 from hicom.model.checkpoint import atomic_write_bytes, save_model
 
@@ -59,6 +60,11 @@ def pretrain_towers(profile: ModelProfile, world_dir: str | Path, tokenizer, out
                     cfg: TowerTrainConfig = TowerTrainConfig(), log=print) -> dict:
     from hicom.data.synthetic import Scene
 
+    text_cfg = dict(profile.text.config)
+    if len(tokenizer) > text_cfg.get("vocab_size", 0) or text_cfg.get("pad_token_id") != tokenizer.pad_token_id:
+        raise ConfigError(f"profile {profile.name!r} text tower (vocab_size={text_cfg.get('vocab_size')}, "
+                          f"pad_token_id={text_cfg.get('pad_token_id')}) does not fit the tokenizer "
+                          f"({len(tokenizer)} tokens, pad id {tokenizer.pad_token_id})")
     world_dir = Path(world_dir)
     test_ids = {json.loads(l)["id"] for l in (world_dir / "mcq_test.jsonl").read_text().splitlines() if l.strip()}
     scenes = [Scene.from_dict(json.loads(l)) for l in (world_dir / "scenes.jsonl").read_text().splitlines() if l.strip()]
@@ -68,8 +74,10 @@ def pretrain_towers(profile: ModelProfile, world_dir: str | Path, tokenizer, out
         raise ValueError(f"{world_dir}: need both training scenes and held-out test scenes")
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
-    text_cfg = dict(profile.text.config, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
     model = SiglipModel(SiglipConfig(vision_config=profile.vision.config, text_config=text_cfg))
+    with torch.no_grad():  # SigLIP's initialisation: t' = log 10, b = -10. With transformers' zeros the
+        model.logit_scale.fill_(math.log(10.0))  # easy minimum is to push every pair apart, which
+        model.logit_bias.fill_(-10.0)  # collapses all embeddings to one point.
     preprocessor = FramePreprocessor(image_size=model.config.vision_config.image_size)
     max_len = text_cfg.get("max_position_embeddings", 64)
 
