@@ -9,11 +9,13 @@ import av
 import numpy as np
 import pytest
 
-from hicom.data.synthetic import (BACKGROUNDS, COLOURS, LETTERS, SHAPES, Scene, WorldConfig, caption, generate_world,
-                                  instruction_pairs, make_scene, mcq, object_radius, qa_turns, render_frame)
+from hicom.data.conversation import extract_guide
+from hicom.data.synthetic import (BACKGROUNDS, COLOURS, LETTERS, MCQ_INSTRUCTION, SHAPES, Scene, WorldConfig, caption,
+                                  generate_world, instruction_pairs, make_scene, mcq, mcq_prompt, mcq_turns,
+                                  object_radius, qa_turns, render_frame)
 
 SMALL = WorldConfig(seed=7, num_videos=12, test_fraction=0.25)
-TRAIN_FILES = ("align_images.jsonl", "align_videos.jsonl", "cond_pretrain.jsonl", "sft.jsonl")
+TRAIN_FILES = ("align_images.jsonl", "align_videos.jsonl", "cond_pretrain.jsonl", "sft.jsonl", "sft_mcq.jsonl")
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -187,7 +189,8 @@ def test_test_scenes_never_appear_in_train_files(world):
 @pytest.mark.parametrize("name,tag,key", [("align_images.jsonl", "<image>", "image"),
                                           ("align_videos.jsonl", "<video>", "video"),
                                           ("cond_pretrain.jsonl", "<video>", "video"),
-                                          ("sft.jsonl", "<video>", "video")])
+                                          ("sft.jsonl", "<video>", "video"),
+                                          ("sft_mcq.jsonl", "<video>", "video")])
 def test_llava_samples_start_with_the_media_tag_alternate_turns_and_point_at_existing_files(world, name, tag, key):
     out, _ = world
     for row in read_jsonl(out / name):
@@ -238,7 +241,8 @@ def test_world_config_from_dict_rejects_unknown_keys_naming_them():
                                                ("num_frames", 4, r"x\.num_frames: must be >= 8, got 4"),
                                                ("test_fraction", 1.0, r"x\.test_fraction: .* got 1\.0"),
                                                ("max_objects", 1, r"x\.max_objects: must be in \[min_objects=2"),
-                                               ("seed", "0", r"x\.seed: must be an integer, got '0'")])
+                                               ("seed", "0", r"x\.seed: must be an integer, got '0'"),
+                                               ("mcq_per_video", -1, r"x\.mcq_per_video: must be >= 0, got -1")])
 def test_world_config_rejects_bad_values_naming_field_and_value(key, value, message):
     with pytest.raises(ValueError, match=message):
         WorldConfig.from_dict({key: value}, where="x")
@@ -250,3 +254,97 @@ def test_object_colours_are_well_separated_from_each_other_and_from_every_backgr
     for i, a in enumerate(palette):
         for b in palette[i + 1:] + list(BACKGROUNDS.values()):
             assert max(abs(x - y) for x, y in zip(a, b)) >= 90, (a, b)
+
+
+# ---------------------------------------------------------------- multiple choice in instruction tuning
+
+def parse_mcq_prompt(prompt: str) -> tuple[str, list[str]]:
+    """(question, options) back from an mcq_prompt, checking the layout line by line."""
+    question, *option_lines, instruction = prompt.split("\n")
+    assert instruction == MCQ_INSTRUCTION and len(option_lines) == len(LETTERS), prompt
+    assert all(line.startswith(f"{letter}. ") for letter, line in zip(LETTERS, option_lines)), prompt
+    return question, [line[3:] for line in option_lines]
+
+
+def test_mcq_prompt_format_is_pinned_and_extract_guide_reduces_it_to_the_bare_question():
+    prompt = mcq_prompt("How does the red circle move?", ["it moves left", "it stays still", "it moves up",
+                                                          "it moves down"])
+    assert prompt == ("How does the red circle move?\n"
+                      "A. it moves left\nB. it stays still\nC. it moves up\nD. it moves down\n"
+                      "Answer with the option's letter from the given choices directly.")
+    assert extract_guide(prompt) == "How does the red circle move?"
+    assert extract_guide("<video>\n" + prompt) == "How does the red circle move?"
+    rng = random.Random(3)
+    for scene in scenes_of(WorldConfig(), 50):  # every question form the world asks
+        for q in mcq_turns(scene, rng, 50):
+            assert extract_guide("<video>\n" + mcq_prompt(q["question"], q["options"])) == q["question"], q
+            assert parse_mcq_prompt(mcq_prompt(q["question"], q["options"])) == (q["question"], q["options"])
+
+
+def test_mcq_turns_ask_distinct_questions_and_cap_at_what_the_scene_offers():
+    for scene in scenes_of(WorldConfig(min_objects=1, max_objects=1), 20):
+        turns = mcq_turns(scene, random.Random(0), 100)
+        assert turns and len({q["question"] for q in turns}) == len(turns)
+        assert all(len(set(q["options"])) == 4 for q in turns)
+    scene = scenes_of(WorldConfig(), 1)[0]
+    assert mcq_turns(scene, random.Random(5), 0) == []
+    assert mcq_turns(scene, random.Random(5), 3) == mcq_turns(scene, random.Random(5), 3)
+
+
+@pytest.fixture(scope="module")
+def big_world(tmp_path_factory):
+    out = tmp_path_factory.mktemp("big_world")
+    return out, generate_world(WorldConfig(seed=11, num_videos=100), out, progress=False)
+
+
+def test_sft_mcq_covers_every_train_scene_only_with_distinct_questions_and_correct_letters(big_world):
+    out, manifest = big_world
+    scenes = {row["id"]: Scene.from_dict(row) for row in read_jsonl(out / "scenes.jsonl")}
+    test_ids = set(manifest["test_ids"])
+    rows = read_jsonl(out / "sft_mcq.jsonl")
+    assert manifest["counts"]["sft_mcq.jsonl"] == len(rows) == manifest["splits"]["train"] == 80
+    assert len({row["video"] for row in rows}) == len(rows)
+    letters, verified = Counter(), 0
+    for row in rows:
+        scene_id = row["id"].removesuffix("_mcq")
+        assert row["id"] == f"{scene_id}_mcq" and scene_id not in test_ids and scene_id in scenes
+        assert row["video"] == f"videos/{scene_id}.mp4"
+        turns = row["conversations"]
+        assert len(turns) == 2 * WorldConfig().mcq_per_video
+        assert turns[0]["value"].startswith("<video>\n") and not any("<video>" in t["value"] for t in turns[1:])
+        asked = []
+        for human, gpt in zip(turns[::2], turns[1::2]):
+            question, options = parse_mcq_prompt(human["value"].removeprefix("<video>\n"))
+            assert gpt["value"] in LETTERS and len(set(options)) == 4
+            letters[gpt["value"]] += 1
+            asked.append(question)
+            right = correct_by_ground_truth(scenes[scene_id], {"question": question})
+            if right is not None:
+                assert options[LETTERS.index(gpt["value"])] == right, (row["id"], question, options)
+                verified += 1
+        assert len(set(asked)) == len(asked), row["id"]
+    total = sum(letters.values())
+    assert all(0.15 * total <= letters[x] <= 0.35 * total for x in LETTERS), letters
+    assert verified >= 30
+
+
+def test_mcq_test_rows_carry_the_shared_prompt(big_world):
+    out, _ = big_world
+    rows = read_jsonl(out / "mcq_test.jsonl")
+    assert len(rows) == 20
+    for row in rows:
+        assert set(row) == {"id", "video", "question", "options", "answer", "kind", "target", "prompt"}
+        assert row["prompt"] == mcq_prompt(row["question"], row["options"])
+        assert extract_guide(row["prompt"]) == row["question"]
+
+
+def test_adding_mcq_turns_changes_no_other_file(tmp_path):
+    base = dict(seed=5, num_videos=6, num_frames=8, size=32, test_fraction=0.34)
+    without = generate_world(WorldConfig(**base, mcq_per_video=0), tmp_path / "a", progress=False)
+    with_mcq = generate_world(WorldConfig(**base, mcq_per_video=2), tmp_path / "b", progress=False)
+    for name in ("scenes.jsonl", "align_images.jsonl", "align_videos.jsonl", "cond_pretrain.jsonl", "sft.jsonl",
+                 "mcq_test.jsonl"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+        assert without["files"][name] == with_mcq["files"][name]
+    assert without["counts"]["sft_mcq.jsonl"] == 0 and (tmp_path / "a" / "sft_mcq.jsonl").read_bytes() == b""
+    assert with_mcq["counts"]["sft_mcq.jsonl"] == with_mcq["splits"]["train"] == 4

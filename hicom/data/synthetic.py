@@ -52,7 +52,7 @@ IMAGE_PROMPTS = ("Describe the image.", "What is shown in this picture?", "Give 
 VIDEO_PROMPTS = ("Describe the video.", "What happens in this clip?", "Give a short description of the video.",
                  "Summarise what happens in the video.", "Describe the objects and how they move.")
 LETTERS = "ABCD"
-TRAIN_FILES = ("align_images.jsonl", "align_videos.jsonl", "cond_pretrain.jsonl", "sft.jsonl")
+TRAIN_FILES = ("align_images.jsonl", "align_videos.jsonl", "cond_pretrain.jsonl", "sft.jsonl", "sft_mcq.jsonl")
 TEST_FILE = "mcq_test.jsonl"
 
 
@@ -68,6 +68,7 @@ class WorldConfig:
     min_objects: int = 2
     max_objects: int = 4
     qa_per_video: int = 3  # QA turns per video for instruction tuning
+    mcq_per_video: int = 2  # multiple-choice turns (answered with a letter) per train video, in sft_mcq.jsonl
     pairs_per_video: int = 3  # instruction-description pairs per video (conditional pre-training)
     test_fraction: float = 0.2  # share of videos held out for the MCQ test split (never in train files)
 
@@ -81,7 +82,7 @@ class WorldConfig:
             elif isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"{where}.{f.name}: must be an integer, got {value!r}")
         minimum = {"num_videos": 1, "num_frames": 8, "fps": 1, "size": 32, "min_objects": 1,
-                   "qa_per_video": 1, "pairs_per_video": 1}
+                   "qa_per_video": 1, "pairs_per_video": 1, "mcq_per_video": 0}
         for name, low in minimum.items():
             if getattr(self, name) < low:
                 raise ValueError(f"{where}.{name}: must be >= {low}, got {getattr(self, name)!r}")
@@ -499,9 +500,27 @@ def qa_turns(scene: Scene, rng: random.Random, k: int) -> list[tuple[str, str]]:
     return [(q.text, q.answer[0].upper() + q.answer[1:] + ".") for q in picked]
 
 
-def mcq(scene: Scene, rng: random.Random) -> dict:
-    """One 4-option question; kind chosen evenly, in-scene distractors first, answer letter uniform."""
-    eligible = [q for q in _questions(scene) if q.multiple_choice]
+MCQ_INSTRUCTION = "Answer with the option's letter from the given choices directly."
+
+
+def mcq_prompt(question: str, options: list[str]) -> str:
+    """The one multiple-choice prompt format, shared by instruction tuning and evaluation.
+
+    conversation.extract_guide reduces it to the bare question (option lines and this instruction drop out).
+    """
+    if not 1 <= len(options) <= len(LETTERS):
+        raise ValueError(f"mcq_prompt: needs 1 to {len(LETTERS)} options, got {len(options)}")
+    return f"{question}\n" + "".join(f"{letter}. {opt}\n" for letter, opt in zip(LETTERS, options)) + MCQ_INSTRUCTION
+
+
+def mcq(scene: Scene, rng: random.Random, exclude=()) -> dict:
+    """One 4-option question; kind chosen evenly, in-scene distractors first, answer letter uniform.
+
+    `exclude`: question texts not to ask again (with none excluded, the draws are exactly as before).
+    """
+    eligible = [q for q in _questions(scene) if q.multiple_choice and q.text not in exclude]
+    if not eligible:
+        raise ValueError(f"scene {scene.id}: no multiple-choice question left to ask")
     kind = rng.choice(sorted({q.kind for q in eligible}))
     q = rng.choice([q for q in eligible if q.kind == kind])
     near = rng.sample(q.near, len(q.near))
@@ -530,6 +549,15 @@ def _image_frames(cfg: WorldConfig, scene: Scene) -> list[int]:
     return [rng.randrange(0, half), rng.randrange(half, scene.num_frames)]
 
 
+def mcq_turns(scene: Scene, rng: random.Random, k: int) -> list[dict]:
+    """Up to k multiple-choice questions with distinct texts (fewer if the scene has fewer)."""
+    available = len({q.text for q in _questions(scene) if q.multiple_choice})
+    out: list[dict] = []
+    for _ in range(min(k, available)):
+        out.append(mcq(scene, rng, exclude={q["question"] for q in out}))
+    return out
+
+
 def _conversation(tag: str, pairs: list[tuple[str, str]]) -> list[dict]:
     turns = []
     for i, (human, gpt) in enumerate(pairs):
@@ -544,7 +572,9 @@ def _records(cfg: WorldConfig, scenes: list[Scene], test_ids: set[str]) -> dict[
         out["scenes.jsonl"].append(scene.to_dict())
         video = f"videos/{scene.id}.mp4"
         if scene.id in test_ids:
-            out[TEST_FILE].append({"id": scene.id, "video": video, **mcq(scene, _rng(cfg, scene.id, "mcq"))})
+            q = mcq(scene, _rng(cfg, scene.id, "mcq"))
+            out[TEST_FILE].append({"id": scene.id, "video": video, **q,
+                                   "prompt": mcq_prompt(q["question"], q["options"])})
             continue
         prompts = _rng(cfg, scene.id, "prompts")
         for t in _image_frames(cfg, scene):
@@ -559,6 +589,10 @@ def _records(cfg: WorldConfig, scenes: list[Scene], test_ids: set[str]) -> dict[
             {"id": scene.id, "video": video, "conversations": _conversation("<video>", pairs)})
         turns = qa_turns(scene, _rng(cfg, scene.id, "qa"), cfg.qa_per_video)
         out["sft.jsonl"].append({"id": scene.id, "video": video, "conversations": _conversation("<video>", turns)})
+        choices = mcq_turns(scene, _rng(cfg, scene.id, "sft_mcq"), cfg.mcq_per_video)
+        if choices:
+            out["sft_mcq.jsonl"].append({"id": f"{scene.id}_mcq", "video": video, "conversations": _conversation(
+                "<video>", [(mcq_prompt(q["question"], q["options"]), q["answer"]) for q in choices])})
     return out
 
 
