@@ -134,6 +134,65 @@ def cmd_curate(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    import dataclasses
+
+    from hicom.train.config import load_train_config
+    from hicom.train.trainer import StageRun, train_stage
+
+    profile = load_profile(args.profile, args.params)
+    if args.towers:
+        profile = dataclasses.replace(profile, vision=dataclasses.replace(profile.vision, path=args.towers),
+                                      text=dataclasses.replace(profile.text, path=args.towers))
+    overrides = {}
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        import yaml
+        overrides[key] = yaml.safe_load(value)
+    cfg = load_train_config(profile.name, args.stage, args.params, overrides)
+    tokenizer = args.tokenizer or profile.llm.path
+    if not tokenizer:
+        raise ConfigError(f"profile {profile.name!r} builds its LLM from a config: pass --tokenizer DIR")
+    decoder = (_section(args, "data").get("decoder")) or "decord"
+    train_stage(StageRun(stage=args.stage, profile=profile, cfg=cfg, out_dir=Path(args.out),
+                         tokenizer_dir=Path(tokenizer), init_from=Path(args.init_from) if args.init_from else None,
+                         decoder=decoder, feature_cache=Path(args.feature_cache) if args.feature_cache else None,
+                         track=not args.no_track, experiment=args.experiment,
+                         parent_run_id=args.parent_run_id))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    import json
+
+    from hicom.data.tokenizer import load_tokenizer
+    from hicom.data.video import FramePreprocessor
+    from hicom.evaluate.mcq import evaluate_mcq, read_mcq
+    from hicom.model import HIComForCausalLM
+    from hicom.model.checkpoint import atomic_write_bytes
+
+    profile = load_profile(args.profile, args.params)
+    towers = Path(args.towers or profile.text.path or "")
+    model = HIComForCausalLM.from_pretrained(args.model).eval()
+    tokenizer = load_tokenizer(args.model)
+    guide_tokenizer = load_tokenizer(towers) if model.projector.uses_instruction else None
+    preprocessor = FramePreprocessor.from_pretrained(towers) if (towers / "preprocessor_config.json").is_file() \
+        else FramePreprocessor(model.config.vision_config.image_size)
+    decoder = _section(args, "data").get("decoder") or "decord"
+    rows = read_mcq(args.data)
+    result = evaluate_mcq(model, rows, tokenizer, guide_tokenizer, preprocessor, profile.num_frames, decoder,
+                          model.config.guide_max_length)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "predictions.jsonl",
+                       "".join(json.dumps(p) + "\n" for p in result["predictions"]).encode())
+    summary = {k: v for k, v in result.items() if k != "predictions"}
+    atomic_write_bytes(out / "results.json", json.dumps(summary, indent=2).encode())
+    print(f"evaluate[{args.benchmark}]: accuracy {summary['accuracy']:.3f} on {summary['total']} questions "
+          f"(chance {summary['chance']:.3f}); unanswered {summary['unanswered']}; by kind {summary['by_kind']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m hicom", description=__doc__)
     parser.add_argument("--params", default=str(PARAMS_FILE), help="params file (default: %(default)s)")
@@ -166,6 +225,32 @@ def build_parser() -> argparse.ArgumentParser:
     cur.add_argument("--towers", default=None, help="SigLIP directory (default: the profile's vision path)")
     cur.add_argument("--out", required=True)
     cur.set_defaults(func=cmd_curate)
+    trn = sub.add_parser("train", help="one training stage on DeepSpeed (run under torchrun for several processes)")
+    trn.add_argument("--stage", required=True, choices=["align", "cond_pretrain", "sft"],
+                     help="align: alignment (stage 1); cond_pretrain: conditional pre-training (stage 2); "
+                          "sft: instruction tuning (stage 3)")
+    trn.add_argument("--profile", default=None)
+    trn.add_argument("--out", required=True, help="stage output directory; rerunning resumes from its checkpoints")
+    trn.add_argument("--init-from", default=None,
+                     help="previous stage's output directory: its compressor initialises a fresh start")
+    trn.add_argument("--towers", default=None, help="SigLIP directory (overrides the profile's vision/text path)")
+    trn.add_argument("--tokenizer", default=None, help="LLM tokenizer directory (default: the profile's LLM path)")
+    trn.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a train setting, e.g. max_steps=5")
+    trn.add_argument("--feature-cache", default=None, metavar="DIR",
+                     help="cache the frozen vision tower's outputs per video here (reused across epochs and stages)")
+    trn.add_argument("--experiment", default="hicom", help="MLflow experiment")
+    trn.add_argument("--parent-run-id", default=None, help="MLflow parent run (a pipeline run)")
+    trn.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    trn.set_defaults(func=cmd_train)
+    ev = sub.add_parser("evaluate", help="multiple-choice evaluation of a trained model")
+    ev.add_argument("--benchmark", required=True, choices=["synthetic"],
+                    help="synthetic: the held-out questions of a synthetic world (mcq_test.jsonl)")
+    ev.add_argument("--profile", default=None)
+    ev.add_argument("--model", required=True, help="a saved HICom model directory (e.g. the sft stage's model/)")
+    ev.add_argument("--data", required=True, help="the benchmark's annotation file")
+    ev.add_argument("--towers", default=None, help="SigLIP directory with the instruction tokenizer")
+    ev.add_argument("--out", required=True)
+    ev.set_defaults(func=cmd_evaluate)
     return parser
 
 

@@ -275,8 +275,7 @@ def to_sample(video: dict, pairs: list[tuple[str, str]], data_root: Path) -> dic
     for i, (instruction, description) in enumerate(pairs):
         conversations.append({"from": "human", "value": ("<video>\n" if i == 0 else "") + instruction})
         conversations.append({"from": "gpt", "value": description})
-    path = Path(video["video"])
-    rel = os.path.relpath(path, data_root) if path.is_absolute() else str(path)
+    rel = os.path.relpath(Path(video["video"]).resolve(), Path(data_root).resolve())
     return {"id": video["id"], "video": rel, "conversations": conversations}
 
 

@@ -158,3 +158,12 @@ def test_missing_file_malformed_line_and_sample_without_conversations_are_named(
         read_annotations(bad)
     with pytest.raises(DataError, match="unknown sampling strategy 'some:3'"):
         load_mixture(write_mixture(mixture, [{"json_path": "two.json", "sampling_strategy": "some:3"}]))
+
+
+def test_a_shard_glob_reads_every_shard_in_name_order(mixture):
+    write_jsonl(mixture / "part-00001.jsonl", [sample(3)])
+    write_jsonl(mixture / "part-00000.jsonl", [sample(1), sample(2)])
+    path = write_mixture(mixture, [{"json_path": "part-*.jsonl", "sampling_strategy": "all"}])
+    assert [s["id"] for s in load_mixture(path)] == ["s1", "s2", "s3"]
+    with pytest.raises(DataError, match="no annotation file matches"):
+        load_mixture(write_mixture(mixture, [{"json_path": "nothing-*.jsonl"}]))

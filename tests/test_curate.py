@@ -165,16 +165,18 @@ def test_curate_config_rejects_unknown_fields_and_generators():
         CurateConfig.from_dict({"categories": ["x"], "generator": "gpt"})
 
 
-def test_curate_command_runs_on_a_world(world, tmp_path, capsys):
+def test_curate_command_runs_on_a_world_given_relative_paths(world, tmp_path, capsys, monkeypatch):
     params = tmp_path / "params.yaml"
     import yaml
     from hicom.config import PARAMS_FILE
     data = yaml.safe_load(PARAMS_FILE.read_text())
     data["curate"].update(top_per_category=2, random_extra=3, frames=4)
     params.write_text(yaml.safe_dump(data))
-    rc = main(["--params", str(params), "curate", "--world", str(world / "world"), "--towers", str(world / "towers"),
-               "--out", str(tmp_path / "cur")])
+    monkeypatch.chdir(world)
+    rc = main(["--params", str(params), "curate", "--world", "world", "--towers", "towers", "--out", str(tmp_path / "cur")])
     assert rc == 0
     manifest = json.loads((tmp_path / "cur" / "manifest.json").read_text())
     assert manifest["written"] == 2 * len(data["curate"]["categories"]) + 3
+    rows = [json.loads(l) for name in manifest["shards"] for l in (tmp_path / "cur" / name).read_text().splitlines()]
+    assert all((world / "world" / r["video"]).is_file() for r in rows)  # paths are relative to the world
     assert "curate:" in capsys.readouterr().out

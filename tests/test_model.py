@@ -141,3 +141,15 @@ def test_item_with_k_guides_is_encoded_once_and_fills_k_placeholders(model, monk
         alone = model.encode_visual([VisualItem(clip(), "video", guides[k])])[0]
         assert torch.allclose(shared[k], alone, atol=1e-6)
     assert not torch.allclose(shared[0], shared[1])
+
+
+def test_guidance_off_runs_the_same_compressor_without_instruction_or_text_tower(tiny_profile, monkeypatch):
+    m = build_model(tiny_profile).eval()
+    m.set_guidance(False)
+    monkeypatch.setattr(m, "encode_guides", lambda ids: pytest.fail("text tower used with guidance off"))
+    a = m.encode_visual([VisualItem(clip(), "video", None)])[0]
+    b = m.encode_visual([VisualItem(clip(), "video", guide_ids(3))])[0]
+    assert torch.equal(a, b)
+    m.set_guidance(True)
+    monkeypatch.undo()
+    assert not torch.allclose(m.encode_visual([item(8, 0)])[0], a)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from hicom.data.feature_cache import FeatureCache
 from hicom.data.conversation import ConversationError, Encoded, encode_sample, tokenise_guides
 from hicom.data.video import FramePreprocessor, VideoReadError, read_video
 from hicom.model.modeling_hicom import IGNORE_INDEX, VisualItem
@@ -50,7 +51,7 @@ class SampleSettings:
 
 class ConversationDataset(torch.utils.data.Dataset):
     def __init__(self, samples: list[dict], tokenizer, preprocessor: FramePreprocessor, settings: SampleSettings,
-                 rejects: RejectLog, guide_tokenizer=None):
+                 rejects: RejectLog, guide_tokenizer=None, feature_cache: FeatureCache | None = None):
         if settings.guided and guide_tokenizer is None:
             raise ValueError("guided samples need the instruction tower's tokenizer (guide_tokenizer)")
         self.samples = samples
@@ -59,6 +60,7 @@ class ConversationDataset(torch.utils.data.Dataset):
         self.preprocessor = preprocessor
         self.settings = settings
         self.rejects = rejects
+        self.feature_cache = feature_cache  # frozen-tower outputs: a hit skips decoding and the tower
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -74,8 +76,13 @@ class ConversationDataset(torch.utils.data.Dataset):
                 raise ConversationError(f"sample {sample_id}: several images per sample are not supported")
             sequences: list[Encoded] = encode_sample(self.tokenizer, sample["conversations"], modality,
                                                      s.guided and modality is not None, sample_id)
-            pixel_values = None
-            if modality is not None:
+            pixel_values, cached, key = None, None, None
+            if modality is not None and self.feature_cache is not None:
+                if not Path(media).exists():
+                    raise VideoReadError(media, "file not found")
+                key = self.feature_cache.key(media, sample.get("start"), sample.get("end"))
+                cached = self.feature_cache.get(key)
+            if modality is not None and cached is None:
                 clip = read_video(media, s.num_frames, decoder=s.decoder, start=sample.get("start"),
                                   end=sample.get("end"), timeout_s=s.read_timeout_s)
                 pixel_values = self.preprocessor(clip.frames)
@@ -86,7 +93,8 @@ class ConversationDataset(torch.utils.data.Dataset):
         if modality is not None and s.guided:
             guide_ids = tokenise_guides(self.guide_tokenizer, [e.guide for e in sequences], s.guide_max_length)
         return {"id": sample_id, "sequences": sequences, "modality": modality, "pixel_values": pixel_values,
-                "guide_input_ids": guide_ids}
+                "guide_input_ids": guide_ids, "features": cached[0] if cached else None,
+                "embeds": cached[1] if cached else None, "cache_key": key}
 
 
 def collate(batch: list[dict | None], pad_id: int) -> dict | None:
@@ -104,7 +112,8 @@ def collate(batch: list[dict | None], pad_id: int) -> dict | None:
         input_ids[i, :n] = seq.input_ids
         labels[i, :n] = seq.labels
         attention_mask[i, :n] = 1
-    items = [VisualItem(b["pixel_values"], b["modality"], b["guide_input_ids"])
-             for b in batch if b["pixel_values"] is not None]
+    items = [VisualItem(b["pixel_values"], b["modality"], b["guide_input_ids"], features=b.get("features"),
+                        embeds=b.get("embeds"), cache_key=b.get("cache_key"))
+             for b in batch if b["modality"] is not None]
     return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask, "visual_items": items,
             "ids": [b["id"] for b in batch]}

@@ -106,12 +106,22 @@ def read_mixture(path: str | Path) -> list[MixtureEntry]:
     return entries
 
 
+def read_entry_files(json_path: Path) -> list[dict]:
+    """One annotation file, or a shard set given as a glob (`cond_pretrain-*.jsonl`), read in name order."""
+    if not any(ch in json_path.name for ch in "*?["):
+        return read_annotations(json_path)
+    files = sorted(json_path.parent.glob(json_path.name))
+    if not files:
+        raise DataError(f"{json_path}: no annotation file matches this pattern")
+    return [sample for f in files for sample in read_annotations(f)]
+
+
 def load_mixture(path: str | Path, seed: int = 0) -> list[dict]:
     """All selected samples of a mixture; media paths made absolute under each entry's data_root."""
     samples = []
     for i, entry in enumerate(read_mixture(path)):
         rng = random.Random(f"{seed}:{i}")
-        chosen = select(read_annotations(entry.json_path), entry.sampling_strategy, rng,
+        chosen = select(read_entry_files(entry.json_path), entry.sampling_strategy, rng,
                         f"{path}: datasets[{i}].sampling_strategy")
         for sample in chosen:
             sample = dict(sample)

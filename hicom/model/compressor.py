@@ -100,11 +100,11 @@ class LocalCompressor(nn.Module):
         return math.ceil(t / kt), math.ceil(h / ks), math.ceil(w / ks)
 
     def forward(self, features: torch.Tensor, embeds: torch.Tensor | None, guide: Guide | None,
-                is_image: bool = False) -> torch.Tensor:
+                is_image: bool = False, guided: bool = True) -> torch.Tensor:
         t, h, w, _ = features.shape
         kt = 1 if (is_image or t == 1) else self.cfg.temporal_kernel
         ks = self.cfg.spatial_kernel
-        guided = self.cfg.injection is not Injection.OFF
+        guided = guided and self.cfg.injection is not Injection.OFF
         keys_src = embeds if (guided and embeds is not None) else features
         ti, hi, wi = (window_indices(n, k).to(features.device) for n, k in ((t, kt), (h, ks), (w, ks)))
         index = (ti[:, None, None, :, None, None], hi[None, :, None, None, :, None], wi[None, None, :, None, None, :])
@@ -112,7 +112,7 @@ class LocalCompressor(nn.Module):
         keys = rearrange(keys_src[index], "a b c i j k d -> (a b c) (i j k) d")
 
         base = values.mean(dim=1)  # unconditional query: the group mean (the release point-samples)
-        query = self.guide_injector(base, guide)  # (groups, C)
+        query = self.guide_injector(base, guide) if guided else base  # (groups, C)
         scale = 1.0 / math.sqrt(self.dim)
         if self.cfg.grouping:
             weights = torch.einsum("gc,gkc->gk", query, keys).mul(scale).softmax(dim=-1)
@@ -161,11 +161,11 @@ class GlobalCompressor(nn.Module):
         else:
             init.zeros_(self.query)
 
-    def forward(self, features: torch.Tensor, guide: Guide | None) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, guide: Guide | None, guided: bool = True) -> torch.Tensor:
         t, h, w, c = features.shape
         pos = position_embedding_3d(t, h, w, c, self.cfg.pos_embed, device=features.device)
         context = (features + pos.to(features.dtype)).reshape(-1, c)
-        query = self.guide_injector(self.query, guide)
+        query = self.guide_injector(self.query, guide) if guided else self.query
         return self.readout(query + self.attn_layer(query, context))
 
 
@@ -176,17 +176,24 @@ class HIComCompressor(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.vision_dim = vision_dim
+        # False: every level runs unconditionally (alignment stage); the injectors keep their
+        # parameters, so the same checkpoint loads strictly in the guided stages that follow.
+        self.guided = True
         self.local_compressor = LocalCompressor(cfg.local, vision_dim, text_dim, llm_dim) if cfg.local else None
         self.global_compressor = GlobalCompressor(cfg.global_, vision_dim, text_dim, llm_dim) if cfg.global_ else None
 
     @property
+    def uses_instruction(self) -> bool:
+        return self.guided and self.cfg.uses_instruction
+
+    @property
     def needs_embeds(self) -> bool:
-        return self.local_compressor is not None and self.cfg.local.injection is not Injection.OFF
+        return self.guided and self.local_compressor is not None and self.cfg.local.injection is not Injection.OFF
 
     @property
     def needs_guide_tokens(self) -> bool:
-        return any(m is not None and m.guide_injector.needs_tokens
-                   for m in (self.local_compressor, self.global_compressor))
+        return self.guided and any(m is not None and m.guide_injector.needs_tokens
+                                   for m in (self.local_compressor, self.global_compressor))
 
     def num_tokens(self, t: int, h: int, w: int, is_image: bool = False) -> int:
         n = 0
@@ -203,9 +210,9 @@ class HIComCompressor(nn.Module):
             raise ValueError(f"embeds: shape {tuple(embeds.shape)} differs from features {tuple(features.shape)}")
         parts = []
         if self.local_compressor is not None:
-            parts.append(self.local_compressor(features, embeds, guide, is_image))
+            parts.append(self.local_compressor(features, embeds, guide, is_image, self.guided))
         if self.global_compressor is not None:
-            parts.append(self.global_compressor(features, guide))
+            parts.append(self.global_compressor(features, guide, self.guided))
         return torch.cat(parts, dim=0)
 
 
@@ -214,6 +221,7 @@ class LlavaOVProjector(nn.Module):
 
     needs_embeds = False
     needs_guide_tokens = False
+    uses_instruction = False
 
     def __init__(self, cfg: CompressorConfig, vision_dim: int, llm_dim: int):
         super().__init__()

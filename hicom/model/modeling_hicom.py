@@ -56,11 +56,15 @@ class HIComConfig(PreTrainedConfig):
 class VisualItem:
     """One image or video of a batch, in the order its placeholder appears."""
 
-    pixel_values: torch.Tensor  # (T, 3, S, S), T >= 1
+    pixel_values: torch.Tensor | None  # (T, 3, S, S), T >= 1; None when features come from the cache
     modality: str = "video"  # "video" | "image"
     # (L,) the SigLIP-tokenised instruction padded to max length, or (k, L): k questions about this
     # item, each filling its own placeholder (the item is encoded once, compressed k times)
     guide_input_ids: torch.Tensor | None = None
+    # Frozen-tower outputs computed earlier (the feature cache): F and E, each (T, g, g, C).
+    features: torch.Tensor | None = None
+    embeds: torch.Tensor | None = None
+    cache_key: str | None = None  # where to store this item's features after computing them
 
 
 def find_cut(labels: torch.Tensor, visual_end: int, max_length: int) -> int:
@@ -132,6 +136,10 @@ class HIComForCausalLM(HIComPreTrainedModel):
         if self.text_tower is not None:
             self.text_tower.requires_grad_(towers)
 
+    def set_guidance(self, enabled: bool) -> None:
+        """Instruction guidance on or off (off in alignment, on afterwards); parameters are unchanged."""
+        self.projector.guided = enabled
+
     def num_visual_tokens(self, num_frames: int, modality: str = "video") -> int:
         g = self.config.vision_config.image_size // self.config.vision_config.patch_size
         return self.projector.num_tokens(num_frames, g, g, is_image=modality == "image")
@@ -197,34 +205,58 @@ class HIComForCausalLM(HIComPreTrainedModel):
         for i, item in enumerate(items):
             if item.modality not in PLACEHOLDER_IDS:
                 raise ValueError(f"visual item {i}: unknown modality {item.modality!r} (expected image or video)")
-            if item.pixel_values.dim() != 4 or item.pixel_values.shape[0] == 0:
-                raise ValueError(f"visual item {i}: pixel_values must be (frames >= 1, 3, H, W), "
-                                 f"got shape {tuple(item.pixel_values.shape)}")
-        features, embeds = self.encode_frames(torch.cat([it.pixel_values for it in items]),
-                                              with_embeds=self.projector.needs_embeds)
+            if item.features is None and (item.pixel_values is None or item.pixel_values.dim() != 4
+                                          or item.pixel_values.shape[0] == 0):
+                shape = None if item.pixel_values is None else tuple(item.pixel_values.shape)
+                raise ValueError(f"visual item {i}: pixel_values must be (frames >= 1, 3, H, W), got shape {shape}")
+        per_item = self._tower_outputs(items)
         guide_ids = [None if it.guide_input_ids is None else it.guide_input_ids.reshape(
             -1, it.guide_input_ids.shape[-1]) for it in items]
         counts = [1 if ids is None else ids.shape[0] for ids in guide_ids]
         guides: list[Guide | None] = [None] * sum(counts)
-        if self.text_tower is not None:
+        guided = self.projector.uses_instruction
+        if guided:
             missing = [i for i, ids in enumerate(guide_ids) if ids is None]
             if missing:
                 raise ValueError(f"visual items {missing}: the compressor injects an instruction but no guide_input_ids")
             guides = self.encode_guides(torch.cat(guide_ids))
-        outputs, frame, g = [], 0, 0
-        for item, count in zip(items, counts):
-            t = item.pixel_values.shape[0]
-            feats = features[frame:frame + t]
-            emb = None if embeds is None else embeds[frame:frame + t]
+        outputs, g = [], 0
+        for item, count, (feats, emb) in zip(items, counts, per_item):
+            if not self.projector.needs_embeds:
+                emb = None
+            elif emb is None:
+                raise ValueError(f"visual item {items.index(item)}: the compressor needs joint-space embeddings (E) "
+                                 "but the cached features carry none; use a cache built with embeddings")
             is_image = item.modality == "image"
-            if self.text_tower is None:  # no instruction: one compression serves every question
+            if not guided:  # no instruction: one compression serves every question
                 tokens = self.projector(feats, emb, None, is_image=is_image)
                 outputs += [tokens] * count
             else:
                 outputs += [self.projector(feats, emb, guide, is_image=is_image) for guide in guides[g:g + count]]
-            frame += t
             g += count
         return outputs
+
+    def _tower_outputs(self, items: list[VisualItem]) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """(F, E) per item: from the item when cached, else one tower call for all the others.
+
+        With a feature cache attached (`self.feature_cache`), newly computed outputs are stored
+        under the item's cache key; E is then always computed so every stage can reuse the entry.
+        """
+        cache = getattr(self, "feature_cache", None)
+        todo = [i for i, it in enumerate(items) if it.features is None]
+        out: list = [(it.features, it.embeds) for it in items]
+        if todo:
+            with_embeds = self.projector.needs_embeds or (cache is not None and self.text_tower is not None)
+            features, embeds = self.encode_frames(torch.cat([items[i].pixel_values for i in todo]), with_embeds)
+            start = 0
+            for i in todo:
+                t = items[i].pixel_values.shape[0]
+                f, e = features[start:start + t], None if embeds is None else embeds[start:start + t]
+                out[i] = (f, e)
+                if cache is not None and items[i].cache_key is not None:
+                    cache.put(items[i].cache_key, f, e)
+                start += t
+        return out
 
     # -- splicing ---------------------------------------------------------------------------
     def splice(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, labels: torch.Tensor | None,

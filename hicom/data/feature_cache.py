@@ -1,0 +1,283 @@
+"""On-disk cache of frozen vision-tower outputs, so each video is decoded and encoded only once.
+
+The SigLIP tower is frozen in every training stage, so a video's penultimate-layer features F
+(T, g, g, C) and joint-space embeddings E (same shape, absent when the compressor needs none) are
+the same in every epoch, turn and stage. The cache is a plain directory (DVC can version it):
+
+    root/<tower fingerprint[:16]>-<frame policy digest[:16]>/info.json
+    root/<tower fingerprint[:16]>-<frame policy digest[:16]>/<key[:2]>/<key>.safetensors
+
+An entry's key hashes the video's bytes and its start/end, and its directory names the tower
+weights and the frame policy, so changing any of the three makes a miss rather than a stale hit.
+Every file is written to a unique temporary sibling and renamed into place, so a crash or two
+ranks writing the same entry never leave a half-written file under the final name.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from hicom.data.video import DECODERS, DEFAULT_IMAGE_FPS, FramePreprocessor
+from hicom.model.checkpoint import atomic_write_bytes
+
+logger = logging.getLogger("hicom.cache")
+
+# Hashed into every tower fingerprint: bump it when encode_frames changes what it computes (another
+# layer, another head), since the weights alone would then still match the old entries.
+FEATURE_VERSION = 1
+INFO_FILE = "info.json"
+ENTRY_SUFFIX = ".safetensors"
+_KEY = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class FramePolicy:
+    """Everything that changes which pixels reach the tower; its digest names the cache directory.
+
+    frame_dir_fps is the rate read_video assigns to frame directories, which decides the frames a
+    start/end range selects there.
+    """
+
+    num_frames: int
+    decoder: str
+    image_size: int
+    image_mean: tuple[float, float, float]
+    image_std: tuple[float, float, float]
+    pad_to_square: bool
+    frame_dir_fps: float = DEFAULT_IMAGE_FPS
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.num_frames, int) and self.num_frames >= 1):
+            raise ValueError(f"num_frames must be a positive int, got {self.num_frames!r}")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"unknown decoder {self.decoder!r}; expected one of {DECODERS}")
+        if not self.frame_dir_fps > 0:
+            raise ValueError(f"frame_dir_fps must be > 0, got {self.frame_dir_fps!r}")
+        # The preprocessor validates the pixel settings and turns mean/std into float tuples, so
+        # (0.5, 0.5, 0.5), [0.5, 0.5, 0.5] and (.5, .5, .5) all give the same digest.
+        pre = FramePreprocessor(self.image_size, self.image_mean, self.image_std, self.pad_to_square)
+        object.__setattr__(self, "image_mean", pre.image_mean)
+        object.__setattr__(self, "image_std", pre.image_std)
+        object.__setattr__(self, "frame_dir_fps", float(self.frame_dir_fps))
+
+    @classmethod
+    def from_preprocessor(
+        cls, preprocessor: FramePreprocessor, num_frames: int, decoder: str, frame_dir_fps: float = DEFAULT_IMAGE_FPS
+    ) -> FramePolicy:
+        return cls(
+            num_frames=num_frames,
+            decoder=decoder,
+            image_size=preprocessor.image_size,
+            image_mean=preprocessor.image_mean,
+            image_std=preprocessor.image_std,
+            pad_to_square=preprocessor.pad_to_square,
+            frame_dir_fps=frame_dir_fps,
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def digest(self) -> str:
+        """sha256 hex of the fields as canonical JSON: the same in every process and Python version."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+# (resolved path, stat signature) -> sha256 hex; per process, so forked loader workers inherit it.
+_digests: dict[tuple, str] = {}
+_digests_lock = threading.Lock()
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """sha256 hex of a video file's bytes, or of a frame directory's sorted file names and bytes.
+
+    A directory covers its top-level regular files (what read_video can read) and ignores
+    subdirectories. The result is memoised on the resolved path and the stat (device, inode,
+    size, mtime_ns, ctime_ns) of the file or of every file in the directory, so a large video is
+    hashed once per process rather than once per epoch, and any rewrite or replacement re-hashes.
+    """
+    path = Path(path)
+    try:
+        resolved = path.resolve(strict=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(errno.ENOENT, "no such video file or frame directory", str(path)) from None
+    if resolved.is_dir():
+        files = sorted((entry.name, entry.stat()) for entry in os.scandir(resolved) if entry.is_file())
+        signature = tuple((name, _stat_signature(st)) for name, st in files)
+    else:
+        signature = _stat_signature(resolved.stat())
+    memo_key = (str(resolved), signature)
+    with _digests_lock:
+        digest = _digests.get(memo_key)
+    if digest is None:
+        digest = _hash_path(resolved)
+        with _digests_lock:
+            _digests[memo_key] = digest
+    return digest
+
+
+def _stat_signature(st: os.stat_result) -> tuple[int, ...]:
+    # The inode catches a file replaced by rename; ctime cannot be set back by the user like mtime.
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _hash_path(path: Path) -> str:
+    """The uncached hash behind file_digest; names are length-prefixed so no two directory layouts collide."""
+    if not path.is_dir():
+        with open(path, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    hasher = hashlib.sha256(b"frame-directory\0")
+    for name in sorted(entry.name for entry in os.scandir(path) if entry.is_file()):
+        encoded = os.fsencode(name)
+        hasher.update(len(encoded).to_bytes(8, "little") + encoded)
+        with open(path / name, "rb") as fh:
+            hasher.update(hashlib.file_digest(fh, "sha256").digest())
+    return hasher.hexdigest()
+
+
+def module_fingerprint(module: nn.Module, with_embeds: bool) -> str:
+    """sha256 hex over the module's state_dict (sorted names, dtypes, shapes, raw bytes), class name and with_embeds.
+
+    Not memoised: weights can change without bumping any version counter (writes through
+    `.data`, numpy views), so a cached answer could not be trusted. It costs one pass over the
+    weights - about a second for a 400M-parameter bf16 tower (800 MB copied to the CPU and
+    hashed) - and is computed once per training stage.
+    """
+    hasher = hashlib.sha256(f"hicom-feature-cache/{FEATURE_VERSION}\0{type(module).__name__}\0{bool(with_embeds)}\0".encode())
+    state = module.state_dict()
+    for name in sorted(state):
+        tensor = state[name]
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"module_fingerprint: state_dict entry {name!r} is a {type(tensor).__name__}, not a tensor")
+        header = json.dumps([name, str(tensor.dtype), list(tensor.shape)])
+        hasher.update(len(header).to_bytes(8, "little") + header.encode())
+        raw = tensor.detach().to("cpu", memory_format=torch.contiguous_format).reshape(-1).view(torch.uint8)
+        hasher.update(raw.numpy().data)
+    return hasher.hexdigest()
+
+
+class FeatureCache:
+    """Features (and embeddings) of one tower + frame policy, keyed by video content and time range.
+
+    hits and misses count get() calls in this process.
+    """
+
+    def __init__(self, root: str | os.PathLike, tower_fingerprint: str, policy: FramePolicy) -> None:
+        if not _KEY.fullmatch(tower_fingerprint):
+            raise ValueError(f"tower_fingerprint must be a sha256 hex digest (module_fingerprint), got {tower_fingerprint!r}")
+        self.root = Path(root)
+        self.tower_fingerprint = tower_fingerprint
+        self.policy = policy
+        self.directory = self.root / f"{tower_fingerprint[:16]}-{policy.digest()[:16]}"
+        self.hits = 0
+        self.misses = 0
+        info = self.directory / INFO_FILE
+        if not info.exists():
+            description = {
+                "feature_version": FEATURE_VERSION,
+                "tower_fingerprint": tower_fingerprint,
+                "policy": policy.to_dict(),
+                "policy_digest": policy.digest(),
+            }
+            atomic_write_bytes(info, (json.dumps(description, indent=2) + "\n").encode())
+
+    def key(self, video_path: str | os.PathLike, start: float | None = None, end: float | None = None) -> str:
+        """sha256 hex of the video's content digest and its start/end; the path itself is not part of it."""
+        bounds = [None if t is None else float(t) for t in (start, end)]
+        return hashlib.sha256(json.dumps([file_digest(video_path), *bounds]).encode()).hexdigest()
+
+    def path(self, key: str) -> Path:
+        if not (isinstance(key, str) and _KEY.fullmatch(key)):
+            raise ValueError(f"cache key must be a sha256 hex digest (FeatureCache.key), got {key!r}")
+        return self.directory / key[:2] / f"{key}{ENTRY_SUFFIX}"
+
+    def get(self, key: str) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """(features, embeds or None), or None on a miss.
+
+        An unreadable entry is a miss too: it is logged and moved aside to <file>.corrupt - kept
+        for inspection, never deleted - so the next put can replace it.
+        """
+        path = self.path(key)
+        try:
+            tensors = load_file(path)
+        except FileNotFoundError:
+            self.misses += 1
+            return None
+        except (SafetensorError, OSError) as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+        else:
+            problem = _entry_problem(tensors)
+        if problem is not None:
+            self._move_aside(path, problem)
+            self.misses += 1
+            return None
+        self.hits += 1
+        return tensors["features"], tensors.get("embeds")
+
+    def put(self, key: str, features: torch.Tensor, embeds: torch.Tensor | None) -> None:
+        """Store contiguous CPU copies (dtype kept); concurrent writers of one key each rename a whole file."""
+        path = self.path(key)
+        if not isinstance(features, torch.Tensor):
+            raise TypeError(f"features must be a tensor, got {type(features).__name__}")
+        if embeds is not None and (not isinstance(embeds, torch.Tensor) or embeds.shape != features.shape):
+            got = tuple(embeds.shape) if isinstance(embeds, torch.Tensor) else type(embeds).__name__
+            raise ValueError(f"embeds must be None or a tensor shaped like features {tuple(features.shape)}, got {got}")
+        tensors = {"features": features}
+        if embeds is not None:
+            tensors["embeds"] = embeds
+        # Copies, so no two entries share storage (safetensors refuses that) and no GPU tensor is kept.
+        tensors = {
+            name: t.detach().to("cpu", memory_format=torch.contiguous_format, copy=True) for name, t in tensors.items()
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file(tensors, tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def stats(self) -> dict[str, int]:
+        """hits/misses of this process, and the entries and bytes on disk for this tower + policy."""
+        entries = total = 0
+        if self.directory.is_dir():
+            for shard in os.scandir(self.directory):
+                if not shard.is_dir():
+                    continue
+                for entry in os.scandir(shard.path):
+                    if entry.name.endswith(ENTRY_SUFFIX) and not entry.name.startswith("."):
+                        entries += 1
+                        total += entry.stat().st_size
+        return {"hits": self.hits, "misses": self.misses, "entries": entries, "bytes": total}
+
+    def _move_aside(self, path: Path, problem: str) -> None:
+        aside = path.with_name(path.name + ".corrupt")
+        try:
+            os.replace(path, aside)
+        except FileNotFoundError:  # another rank or worker moved it first
+            pass
+        logger.warning("feature cache entry %s is unreadable (%s); moved aside to %s", path, problem, aside)
+
+
+def _entry_problem(tensors: dict[str, torch.Tensor]) -> str | None:
+    """Why a loaded entry is not one put() wrote, or None when it is."""
+    if "features" not in tensors or set(tensors) - {"features", "embeds"}:
+        return f"expected tensors 'features' (+ 'embeds'), found {sorted(tensors)}"
+    embeds = tensors.get("embeds")
+    if embeds is not None and embeds.shape != tensors["features"].shape:
+        return f"embeds shape {tuple(embeds.shape)} differs from features shape {tuple(tensors['features'].shape)}"
+    return None

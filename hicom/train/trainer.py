@@ -1,0 +1,332 @@
+"""One training stage on DeepSpeed: `python -m hicom train --stage align|cond_pretrain|sft`.
+
+Run it under torchrun (gloo on the CPU, NCCL on GPUs); a plain `python -m hicom train` is a
+world of one. Rerunning the same command after a crash resumes from the last complete
+checkpoint; `--init-from` (the previous stage's compressor) applies only to a fresh start.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hicom.config import ConfigError, ModelProfile
+from hicom.data.feature_cache import FeatureCache, FramePolicy, module_fingerprint
+from hicom.data.dataset import ConversationDataset, RejectLog, SampleSettings, collate
+from hicom.data.mixture import DataError, load_mixture, samples_digest
+from hicom.data.tokenizer import load_tokenizer
+from hicom.data.video import FramePreprocessor, decoder_info
+from hicom.model import build_model, load_compressor, save_compressor, save_model
+from hicom.model.checkpoint import atomic_write_bytes
+from hicom.train.config import STAGES, TrainConfig
+from hicom.train.optim import build_optimizer, configure_trainable
+
+log = logging.getLogger("hicom.train")
+COMPLETE = "complete.json"
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+@dataclass
+class StageRun:
+    """Everything a stage needs beyond params.yaml: where things are."""
+
+    stage: str
+    profile: ModelProfile
+    cfg: TrainConfig
+    out_dir: Path
+    tokenizer_dir: Path  # the LLM's tokenizer
+    init_from: Path | None = None  # the previous stage's output (compressor-only checkpoint)
+    decoder: str = "decord"
+    feature_cache: Path | None = None  # frozen-tower outputs reused across epochs, turns and stages
+    track: bool = True
+    experiment: str = "hicom"
+    parent_run_id: str | None = None
+    extra_params: dict = field(default_factory=dict)
+
+
+# -- distributed --------------------------------------------------------------------------------
+def init_distributed() -> tuple[int, int]:
+    import deepspeed
+
+    if "RANK" not in os.environ:  # a plain `python -m hicom train`: a world of one
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    if not torch.distributed.is_initialized():
+        deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+
+def deepspeed_config(cfg: TrainConfig, world: int) -> dict:
+    """infra/deepspeed/zero{N}.json with its "auto" values filled from the stage config."""
+    template = ROOT / "infra" / "deepspeed" / f"zero{cfg.zero_stage}.json"
+    if not template.is_file():
+        raise ConfigError(f"train.zero_stage={cfg.zero_stage}: no DeepSpeed template at {template}")
+    ds = json.loads(template.read_text())
+    per_step = cfg.micro_batch * world
+    if cfg.global_batch % per_step:
+        raise ConfigError(f"train.global_batch={cfg.global_batch} is not a multiple of micro_batch "
+                          f"({cfg.micro_batch}) x processes ({world})")
+    bf16 = cfg.bf16 if cfg.bf16 != "auto" else (torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    ds.update(train_batch_size=cfg.global_batch, train_micro_batch_size_per_gpu=cfg.micro_batch,
+              gradient_accumulation_steps=cfg.global_batch // per_step, gradient_clipping=cfg.grad_clip)
+    ds["bf16"] = {"enabled": bool(bf16)}
+    return ds
+
+
+# -- checkpoints --------------------------------------------------------------------------------
+def complete_checkpoints(ckpt_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first; incomplete ones are reported, never loaded or deleted."""
+    if not ckpt_dir.is_dir():
+        return []
+    done = []
+    for path in sorted(p for p in ckpt_dir.iterdir() if p.is_dir() and p.name.startswith("step-")):
+        if (path / COMPLETE).is_file():
+            done.append(path)
+        else:
+            log.warning("skipping incomplete checkpoint %s (no %s); it is left in place", path, COMPLETE)
+    return done
+
+
+def prune_checkpoints(ckpt_dir: Path, keep: int) -> None:
+    for path in complete_checkpoints(ckpt_dir)[:-keep]:
+        shutil.rmtree(path)
+
+
+def rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+# -- the stage ----------------------------------------------------------------------------------
+def _gathered(engine, params):
+    """Full parameters on every rank (a no-op unless ZeRO-3 partitions them)."""
+    import contextlib
+
+    import deepspeed
+
+    if engine.zero_optimization_stage() == 3:
+        return deepspeed.zero.GatheredParameters(list(params), modifier_rank=None)
+    return contextlib.nullcontext()
+
+
+def epoch_indices(n: int, epoch: int, seed: int, rank: int, world: int) -> list[int]:
+    """This rank's sample order for an epoch: the same permutation on every rank, then strided."""
+    sampler = torch.utils.data.DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=seed)
+    sampler.set_epoch(epoch)
+    return list(sampler)
+
+
+def train_stage(run: StageRun) -> dict:
+    import deepspeed
+    from transformers import get_cosine_schedule_with_warmup
+
+    from hicom.tracking import Tracker
+
+    rank, world = init_distributed()
+    stage, cfg, out = STAGES[run.stage], run.cfg, run.out_dir
+    state_file = out / "trainer_state.json"
+    if state_file.is_file():
+        state = json.loads(state_file.read_text())
+        if rank == 0:
+            print(f"train[{run.stage}]: already complete in {out} (step {state['global_step']}); nothing to do")
+        return state
+    ckpt_dir = out / "checkpoints"
+    complete = complete_checkpoints(ckpt_dir)
+    resume_from = complete[-1] if complete else None
+
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank and every run
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    model = build_model(run.profile)
+    model.set_guidance(stage.guided)
+    if cfg.gradient_checkpointing:
+        model.language_model.gradient_checkpointing_enable()
+        if not stage.trains_llm:  # frozen LLM: inputs need grad so the compressor still receives it
+            model.language_model.enable_input_require_grads()
+    if run.init_from is not None and resume_from is None:
+        load_compressor(model.projector, Path(run.init_from) / "compressor")
+    groups = configure_trainable(model, stage, cfg)
+
+    tokenizer = load_tokenizer(run.tokenizer_dir)
+    vocab = model.config.llm_config.vocab_size
+    if len(tokenizer) > vocab:
+        raise ConfigError(f"tokenizer {run.tokenizer_dir} has {len(tokenizer)} tokens, more than the LLM's "
+                          f"vocab_size={vocab}")
+    guide_tokenizer = load_tokenizer(run.profile.text.path) if stage.guided else None
+    preprocessor = FramePreprocessor.from_pretrained(run.profile.vision.path) if run.profile.vision.path \
+        else FramePreprocessor(model.config.vision_config.image_size)
+    samples = load_mixture(cfg.data, seed=cfg.seed)
+    if not samples:
+        raise ConfigError(f"{cfg.data}: the mixture selects no samples")
+    rejects = RejectLog(out / "rejects.jsonl")
+    settings = SampleSettings(num_frames=cfg.num_frames, guided=stage.guided,
+                              guide_max_length=run.profile.guide_max_length, decoder=run.decoder, stage=run.stage)
+    cache = None
+    if run.feature_cache is not None:
+        policy = FramePolicy.from_preprocessor(preprocessor, cfg.num_frames, run.decoder)
+        tower = module_fingerprint(model.vision_tower, with_embeds=model.text_tower is not None)
+        cache = FeatureCache(run.feature_cache, tower, policy)
+        model.feature_cache = cache
+    dataset = ConversationDataset(samples, tokenizer, preprocessor, settings, rejects, guide_tokenizer, cache)
+    model.config.max_length = cfg.max_length
+
+    ds_config = deepspeed_config(cfg, world)
+    accum = ds_config["gradient_accumulation_steps"]
+    micro_per_epoch = math.ceil(len(samples) / world / cfg.micro_batch)
+    steps_per_epoch = max(1, micro_per_epoch // accum)
+    total_steps = min(cfg.max_steps or 10 ** 12, steps_per_epoch * cfg.epochs)
+    optimizer = build_optimizer(groups, cfg.weight_decay)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * total_steps), total_steps)
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
+                                           config=ds_config)
+
+    global_step, epoch, micro_done = 0, 0, 0
+    history: list[dict] = []
+    run_id = None
+    if resume_from is not None:
+        _, client = engine.load_checkpoint(str(ckpt_dir), tag=resume_from.name)
+        global_step, epoch, micro_done = client["global_step"], client["epoch"], client["micro_done"]
+        history, run_id = client["history"], client.get("run_id")
+        set_rng_state(torch.load(resume_from / f"rng_rank{rank}.pt", weights_only=False))
+        if rank == 0:
+            print(f"train[{run.stage}]: resuming from {resume_from} (step {global_step})")
+    out.mkdir(parents=True, exist_ok=True)
+
+    tracker = Tracker(enabled=run.track, experiment=run.experiment, run_name=run.stage, rank=rank,
+                      parent_run_id=None if run_id else run.parent_run_id, resume_run_id=run_id,
+                      tags={"stage": run.stage, "profile": run.profile.name, "paper_stage": stage.paper_name})
+    with tracker:
+        if resume_from is None:
+            tracker.log_params({"stage": run.stage, "profile": run.profile.name, "train": asdict(cfg),
+                                "model": {"compressor": run.profile.compressor.to_dict(),
+                                          "preset": run.profile.preset},
+                                "world_size": world, "deepspeed": ds_config, **decoder_info(run.decoder),
+                                **run.extra_params})
+            tracker.log_input(name=Path(cfg.data).stem, digest=samples_digest(samples)[:32],
+                              source=str(cfg.data), context="train", num_rows=len(samples))
+        history = _loop(engine, dataset, run, rank, world, accum, total_steps, tracker, ckpt_dir, tokenizer,
+                        global_step, epoch, micro_done, history)
+        result = _finish(engine, model, run, rank, history, tokenizer, guide_tokenizer, tracker, samples)
+    return result
+
+
+def _loop(engine, dataset, run: StageRun, rank, world, accum, total_steps, tracker, ckpt_dir, tokenizer,
+          global_step, epoch, micro_done, history):
+    cfg = run.cfg
+    pad_id = tokenizer.pad_token_id
+    window = {"loss": 0.0, "tokens": 0, "samples": 0, "micro": 0, "data_s": 0.0, "start": time.perf_counter()}
+    while global_step < total_steps and epoch < cfg.epochs:
+        order = epoch_indices(len(dataset), epoch, cfg.seed, rank, world)
+        batches = [order[i:i + cfg.micro_batch] for i in range(0, len(order), cfg.micro_batch)]
+        usable = len(batches) - len(batches) % accum  # whole optimizer steps only
+        for b in range(micro_done, usable):
+            t0 = time.perf_counter()
+            batch = collate([dataset[i] for i in batches[b]], pad_id)
+            window["data_s"] += time.perf_counter() - t0
+            if batch is None:  # every sample of this micro-batch was rejected: a zero step keeps ranks in step
+                loss = sum((p * 0).sum() for p in engine.module.parameters() if p.requires_grad)
+            else:
+                out = engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                             labels=batch["labels"], visual_items=batch["visual_items"])
+                loss = out.loss
+                window["tokens"] += int(batch["attention_mask"].sum())
+                window["samples"] += len(batch["ids"])
+            engine.backward(loss)
+            engine.step()
+            window["loss"] += float(loss.detach())
+            window["micro"] += 1
+            if (b + 1) % accum:
+                continue
+            global_step += 1
+            stats = torch.tensor([window["loss"] / window["micro"], window["tokens"], window["samples"]])
+            torch.distributed.all_reduce(stats)
+            elapsed = time.perf_counter() - window["start"]
+            metrics = {"loss": stats[0].item() / world, "tokens_per_s": stats[1].item() / elapsed,
+                       "samples_per_s": stats[2].item() / elapsed, "data_s": window["data_s"],
+                       "epoch": epoch + (b + 1) / max(usable, 1)}
+            grad_norm = engine.get_global_grad_norm()
+            if grad_norm is not None:
+                metrics["grad_norm"] = float(grad_norm)
+            for group in engine.optimizer.param_groups:
+                metrics[f"lr_{group.get('name', 'group')}"] = group["lr"]
+            metrics["samples"] = stats[2].item()
+            history.append({"step": global_step, **metrics})
+            if global_step % cfg.log_steps == 0:
+                tracker.log_metrics(metrics, step=global_step)
+                if rank == 0:
+                    print(f"train[{run.stage}] step {global_step}/{total_steps} loss {metrics['loss']:.4f} "
+                          f"{metrics['samples_per_s']:.1f} samples/s", flush=True)
+            window = {"loss": 0.0, "tokens": 0, "samples": 0, "micro": 0, "data_s": 0.0,
+                      "start": time.perf_counter()}
+            if global_step % cfg.save_steps == 0 or global_step == total_steps:
+                _save_checkpoint(engine, ckpt_dir, rank, global_step, epoch, b + 1, history, tracker.run_id, cfg)
+            if global_step >= total_steps:
+                return history
+        epoch += 1
+        micro_done = 0
+    return history
+
+
+def _save_checkpoint(engine, ckpt_dir: Path, rank, global_step, epoch, micro_done, history, run_id, cfg):
+    tag = f"step-{global_step:07d}"
+    client = {"global_step": global_step, "epoch": epoch, "micro_done": micro_done, "history": history,
+              "run_id": run_id}
+    engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client)
+    torch.save(rng_state(), ckpt_dir / tag / f"rng_rank{rank}.pt")
+    torch.distributed.barrier()
+    if rank == 0:  # written last: a checkpoint without it was interrupted and is never loaded
+        atomic_write_bytes(ckpt_dir / tag / COMPLETE, json.dumps({"global_step": global_step}).encode())
+        prune_checkpoints(ckpt_dir, cfg.save_total_limit)
+    torch.distributed.barrier()
+
+
+def _finish(engine, model, run: StageRun, rank, history, tokenizer, guide_tokenizer, tracker, samples) -> dict:
+    out = run.out_dir
+    with _gathered(engine, model.projector.parameters()):
+        if rank == 0:
+            save_compressor(model.projector, out / "compressor", extra={"stage": run.stage})
+    if STAGES[run.stage].trains_llm:
+        with _gathered(engine, model.parameters()):
+            if rank == 0:
+                save_model(model, out / "model", tokenizer=tokenizer)
+    torch.distributed.barrier()
+    if history and sum(h["samples"] for h in history) == 0:
+        raise DataError(f"train[{run.stage}]: every sample was rejected; see {out / 'rejects.jsonl'}")
+    final = history[-1] if history else {}
+    result = {"stage": run.stage, "global_step": final.get("step", 0), "final_loss": final.get("loss"),
+              "first_loss": history[0]["loss"] if history else None, "samples": len(samples),
+              "rejected": len(RejectLog(out / "rejects.jsonl").read()), "history": history}
+    if rank == 0:
+        atomic_write_bytes(out / "config.json", json.dumps(
+            {"stage": run.stage, "profile": run.profile.name, "train": asdict(run.cfg),
+             "compressor": run.profile.compressor.to_dict(), "init_from": str(run.init_from or "")},
+            indent=2, default=str).encode())
+        metrics = {k: v for k, v in result.items() if k != "history"}
+        atomic_write_bytes(out / "metrics.json", json.dumps(metrics, indent=2).encode())
+        tracker.log_artifact(out / "config.json")
+        tracker.log_artifact(out / "metrics.json")
+        tracker.log_artifact(out / "compressor", artifact_path="compressor")
+        atomic_write_bytes(out / "trainer_state.json", json.dumps(result, indent=2).encode())
+        print(f"train[{run.stage}]: done, {result['global_step']} steps, loss {result['first_loss']:.4f} -> "
+              f"{result['final_loss']:.4f}; outputs in {out}")
+    torch.distributed.barrier()
+    return result

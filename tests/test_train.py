@@ -1,0 +1,157 @@
+"""Training stages: trainable sets and learning rates, DeepSpeed across two processes, resume."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from transformers import SiglipConfig, SiglipModel
+
+from hicom.config import PARAMS_FILE, ConfigError, compressor_from_preset, load_profile
+from hicom.data.synthetic import WorldConfig, generate_world
+from hicom.data.tokenizer import train_tokenizer
+from hicom.data.video import FramePreprocessor
+from hicom.model import CheckpointError, HIComCompressor, build_model, save_compressor
+from hicom.model.checkpoint import save_model
+from hicom.train.config import STAGES, load_train_config
+from hicom.train.optim import configure_trainable
+from hicom.train.trainer import complete_checkpoints
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("stage,groups", [
+    ("align", {"compressor": 1e-3}),
+    ("cond_pretrain", {"compressor": 1e-4, "injection": 1e-3}),
+    ("sft", {"compressor": 1e-5, "injection": 1e-5, "llm": 1e-5}),
+])
+def test_each_stage_trains_exactly_its_parameters_at_table_a1_rates(stage, groups):
+    profile = load_profile("paper-7b")
+    model = build_model(profile, device="meta")
+    cfg = load_train_config("paper-7b", stage)
+    found = configure_trainable(model, STAGES[stage], cfg)
+    assert {g.name: g.lr for g in found} == groups
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    in_groups = {n if g.name == "llm" else f"projector.{n}" for g in found for n, _ in g.params}
+    assert trainable == in_groups
+    assert not any(n.startswith(("vision_tower.", "text_tower.")) for n in trainable)  # towers always frozen
+    injection = {n for n in trainable if "guide_injector" in n}
+    assert bool(injection) == (stage != "align")
+    assert any(n.startswith("language_model.") for n in trainable) == (stage == "sft")
+
+
+def test_an_empty_injection_group_is_an_error_not_a_silent_no_op(tiny_profile):
+    import dataclasses
+    release = dataclasses.replace(tiny_profile, compressor=compressor_from_preset(
+        "release", {"global": {"head_dim": 32}}))
+    model = build_model(release)
+    cfg = load_train_config("tiny", "cond_pretrain")
+    with pytest.raises(ConfigError, match="parameter group 'injection' .* is empty"):
+        configure_trainable(model, STAGES["cond_pretrain"], cfg)
+
+
+def test_incomplete_checkpoint_is_skipped_with_a_warning_naming_it_and_kept(tmp_path, caplog):
+    for step in (2, 4, 6):
+        (tmp_path / f"step-{step:07d}").mkdir()
+    for step in (2, 4):
+        (tmp_path / f"step-{step:07d}" / "complete.json").write_text("{}")
+    with caplog.at_level("WARNING", logger="hicom.train"):
+        done = complete_checkpoints(tmp_path)
+    assert [p.name for p in done] == ["step-0000002", "step-0000004"]
+    assert "step-0000006" in caplog.text and (tmp_path / "step-0000006").is_dir()
+
+
+# -- real runs ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A small world, tokenizer, random tiny towers and a params.yaml whose tiny stages use them."""
+    root = tmp_path_factory.mktemp("train")
+    generate_world(WorldConfig(seed=2, num_videos=16, num_frames=8, size=64), root / "world", progress=False)
+    from hicom.cli import world_texts
+    tok = train_tokenizer(world_texts(root / "world"), 600, root / "tokenizer")
+    profile = load_profile("tiny")
+    siglip = SiglipModel(SiglipConfig(vision_config=profile.vision.config, text_config=profile.text.config))
+    save_model(siglip, root / "towers", tokenizer=tok)
+    FramePreprocessor(64).save_pretrained(root / "towers")
+    (root / "data.yaml").write_text("datasets:\n  - {json_path: world/sft.jsonl, sampling_strategy: first:8}\n")
+    params = yaml.safe_load(PARAMS_FILE.read_text())
+    train = params["profiles"]["tiny"]["train"]
+    train["common"].update(micro_batch=1, save_steps=2, save_total_limit=2, log_steps=1)
+    for stage in ("align", "cond_pretrain", "sft"):
+        train[stage].update(data="data.yaml", global_batch=2, epochs=3)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return root
+
+
+def command(setup, stage, out, *extra, nproc=1):
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+                "--master_port", str(29600 + (hash(str(out)) % 300))] if nproc > 1 else [sys.executable]
+    return [*launcher, "-m", "hicom", "--params", str(setup / "params.yaml"), "train", "--stage", stage,
+            "--out", str(out), "--towers", str(setup / "towers"), "--tokenizer", str(setup / "tokenizer"), *extra]
+
+
+def run(cmd, env_extra=None, **kw):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "", **(env_extra or {})}
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, **kw)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("zero", [2, 3])
+def test_two_process_deepspeed_run_completes_and_logs_from_rank_zero_only(setup, tmp_path, zero):
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    out = tmp_path / "stage"
+    done = run(command(setup, "cond_pretrain", out, "--set", f"zero_stage={zero}", "--set", "max_steps=3",
+                       "--experiment", f"zero{zero}", nproc=2), {"MLFLOW_TRACKING_URI": store})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 3 and len(state["history"]) == 3
+    assert (out / "compressor" / "compressor.safetensors").is_file()
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(tracking_uri=store)
+    runs = client.search_runs([client.get_experiment_by_name(f"zero{zero}").experiment_id])
+    assert len(runs) == 1  # two processes, one run
+    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "loss")] == [1, 2, 3]
+    assert runs[0].data.params["deepspeed.zero_optimization.stage"] == str(zero)
+
+
+@pytest.mark.slow
+def test_killed_stage_resumes_from_its_last_complete_checkpoint_to_the_same_result(setup, tmp_path):
+    straight = tmp_path / "straight"
+    assert run(command(setup, "align", straight, "--no-track")).returncode == 0
+    resumed = tmp_path / "resumed"
+    proc = subprocess.Popen(command(setup, "align", resumed, "--no-track"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, "MLFLOW_TRACKING_URI": ""},
+                            start_new_session=True)
+    marker = resumed / "checkpoints" / "step-0000002" / "complete.json"
+    deadline = time.time() + 240
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert marker.exists() and not (resumed / "trainer_state.json").exists(), "the run was not killed mid-stage"
+    again = run(command(setup, "align", resumed, "--no-track"))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming from" in again.stdout
+    a = json.loads((straight / "trainer_state.json").read_text())
+    b = json.loads((resumed / "trainer_state.json").read_text())
+    assert a["global_step"] == b["global_step"]
+    assert [h["loss"] for h in b["history"]] == pytest.approx([h["loss"] for h in a["history"]], rel=1e-5)
+    from safetensors.torch import load_file
+    wa, wb = (load_file(d / "compressor" / "compressor.safetensors") for d in (straight, resumed))
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+    assert run(command(setup, "align", resumed, "--no-track")).stdout.count("already complete") == 1
+
+
+@pytest.mark.slow
+def test_next_stage_loads_the_previous_compressor_strictly(setup, tmp_path):
+    wrong = tmp_path / "wrong"
+    other = HIComCompressor(compressor_from_preset("paper", {"global": {"head_dim": 32, "num_queries": 8}}), 64, 64, 64)
+    save_compressor(other, wrong / "compressor")
+    failed = run(command(setup, "cond_pretrain", tmp_path / "next", "--init-from", str(wrong), "--no-track"))
+    assert failed.returncode != 0
+    assert "global_compressor.query" in failed.stderr and "mis-shaped" in failed.stderr
