@@ -13,7 +13,7 @@ help:
 	@echo "make run     the pipeline on the embedded default (PROFILE=$(PROFILE))"
 	@echo "make test    install, then run every test"
 	@echo "make report  parameter and visual-token report of a profile on the meta device"
-	@echo "make bench   benchmarks (not tests): video decoding decord vs PyAV"
+	@echo "make bench   benchmarks (not tests): decoding decord vs PyAV; training with vs without feature cache"
 
 setup: $(STAMP)
 
@@ -36,6 +36,8 @@ test: setup
 
 bench: setup
 	$(PY) bench/decode_bench.py
+	.venv/bin/dvc repro curate
+	$(PY) bench/train_bench.py
 
 clean:
 	rm -rf outputs .pytest_cache

@@ -98,6 +98,7 @@ def cmd_curate(args) -> int:
     from hicom.curate import CurateConfig, GroundTruthGenerator, OpenAIGenerator, run_curation
     from hicom.data.tokenizer import load_tokenizer
     from hicom.data.video import FramePreprocessor
+    from hicom.model.build import quiet_transformers
 
     profile = load_profile(args.profile, args.params)
     cfg = CurateConfig.from_dict(_section(args, "curate"))
@@ -123,8 +124,9 @@ def cmd_curate(args) -> int:
         generator = GroundTruthGenerator(Path(args.world) / "scenes.jsonl", cfg.pairs_per_video, cfg.seed)
     else:
         generator = OpenAIGenerator(cfg.openai, cfg.pairs_per_video, Path(args.out) / "cache", cfg.decoder)
-    vision = SiglipVisionModel.from_pretrained(towers).eval()
-    text = SiglipTextModel.from_pretrained(towers).eval()
+    with quiet_transformers():
+        vision = SiglipVisionModel.from_pretrained(towers).eval()
+        text = SiglipTextModel.from_pretrained(towers).eval()
     manifest = run_curation(videos, cfg, args.out, vision, text, load_tokenizer(towers),
                             FramePreprocessor.from_pretrained(towers), generator, data_root,
                             text.config.max_position_embeddings)

@@ -1,6 +1,7 @@
 """Factories: a named profile -> HIComConfig -> model, on a real device or on `meta`."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
 
@@ -18,6 +19,19 @@ TOWERS = {
     "text_tower": ("text", SiglipTextConfig, SiglipTextModel),
     "language_model": ("llm", Qwen2Config, Qwen2ForCausalLM),
 }
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """transformers at error level for a block (its load reports list every unused key)."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def _tower_config(cls, spec: TowerSpec, where: str):
@@ -72,7 +86,8 @@ def build_model(profile: ModelProfile, device: str | torch.device = "cpu", dtype
             if not Path(spec.path).is_dir():
                 raise ConfigError(f"{profile.name}.{field}.path: {spec.path}: pretrained directory not found "
                                   f"(put a local checkpoint there; nothing is downloaded)")
-            sub = model_cls.from_pretrained(spec.path, dtype=dtype)
+            with quiet_transformers():  # a SigLIP directory holds both towers: the other's keys are expected
+                sub = model_cls.from_pretrained(spec.path, dtype=dtype)
             _check_matches(spec.config, sub.config, f"{profile.name}.{field} ({spec.path})")
         else:
             sub = model_cls(sub_config)
