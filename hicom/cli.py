@@ -90,6 +90,22 @@ def cmd_towers(args) -> int:
     return 0
 
 
+def cmd_llm(args) -> int:
+    from hicom.data.tokenizer import load_tokenizer
+    from hicom.model.tiny_llm import LLMTrainConfig, pretrain_llm
+
+    profile = load_profile(args.profile, args.params)
+    if profile.llm.path:
+        raise ConfigError(f"profile {profile.name!r} loads its LLM from {profile.llm.path}; "
+                          "LLM pre-training is for profiles built from configs (tiny)")
+    cfg = LLMTrainConfig(**(_section(args, "llm")))
+    result = pretrain_llm(profile, Path(args.world), load_tokenizer(args.tokenizer), args.out, cfg)
+    if not result["perplexity_after"] < result["perplexity_before"] / 2:
+        print("llm: FAILED: held-out perplexity did not fall", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_curate(args) -> int:
     import json
 
@@ -146,6 +162,8 @@ def cmd_train(args) -> int:
     if args.towers:
         profile = dataclasses.replace(profile, vision=dataclasses.replace(profile.vision, path=args.towers),
                                       text=dataclasses.replace(profile.text, path=args.towers))
+    if args.llm:
+        profile = dataclasses.replace(profile, llm=dataclasses.replace(profile.llm, path=args.llm))
     overrides = {}
     for item in args.set or []:
         key, _, value = item.partition("=")
@@ -219,6 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     tow.add_argument("--tokenizer", required=True)
     tow.add_argument("--out", required=True)
     tow.set_defaults(func=cmd_towers)
+    llm = sub.add_parser("llm", help="language-model pre-training of the tiny LLM on a synthetic world's text")
+    llm.add_argument("--profile", default=None)
+    llm.add_argument("--world", required=True)
+    llm.add_argument("--tokenizer", required=True)
+    llm.add_argument("--out", required=True)
+    llm.set_defaults(func=cmd_llm)
     cur = sub.add_parser("curate", help="HICom-248K curation: score, select, generate instruction-description pairs")
     cur.add_argument("--profile", default=None)
     src = cur.add_mutually_exclusive_group(required=True)
@@ -236,7 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--init-from", default=None,
                      help="previous stage's output directory: its compressor initialises a fresh start")
     trn.add_argument("--towers", default=None, help="SigLIP directory (overrides the profile's vision/text path)")
-    trn.add_argument("--tokenizer", default=None, help="LLM tokenizer directory (default: the profile's LLM path)")
+    trn.add_argument("--llm", default=None, help="base LLM directory (overrides the profile's LLM path)")
+    trn.add_argument("--tokenizer", default=None, help="LLM tokenizer directory (default: the LLM's directory)")
     trn.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a train setting, e.g. max_steps=5")
     trn.add_argument("--feature-cache", default=None, metavar="DIR",
                      help="cache the frozen vision tower's outputs per video here (reused across epochs and stages)")

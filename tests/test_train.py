@@ -155,3 +155,21 @@ def test_next_stage_loads_the_previous_compressor_strictly(setup, tmp_path):
     failed = run(command(setup, "cond_pretrain", tmp_path / "next", "--init-from", str(wrong), "--no-track"))
     assert failed.returncode != 0
     assert "global_compressor.query" in failed.stderr and "mis-shaped" in failed.stderr
+
+
+def test_train_settings_take_numbers_written_without_a_dot_and_name_bad_values():
+    assert load_train_config("tiny", "sft", overrides={"lr_llm": "1e-3"}).lr_llm == 1e-3
+    with pytest.raises(ConfigError, match="train.lr_compressor: expected a number, got 'fast'"):
+        load_train_config("tiny", "align", overrides={"lr_compressor": "fast"})
+    with pytest.raises(ConfigError, match=r"unknown field\(s\) \['lr'\]"):
+        load_train_config("tiny", "align", overrides={"lr": 1})
+
+
+@pytest.mark.slow
+def test_gradient_checkpointing_switch_trains_the_compressor_through_a_frozen_llm(setup, tmp_path):
+    out = tmp_path / "gc"
+    done = run(command(setup, "cond_pretrain", out, "--no-track", "--set", "gradient_checkpointing=true",
+                       "--set", "max_steps=2"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    history = json.loads((out / "trainer_state.json").read_text())["history"]
+    assert len(history) == 2 and all(h["grad_norm"] > 0 for h in history)

@@ -53,6 +53,14 @@ class TrainConfig:
     log_steps: int = 1
 
     def __post_init__(self):
+        for name in ("lr_compressor", "lr_injection", "lr_llm", "warmup_ratio", "weight_decay", "grad_clip"):
+            value = getattr(self, name)
+            if value is None and name.startswith("lr_") and name != "lr_compressor":
+                continue
+            try:  # YAML reads 1e-3 (no dot) as a string
+                object.__setattr__(self, name, float(value))
+            except (TypeError, ValueError):
+                raise ConfigError(f"train.{name}: expected a number, got {value!r}") from None
         if self.zero_stage not in (0, 1, 2, 3):
             raise ConfigError(f"train.zero_stage: {self.zero_stage!r} is not one of 0, 1, 2, 3")
         for name in ("global_batch", "micro_batch", "epochs", "num_frames", "max_length", "save_steps",
