@@ -122,10 +122,11 @@ def cmd_curate(args) -> int:
     if not towers.is_dir():
         raise ConfigError(f"curate: SigLIP towers directory {str(towers)!r} not found (pass --towers DIR)")
     if args.world:
+        from hicom.data.synthetic import read_world
+
         world = Path(args.world)
-        test_ids = {json.loads(l)["id"] for l in (world / "mcq_test.jsonl").read_text().splitlines() if l.strip()}
-        ids = [json.loads(l)["id"] for l in (world / "scenes.jsonl").read_text().splitlines() if l.strip()]
-        videos = [{"id": i, "video": str(world / "videos" / f"{i}.mp4")} for i in ids if i not in test_ids]
+        scenes, test_ids = read_world(world)
+        videos = [{"id": s.id, "video": str(world / "videos" / f"{s.id}.mp4")} for s in scenes if s.id not in test_ids]
         data_root = world
     else:
         from hicom.data.mixture import read_annotations
@@ -164,10 +165,11 @@ def cmd_train(args) -> int:
                                       text=dataclasses.replace(profile.text, path=args.towers))
     if args.llm:
         profile = dataclasses.replace(profile, llm=dataclasses.replace(profile.llm, path=args.llm))
+    import yaml
+
     overrides = {}
     for item in args.set or []:
         key, _, value = item.partition("=")
-        import yaml
         overrides[key] = yaml.safe_load(value)
     cfg = load_train_config(profile.name, args.stage, args.params, overrides)
     tokenizer = args.tokenizer or profile.llm.path

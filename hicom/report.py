@@ -25,10 +25,6 @@ def count(module) -> int:
     return 0 if module is None else sum(p.numel() for p in module.parameters())
 
 
-def count_named(module, keyword: str) -> int:
-    return sum(p.numel() for n, p in module.named_parameters() if keyword in n)
-
-
 @dataclass
 class Report:
     profile: ModelProfile
@@ -58,16 +54,17 @@ def build_report(profile: ModelProfile) -> Report:
     hicom = build_model(profile, device="meta")
     base = build_model(baseline_of(profile), device="meta")
     proj = hicom.projector
+    local = getattr(proj, "local_compressor", None)
+    glob = getattr(proj, "global_compressor", None)
     params = {
         "vision": count(hicom.vision_tower),
         "vision_head": count(hicom.vision_tower.head),
         "text": count(hicom.text_tower),
         "compressor": count(proj),
-        "local": count(getattr(proj, "local_compressor", None)),
-        "local_injection": count_named(getattr(proj, "local_compressor", None) or torch.nn.Module(), "guide_injector"),
-        "global": count(getattr(proj, "global_compressor", None)),
-        "global_injection": count_named(getattr(proj, "global_compressor", None) or torch.nn.Module(),
-                                        "guide_injector"),
+        "local": count(local),
+        "local_injection": count(None if local is None else local.guide_injector),
+        "global": count(glob),
+        "global_injection": count(None if glob is None else glob.guide_injector),
         "baseline": count(base.projector),
         "llm": count(hicom.language_model),
     }

@@ -629,3 +629,14 @@ def generate_world(cfg: WorldConfig, out_dir, progress: bool = True) -> dict:
                 "test_ids": sorted(test_ids), "counts": counts, "files": files}
     _write_bytes(out_dir / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
     return manifest
+
+
+def read_world(world_dir) -> tuple[list[Scene], set[str]]:
+    """A generated world's scenes (ground truth) and the ids of its held-out test scenes."""
+    world_dir = Path(world_dir)
+    manifest = world_dir / "manifest.json"
+    if not manifest.is_file():
+        raise FileNotFoundError(f"{manifest}: not a generated synthetic world (no manifest)")
+    scenes = [Scene.from_dict(json.loads(line))
+              for line in (world_dir / "scenes.jsonl").read_text().splitlines() if line.strip()]
+    return scenes, set(json.loads(manifest.read_text())["test_ids"])

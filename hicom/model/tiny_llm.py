@@ -23,9 +23,9 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 from hicom.config import ConfigError, ModelProfile
 from hicom.data.conversation import normalise_turns
 from hicom.data.mixture import read_annotations
+from hicom.data.synthetic import TRAIN_FILES
 from hicom.model.checkpoint import atomic_write_bytes, save_model
 
-TRAIN_FILES = ("align_videos.jsonl", "align_images.jsonl", "cond_pretrain.jsonl", "sft.jsonl", "sft_mcq.jsonl")
 
 
 @dataclass(frozen=True)

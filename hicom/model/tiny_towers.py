@@ -58,16 +58,14 @@ def retrieval_top1(model: SiglipModel, pixel_values: torch.Tensor, text_ids: tor
 
 def pretrain_towers(profile: ModelProfile, world_dir: str | Path, tokenizer, out_dir: str | Path,
                     cfg: TowerTrainConfig = TowerTrainConfig(), log=print) -> dict:
-    from hicom.data.synthetic import Scene
+    from hicom.data.synthetic import read_world
 
     text_cfg = dict(profile.text.config)
     if len(tokenizer) > text_cfg.get("vocab_size", 0) or text_cfg.get("pad_token_id") != tokenizer.pad_token_id:
         raise ConfigError(f"profile {profile.name!r} text tower (vocab_size={text_cfg.get('vocab_size')}, "
                           f"pad_token_id={text_cfg.get('pad_token_id')}) does not fit the tokenizer "
                           f"({len(tokenizer)} tokens, pad id {tokenizer.pad_token_id})")
-    world_dir = Path(world_dir)
-    test_ids = {json.loads(l)["id"] for l in (world_dir / "mcq_test.jsonl").read_text().splitlines() if l.strip()}
-    scenes = [Scene.from_dict(json.loads(l)) for l in (world_dir / "scenes.jsonl").read_text().splitlines() if l.strip()]
+    scenes, test_ids = read_world(world_dir)
     train = [s for s in scenes if s.id not in test_ids]
     held_out = [s for s in scenes if s.id in test_ids]
     if not train or not held_out:
