@@ -6,14 +6,17 @@ PROFILE ?= tiny
 DEPS_HASH := $(shell cat requirements.lock pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
 STAMP := .venv/.setup-$(DEPS_HASH)
 
-.PHONY: help setup run test report bench clean
+.PHONY: help setup run deploy test report bench clean stack-up stack-down stack-status run-stack
 
 help:
 	@echo "make setup   create .venv and install pinned dependencies (idempotent)"
-	@echo "make run     the pipeline on the embedded default (PROFILE=$(PROFILE))"
+	@echo "make run     the whole pipeline (Prefect retrain flow) on the embedded default; ablations: .venv/bin/python -m flows run --ablation no_grouping"
+	@echo "make deploy  the scheduled retraining deployments (prefect.yaml) on a Prefect server"
 	@echo "make test    install, then run every test"
 	@echo "make report  parameter and visual-token report of a profile on the meta device"
-	@echo "make bench   benchmarks (not tests): decoding decord vs PyAV; training with vs without feature cache"
+	@echo "make bench   benchmarks (not tests): decoding decord vs PyAV; training with vs without feature cache; HICom vs baseline latency; eval feature reuse"
+	@echo "make stack-up / stack-down / stack-status   the team stack on 127.0.0.1 (S3, MLflow, Prefect; data in STACK_DIR)"
+	@echo "make run-stack   what \`make run\` runs, through the stack (env from STACK_DIR/env)"
 
 setup: $(STAMP)
 
@@ -22,11 +25,15 @@ $(STAMP): requirements.lock pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
 	@touch $@
 
-# The data stages run through DVC (only what changed reruns); then the model checks.
+# The whole pipeline through the Prefect retrain flow (flows/): every dvc.yaml stage (only what changed
+# reruns), promotion and the report, on the embedded default (Prefect without a server, MLflow in
+# mlflow.db, DVC pushing to .dvc/remote) or on the team stack when its environment is loaded.
 run: setup
-	.venv/bin/dvc repro
-	$(PY) -m hicom report --profile paper-7b
-	$(PY) -m hicom smoke --profile $(PROFILE)
+	$(PY) -m flows run
+
+# The scheduled retraining deployments of prefect.yaml (needs a Prefect server, e.g. `make stack-up`).
+deploy: setup
+	$(PY) -m flows deploy
 
 report: setup
 	$(PY) -m hicom report --profile $(PROFILE)
@@ -38,6 +45,25 @@ bench: setup
 	$(PY) bench/decode_bench.py
 	.venv/bin/dvc repro curate
 	$(PY) bench/train_bench.py
+	$(PY) bench/latency_bench.py
+	$(PY) bench/eval_cache_bench.py
+
+# The team stack (infra/stack): SeaweedFS S3, MLflow server, Prefect server + process worker, on 127.0.0.1.
+# STACK_DIR (data, logs, PIDs, credentials, env file) and STACK_PORT_BASE (ports base..base+14) are overridable.
+export STACK_DIR ?= $(CURDIR)/.stack
+export STACK_PORT_BASE ?= 27100
+stack-up: setup
+	$(PY) -m infra.stack up
+
+stack-down:
+	$(PY) -m infra.stack down
+
+stack-status:
+	$(PY) -m infra.stack status
+
+run-stack: setup
+	@$(PY) -m infra.stack status >/dev/null || { echo "run-stack: the stack is not up (make stack-status; make stack-up)" >&2; exit 1; }
+	set -a && . "$(STACK_DIR)/env" && set +a && $(MAKE) --no-print-directory run
 
 clean:
 	rm -rf outputs .pytest_cache

@@ -11,7 +11,13 @@ from hicom.config import PARAMS_FILE, ConfigError, load_profile
 def cmd_report(args) -> int:
     from hicom.report import build_report, format_report
 
-    print(format_report(build_report(load_profile(args.profile, args.params))))
+    text = format_report(build_report(load_profile(args.profile, args.params)))
+    if args.out:
+        from hicom.model.checkpoint import atomic_write_bytes
+
+        atomic_write_bytes(Path(args.out), (text + "\n").encode())
+    else:
+        print(text)
     return 0
 
 
@@ -185,33 +191,198 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    import json
+    from hicom.evaluate.mcq import EvalConfig
+    from hicom.evaluate.stage import EvalRun, run_evaluation
+
+    profile = load_profile(args.profile, args.params)
+    optional = {name: Path(getattr(args, name)) if getattr(args, name) else None
+                for name in ("videos", "subtitles", "towers")}
+    results = run_evaluation(EvalRun(
+        benchmark=args.benchmark, model_dir=Path(args.model), data=Path(args.data), out=Path(args.out),
+        profile=profile, config=EvalConfig.from_dict(_section(args, "evaluate")),
+        decoder=_section(args, "data").get("decoder") or "decord", frames=args.frames, guidance=args.guidance,
+        protocol=args.protocol, track=not args.no_track, experiment=args.experiment,
+        parent_run_id=args.parent_run_id, **optional))
+    if results is None:  # a torchrun rank other than 0: rank 0 reports
+        return 0
+
+    def share(value) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    for name, r in results["variants"].items():
+        valid, invalid = r["validity"]["valid"], r["validity"]["invalid"]
+        extra = f"; mean over tasks {share(r['task_mean'])}" if "task_mean" in r else ""
+        print(f"evaluate[{args.benchmark}/{name}]: accuracy {share(r['accuracy'])} on {r['total']} questions "
+              f"(chance {share(r['chance'])}); unanswered {r['unanswered']}; unreadable videos' questions "
+              f"{r['missing']}{extra}; valid/invalid instructions {share(valid['accuracy'])} ({valid['total']}) / "
+              f"{share(invalid['accuracy'])} ({invalid['total']})")
+    print(f"evaluate[{args.benchmark}]: predictions and results in {args.out}")
+    return 0
+
+
+def cmd_profile(args) -> int:
+    import dataclasses
+    import tempfile
 
     from hicom.data.tokenizer import load_tokenizer
     from hicom.data.video import FramePreprocessor
-    from hicom.evaluate.mcq import evaluate_mcq, read_mcq
-    from hicom.model import HIComForCausalLM
-    from hicom.model.checkpoint import atomic_write_bytes
+    from hicom.model import HIComForCausalLM, build_model
+    from hicom.profiling import (MODELS, ProfileSettings, load_eval_results, log_to_tracker, model_pair,
+                                 random_prompt, render_clips, resolve_device, resolve_dtype, run_profile,
+                                 tokenised_prompt, write_outputs)
+    from hicom.tracking import Tracker
 
     profile = load_profile(args.profile, args.params)
-    towers = Path(args.towers or profile.text.path or "")
-    model = HIComForCausalLM.from_pretrained(args.model).eval()
-    tokenizer = load_tokenizer(args.model)
-    guide_tokenizer = load_tokenizer(towers) if model.projector.uses_instruction else None
-    preprocessor = FramePreprocessor.from_pretrained(towers) if (towers / "preprocessor_config.json").is_file() \
-        else FramePreprocessor(model.config.vision_config.image_size)
+    overrides = {key: value for key, value in (("frames", args.frames), ("samples", args.samples),
+                                               ("warmup", args.warmup), ("repeats", args.repeats)) if value is not None}
+    settings = ProfileSettings.from_dict({**_section(args, "efficiency"), **overrides})
+    eval_entries = load_eval_results(args.eval_results or [])  # a wrong path fails before the measurements
     decoder = _section(args, "data").get("decoder") or "decord"
-    rows = read_mcq(args.data)
-    result = evaluate_mcq(model, rows, tokenizer, guide_tokenizer, preprocessor, profile.num_frames, decoder,
-                          model.config.guide_max_length)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / "predictions.jsonl",
-                       "".join(json.dumps(p) + "\n" for p in result["predictions"]).encode())
-    summary = {k: v for k, v in result.items() if k != "predictions"}
-    atomic_write_bytes(out / "results.json", json.dumps(summary, indent=2).encode())
-    print(f"evaluate[{args.benchmark}]: accuracy {summary['accuracy']:.3f} on {summary['total']} questions "
-          f"(chance {summary['chance']:.3f}); unanswered {summary['unanswered']}; by kind {summary['by_kind']}")
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    if args.threads is not None:
+        import torch
+
+        if args.threads < 1:
+            raise ConfigError(f"profile: --threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    towers = Path(args.towers) if args.towers else None
+    if args.model:
+        hicom = HIComForCausalLM.from_pretrained(args.model)
+        towers = towers or (Path(profile.text.path) if profile.text.path else None)
+        guide_tokenizer = None
+        if hicom.projector.uses_instruction:
+            if towers is None or not towers.is_dir():
+                raise ConfigError(f"profile: the model in {args.model} is guided by the instruction: pass --towers DIR "
+                                  f"(the SigLIP directory with its tokenizer); got {towers}")
+            guide_tokenizer = load_tokenizer(towers)
+        prompt = tokenised_prompt(load_tokenizer(args.model), guide_tokenizer, hicom.config.guide_max_length)
+        source = f"trained HICom from {args.model}; baseline: its towers and LLM with a LLaVA-OV projector"
+    else:
+        if towers:
+            profile = dataclasses.replace(profile, vision=dataclasses.replace(profile.vision, path=str(towers)),
+                                          text=dataclasses.replace(profile.text, path=str(towers)))
+        hicom = build_model(profile)
+        prompt = random_prompt(hicom.config, settings.prompt_tokens)
+        source = (f"profile {profile.name!r} built from its config (random init"
+                  f"{f', towers from {towers}' if towers else ''}); baseline: the same towers and LLM with a "
+                  f"LLaVA-OV projector")
+    if towers and (towers / "preprocessor_config.json").is_file():
+        preprocessor = FramePreprocessor.from_pretrained(towers)
+    else:
+        preprocessor = FramePreprocessor(hicom.config.vision_config.image_size)
+    models = model_pair(hicom, device, dtype)
+    with tempfile.TemporaryDirectory(prefix="hicom_profile_clips_") as tmp:
+        if args.videos:
+            clips, clips_source = [Path(v) for v in args.videos], f"{len(args.videos)} given video file(s)"
+        else:
+            c = settings.clips
+            clips = render_clips(c, Path(tmp))
+            clips_source = (f"{c.count} synthetic clips ({c.num_frames} frames, {c.size}x{c.size}, {c.fps} fps, "
+                            f"lossless mp4) rendered by hicom.data.synthetic")
+        result = run_profile(models, profile_name=profile.name, model_source=source, clips=clips,
+                             clips_source=clips_source, prompt=prompt, preprocessor=preprocessor, settings=settings,
+                             decoder=decoder, device=device, eval_entries=eval_entries,
+                             default_frames=profile.num_frames, log=print)
+    files = write_outputs(result, args.out)
+    # Opened after measuring, so the run's system-metrics sampler cannot disturb the timings.
+    with Tracker(enabled=not args.no_track, experiment=args.experiment, run_name="profile",
+                 parent_run_id=args.parent_run_id) as tracker:
+        log_to_tracker(tracker, result, files)
+    by_key = {(r["model"], r["frames"]): r for r in result["rows"]}
+    for q in result["ratios"]:
+        hicom_row, base_row = by_key[("hicom", q["frames"])], by_key[("llava_ov", q["frames"])]
+        print(f"profile: {q['frames']} frames: visual tokens {MODELS['llava_ov']} {base_row['visual_tokens']} vs "
+              f"HICom {hicom_row['visual_tokens']} ({q['visual_tokens']:.2f}x); LLM prefill time "
+              f"{q['llm_ttft_ms']:.2f}x, prefill FLOPs {q['llm_prefill_flops']:.2f}x; s/video {q['s_per_video']:.2f}x")
+    print(f"profile: wrote {', '.join(sorted(files))} to {args.out}; accuracy vs tokens: {result['accuracy_plot']}")
+    return 0
+
+
+def _registry_config(args):
+    from hicom.registry import RegistryConfig
+
+    return RegistryConfig.from_dict(_section(args, "registry"))
+
+
+def cmd_register(args) -> int:
+    import json
+
+    from hicom.evaluate.mcq import EvalConfig
+    from hicom.model.checkpoint import atomic_write_bytes
+    from hicom.pipeline_report import results_file
+    from hicom.registry import efficiency_metrics, eval_metrics, profile_row, read_json, register_model
+
+    cfg = _registry_config(args)
+    profile = load_profile(args.profile, args.params)
+    towers = Path(args.towers or profile.text.path or "")
+    if not towers.is_dir():
+        raise ConfigError(f"register: towers directory {str(towers)!r} not found (pass --towers DIR: the SigLIP "
+                          "directory with the instruction tokenizer and preprocessor_config.json)")
+    metrics, attachments = {}, {}
+    for path in args.eval or []:
+        file = results_file(path)
+        results = read_json(file)
+        found = eval_metrics(results, file)
+        if set(found) & set(metrics):
+            raise ConfigError(f"register: benchmark {results['benchmark']!r} is given twice (--eval {path})")
+        metrics.update(found)
+        attachments[f"eval/{results['benchmark']}"] = file
+    if args.profile_results:
+        row = profile_row(read_json(args.profile_results), cfg.efficiency_frames, args.profile_results)
+        metrics.update(efficiency_metrics(row, args.profile_results))
+        attachments["profile"] = Path(args.profile_results)
+    model_config = read_json(Path(args.model) / "config.json")
+    settings = {"num_frames": profile.num_frames, "decoder": _section(args, "data").get("decoder") or "decord",
+                "guide_max_length": model_config.get("guide_max_length", profile.guide_max_length),
+                "max_new_tokens": EvalConfig.from_dict(_section(args, "evaluate")).max_new_tokens,
+                "template": cfg.prompt_template}
+    name = args.name or cfg.model_name
+    result = register_model(model_dir=args.model, towers_dir=towers, name=name, metrics=metrics, settings=settings,
+                            attachments=attachments, experiment=args.experiment, parent_run_id=args.parent_run_id,
+                            profile=profile.name)
+    atomic_write_bytes(Path(args.out), (json.dumps(result, indent=2) + "\n").encode())
+    shown = ", ".join(f"{k} {v:g}" for k, v in sorted(metrics.items())) or "no metrics (no --eval/--profile-results)"
+    print(f"register: {name} version {result['version']} (alias challenger) from {args.model}: {shown}; "
+          f"wrote {args.out}")
+    return 0
+
+
+def cmd_promote(args) -> int:
+    import json
+
+    from hicom.model.checkpoint import atomic_write_bytes
+    from hicom.registry import promote
+
+    cfg = _registry_config(args)
+    name = args.name or cfg.model_name
+    result = promote(name=name, version=args.version, gate=cfg.gate, experiment=args.experiment,
+                     parent_run_id=args.parent_run_id)
+    atomic_write_bytes(Path(args.out), (json.dumps(result, indent=2) + "\n").encode())
+    verdict = "promoted to champion" if result["promoted"] else "not promoted"
+    print(f"promote: {name} version {result['challenger_version']} {verdict}; champion is version "
+          f"{result['champion_version']}")
+    for reason in result["reasons"]:
+        print(f"promote:   {reason}")
+    return 0
+
+
+def cmd_pipeline_report(args) -> int:
+    from hicom.pipeline_report import pipeline_report
+
+    files = pipeline_report(args.run_id, args.out, eval_paths=args.eval or [], profile_file=args.profile_results,
+                            efficiency_frames=_registry_config(args).efficiency_frames, log=not args.no_log)
+    logged = "" if args.no_log else f"; logged to run {args.run_id} under report/"
+    print(f"pipeline-report: wrote {', '.join(sorted(files))} to {args.out}{logged}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from hicom.pipeline_report import compare_runs
+
+    table, files = compare_runs(args.runs, args.out, _registry_config(args).efficiency_frames)
+    print(table)
+    print(f"compare: wrote {', '.join(sorted(files))} to {args.out}")
     return 0
 
 
@@ -221,6 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     rep = sub.add_parser("report", help="parameters and visual tokens per component, on the meta device")
     rep.add_argument("--profile", default=None, help="profile name in params.yaml (default: its `profile:`)")
+    rep.add_argument("--out", default=None, help="write the report to this file instead of stdout")
     rep.set_defaults(func=cmd_report)
     smk = sub.add_parser("smoke", help="tiny forward/backward of a profile's model on a drawn clip")
     smk.add_argument("--profile", default=None)
@@ -271,15 +443,88 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--parent-run-id", default=None, help="MLflow parent run (a pipeline run)")
     trn.add_argument("--no-track", action="store_true", help="do not log to MLflow")
     trn.set_defaults(func=cmd_train)
-    ev = sub.add_parser("evaluate", help="multiple-choice evaluation of a trained model")
-    ev.add_argument("--benchmark", required=True, choices=["synthetic"],
-                    help="synthetic: the held-out questions of a synthetic world (mcq_test.jsonl)")
+    ev = sub.add_parser("evaluate", help="multiple-choice video QA on a benchmark (run under torchrun to shard)")
+    ev.add_argument("--benchmark", required=True, choices=["videomme", "mvbench", "egoschema", "mlvu", "synthetic"],
+                    help="videomme: the test parquet; mvbench: its json/ folder of 20 task files; egoschema: "
+                         "questions.json (subset_answers.json beside it is scored); mlvu: its dev json/ folder; "
+                         "synthetic: a synthetic world's mcq_test.jsonl")
     ev.add_argument("--profile", default=None)
     ev.add_argument("--model", required=True, help="a saved HICom model directory (e.g. the sft stage's model/)")
-    ev.add_argument("--data", required=True, help="the benchmark's annotation file")
+    ev.add_argument("--data", required=True, help="the benchmark's annotation file or folder")
+    ev.add_argument("--videos", default=None,
+                    help="video folder (default: where the benchmark's release puts it beside --data)")
+    ev.add_argument("--subtitles", default=None,
+                    help="Video-MME only: folder of <videoID>.srt; every question is also asked with subtitles")
     ev.add_argument("--towers", default=None, help="SigLIP directory with the instruction tokenizer")
-    ev.add_argument("--out", required=True)
+    ev.add_argument("--frames", type=int, default=None, help="frames per video (default: the profile's)")
+    ev.add_argument("--guidance", default="on", choices=["on", "off", "both"],
+                    help="instruction injection: on, off (same model, injection disabled) or both (Table A4)")
+    ev.add_argument("--protocol", default="generate", metavar="LIST",
+                    help="how answers are read, comma-separated, the first is the headline: generate (greedy reply, "
+                         "letter extracted; the benchmarks' protocol), likelihood (the option likeliest as a short "
+                         "answer to the bare question). Default: %(default)s")
+    ev.add_argument("--out", required=True, help="output folder; rerunning into it resumes")
+    ev.add_argument("--experiment", default="hicom", help="MLflow experiment")
+    ev.add_argument("--parent-run-id", default=None, help="MLflow parent run (a pipeline run)")
+    ev.add_argument("--no-track", action="store_true", help="do not log to MLflow")
     ev.set_defaults(func=cmd_evaluate)
+    prof = sub.add_parser("profile", help="efficiency profile of HICom vs the LLaVA-OV baseline (Table A6)")
+    prof.add_argument("--profile", default=None)
+    prof.add_argument("--model", default=None,
+                      help="a saved HICom model directory (default: build the profile's model, random init)")
+    prof.add_argument("--towers", default=None,
+                      help="SigLIP directory: instruction tokenizer, preprocessor and, without --model, the towers")
+    prof.add_argument("--frames", type=int, nargs="+", default=None, help="frame counts (default: params efficiency)")
+    prof.add_argument("--samples", type=int, default=None, help="questions per model and frame count for s/video")
+    prof.add_argument("--warmup", type=int, default=None, help="untimed warm-up runs")
+    prof.add_argument("--repeats", type=int, default=None, help="timed repeats (medians are reported)")
+    prof.add_argument("--videos", nargs="+", default=None,
+                      help="video files to read (default: render synthetic clips)")
+    prof.add_argument("--eval-results", nargs="+", default=None, metavar="FILE",
+                      help="evaluation results.json files (with `accuracy`) for the accuracy-vs-tokens plot")
+    prof.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:N")
+    prof.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16")
+    prof.add_argument("--threads", type=int, default=None,
+                      help="torch intra-op threads (default: torch's); 1 gives steadier timings on busy shared CPUs")
+    prof.add_argument("--out", required=True)
+    prof.add_argument("--experiment", default="hicom", help="MLflow experiment")
+    prof.add_argument("--parent-run-id", default=None, help="MLflow parent run (a pipeline run)")
+    prof.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    prof.set_defaults(func=cmd_profile)
+    reg = sub.add_parser("register", help="log the final model (MLflow pyfunc) and register it with alias challenger")
+    reg.add_argument("--profile", default=None)
+    reg.add_argument("--model", required=True, help="a saved HICom model directory (the sft stage's model/)")
+    reg.add_argument("--name", default=None, help="registered model name (default: params registry.model_name)")
+    reg.add_argument("--towers", default=None,
+                     help="SigLIP directory: instruction tokenizer and preprocessor (default: the profile's text path)")
+    reg.add_argument("--eval", nargs="+", default=None, metavar="DIR",
+                     help="evaluate stage outputs (or their results.json): accuracy per benchmark for the gate")
+    reg.add_argument("--profile-results", default=None, metavar="FILE",
+                     help="the profile stage's profile.json: visual tokens and s/video for the gate")
+    reg.add_argument("--out", required=True, help="JSON file: name, version, run_id, model_uri")
+    reg.add_argument("--experiment", default="hicom", help="MLflow experiment (without --parent-run-id)")
+    reg.add_argument("--parent-run-id", default=None, help="MLflow parent run (a pipeline run)")
+    reg.set_defaults(func=cmd_register)
+    pro = sub.add_parser("promote", help="promotion gate: move alias champion to a version if it passes")
+    pro.add_argument("--name", default=None, help="registered model name (default: params registry.model_name)")
+    pro.add_argument("--version", default=None, help="the version to judge (default: the challenger alias)")
+    pro.add_argument("--out", required=True, help="JSON file: promoted, reasons, champion_version")
+    pro.add_argument("--experiment", default="hicom", help="MLflow experiment (without --parent-run-id)")
+    pro.add_argument("--parent-run-id", default=None, help="MLflow parent run (a pipeline run)")
+    pro.set_defaults(func=cmd_promote)
+    rpt = sub.add_parser("pipeline-report", help="markdown + HTML report with plots of one pipeline run")
+    rpt.add_argument("--run-id", required=True, help="the pipeline's MLflow parent run")
+    rpt.add_argument("--out", required=True, help="output folder: report.md, report.html, PNGs")
+    rpt.add_argument("--eval", nargs="+", default=None, metavar="DIR",
+                     help="evaluation outputs to use instead of the runs' logged results.json")
+    rpt.add_argument("--profile-results", default=None, metavar="FILE",
+                     help="profile.json to use instead of the profile run's artifact")
+    rpt.add_argument("--no-log", action="store_true", help="do not log the report to the parent run")
+    rpt.set_defaults(func=cmd_pipeline_report)
+    cmp = sub.add_parser("compare", help="several pipeline runs (an ablation sweep) side by side: one table, one plot")
+    cmp.add_argument("--runs", nargs="+", required=True, metavar="RUN_ID", help="pipeline parent run ids")
+    cmp.add_argument("--out", default="outputs/compare", help="output folder (default: %(default)s)")
+    cmp.set_defaults(func=cmd_compare)
     return parser
 
 
@@ -293,9 +538,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from hicom.config import load_params, validate_params
+
     args = build_parser().parse_args(argv)
     USER_ERRORS = _user_errors()
     try:
+        # The whole params file, and the profile asked for, are checked before any command starts work.
+        validate_params(load_params(args.params), args.params, getattr(args, "profile", None))
         return args.func(args)
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)

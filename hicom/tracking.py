@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import platform
+import re
 import socket
 import subprocess
 import time
@@ -32,8 +33,8 @@ from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor  #
 from mlflow.tracking import MlflowClient  # noqa: E402
 from mlflow.tracking.context.registry import resolve_tags  # noqa: E402
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID  # noqa: E402
-from mlflow.utils.validation import (MAX_DATASET_DIGEST_SIZE, MAX_PARAM_VAL_LENGTH,  # noqa: E402
-                                     MAX_TAG_VAL_LENGTH)
+from mlflow.utils.validation import (MAX_DATASET_DIGEST_SIZE, MAX_ENTITY_KEY_LENGTH,  # noqa: E402
+                                     MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH)
 from sqlalchemy.engine import make_url  # noqa: E402
 
 # Drop a telemetry client that an earlier `import mlflow` (before the off-switches above) may have started.
@@ -286,3 +287,19 @@ class Tracker:
 
 def _truncate(value: object, limit: int) -> str:
     return str(value)[:limit]
+
+
+def metric_name(*parts: object) -> str:
+    """A valid MLflow metric key from free-text parts ("Humanity & History" -> "Humanity_History"), joined by "/".
+
+    MLflow allows alphanumerics, "_", "-", ".", " " and "/" and rejects "." or ".." path segments; each part
+    keeps its letters, digits, "_", "-" and "." (runs of anything else become one "_"), so parts never merge.
+    """
+    segments = []
+    for part in parts:
+        segment = re.sub(r"[^\w.\-]+", "_", str(part), flags=re.ASCII).strip("_")
+        segments.append(segment if segment.strip(".") else "_")
+    name = "/".join(segments)
+    if len(name) > MAX_ENTITY_KEY_LENGTH:
+        raise ValueError(f"metric name {name[:60]!r}... is longer than MLflow's {MAX_ENTITY_KEY_LENGTH} characters")
+    return name

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 import torch
@@ -12,11 +13,13 @@ from hicom.model import (VIDEO_TOKEN_ID, CheckpointError, HIComForCausalLM, Visu
 from hicom.model.build import make_config
 from hicom.model.compressor import HIComCompressor
 
+IMAGE = load_profile("tiny").vision.config["image_size"]  # the tiny towers' input side
+
 
 def sample():
     g = torch.Generator().manual_seed(3)
     ids = torch.tensor([[4, VIDEO_TOKEN_ID, 5, 6]])
-    return ids, [VisualItem(torch.randn(8, 3, 64, 64, generator=g), "video", torch.randint(2, 1000, (32,), generator=g))]
+    return ids, [VisualItem(torch.randn(8, 3, IMAGE, IMAGE, generator=g), "video", torch.randint(2, 1000, (32,), generator=g))]
 
 
 def test_whole_model_save_then_load_gives_identical_outputs(tiny_profile, tmp_path):
@@ -64,9 +67,11 @@ def test_compressor_checkpoint_with_another_shape_or_config_fails(tiny_profile, 
     state = load_file(tmp_path / "compressor.safetensors")
     state["global_compressor.query"] = state["global_compressor.query"][:4]
     save_file(state, tmp_path / "bad.safetensors")
-    with pytest.raises(CheckpointError, match=r"global_compressor.query: checkpoint \(4, 64\) vs model \(32, 64\)"):
+    queries = tuple(model.projector.global_compressor.query.shape)
+    with pytest.raises(CheckpointError, match=re.escape(f"global_compressor.query: checkpoint (4, 64) vs model {queries}")):
         load_compressor(model.projector, tmp_path / "bad.safetensors")
-    other = HIComCompressor(compressor_from_preset("paper", {"global": {"head_dim": 32, "pos_embed": "sum"}}),
+    other = HIComCompressor(compressor_from_preset("paper", {"global": {"head_dim": 32, "num_queries": queries[0],
+                                                                         "pos_embed": "sum"}}),
                             64, 64, 64)
     with pytest.raises(CheckpointError, match="pos_embed"):
         load_compressor(other, tmp_path)

@@ -18,7 +18,7 @@ def test_profiles_resolve_to_typed_configs(tiny_profile, paper_profile):
 
 
 def test_unknown_profile_is_named(tmp_path):
-    with pytest.raises(ConfigError, match=r"unknown profile 'paper-70b' \(defined: \['paper-7b', 'tiny'\]\)"):
+    with pytest.raises(ConfigError, match=r"unknown profile 'paper-70b' \(defined: \['mid', 'paper-7b', 'tiny'\]\)"):
         load_profile("paper-70b")
 
 
@@ -67,4 +67,13 @@ def test_report_command_runs_on_the_meta_device_and_rejects_unknown_profiles():
     assert "HICom (paper)" in ok.stdout and "2624" in ok.stdout
     bad = subprocess.run([sys.executable, "-m", "hicom", "report", "--profile", "huge"],
                          capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and "unknown profile 'huge'" in bad.stderr
+    assert bad.returncode == 2 and "'huge' is not defined under profiles" in bad.stderr
+
+
+def test_tiny_profile_keeps_the_papers_visual_token_ratio_to_the_baseline_at_32_frames(tiny_profile, paper_profile):
+    """The baseline/HICom token ratio is what the efficiency tables compare; the tiny grid is chosen to keep it."""
+    tiny, paper = build_report(tiny_profile).tokens, build_report(paper_profile).tokens
+    tiny_ratio = tiny["llava_ov"][32] / tiny["hicom"][32]
+    paper_ratio = paper["llava_ov"][32] / paper["hicom"][32]
+    assert paper["llava_ov"][32] == 6272 and paper["hicom"][32] == 680
+    assert abs(tiny_ratio - paper_ratio) < 0.5, (tiny["llava_ov"][32], tiny["hicom"][32])

@@ -15,6 +15,8 @@ from hicom.data.video import FramePreprocessor
 from hicom.model.checkpoint import save_model
 import numpy as np
 
+IMAGE = load_profile("tiny").vision.config["image_size"]  # the tiny towers' input side
+
 CATEGORIES = ("a red object", "a circle", "an object moving to the left")
 
 
@@ -28,7 +30,7 @@ def world(tmp_path_factory):
     text_cfg = dict(profile.text.config, vocab_size=len(tok), pad_token_id=tok.pad_token_id)
     siglip = SiglipModel(SiglipConfig(vision_config=profile.vision.config, text_config=text_cfg))
     save_model(siglip, root / "towers", tokenizer=tok)
-    FramePreprocessor(image_size=64).save_pretrained(root / "towers")
+    FramePreprocessor(image_size=IMAGE).save_pretrained(root / "towers")
     return root
 
 

@@ -83,3 +83,19 @@ def test_unguided_alignment_sample_supervises_all_answers_in_one_sequence(world)
     item = dataset(root, tok, mixture(root, "align_images")[:1], guided=False)[0]
     assert len(item["sequences"]) == 1 and item["guide_input_ids"] is None
     assert item["modality"] == "image" and item["pixel_values"].shape[0] == 1
+
+
+def test_each_sample_is_tokenised_once_and_later_epochs_reuse_the_same_ids(world, monkeypatch):
+    root, tok = world
+    import hicom.data.dataset as ds_module
+
+    calls = []
+    real = ds_module.encode_sample
+    monkeypatch.setattr(ds_module, "encode_sample", lambda *a, **k: calls.append(a[4]) or real(*a, **k))
+    ds = dataset(root, tok, mixture(root, "sft")[:2], guided=True)
+    first = [ds[i] for i in range(2)]
+    second = [ds[i] for i in range(2)]  # the next epoch
+    assert len(calls) == 2
+    for a, b in zip(first, second):
+        assert torch.equal(a["guide_input_ids"], b["guide_input_ids"])
+        assert all(torch.equal(x.input_ids, y.input_ids) for x, y in zip(a["sequences"], b["sequences"]))

@@ -1,9 +1,12 @@
 import pytest
 import torch
 
+from hicom.config import load_profile
 from hicom.model import (IGNORE_INDEX, VIDEO_TOKEN_ID, IMAGE_TOKEN_ID, SequenceTooLongError, VisualItem,
                          build_model)
 from hicom.model.modeling_hicom import find_cut
+
+IMAGE = load_profile("tiny").vision.config["image_size"]  # the tiny towers' input side
 
 
 @pytest.fixture(scope="module")
@@ -13,7 +16,7 @@ def model(tiny_profile):
 
 
 def clip(frames=8, seed=0):
-    return torch.randn(frames, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
+    return torch.randn(frames, 3, IMAGE, IMAGE, generator=torch.Generator().manual_seed(seed))
 
 
 def guide_ids(seed=0, length=32):
@@ -78,7 +81,7 @@ def test_placeholder_missing_from_prompt_is_an_error(model):
         model(input_ids=torch.tensor([[5, 6, 7]]), visual_items=[item()])
 
 
-@pytest.mark.parametrize("shape,message", [((0, 3, 64, 64), "frames >= 1"), ((3, 64, 64), "frames >= 1")])
+@pytest.mark.parametrize("shape,message", [((0, 3, IMAGE, IMAGE), "frames >= 1"), ((3, IMAGE, IMAGE), "frames >= 1")])
 def test_bad_pixel_values_name_the_item_and_shape(model, shape, message):
     ids = torch.tensor([[5, VIDEO_TOKEN_ID]])
     with pytest.raises(ValueError, match=message):
@@ -127,7 +130,8 @@ def test_baseline_model_needs_no_text_tower(tiny_profile):
     assert base.text_tower is None
     ids = torch.tensor([[5, VIDEO_TOKEN_ID, 6]])
     out = base(input_ids=ids, visual_items=[VisualItem(clip(), "video")])
-    assert out.logits.shape[1] == 2 + 8 * 4 * 4
+    pooled = -(-(IMAGE // tiny_profile.vision.config["patch_size"]) // 2)  # the grid after 2x2 pooling, ceil
+    assert out.logits.shape[1] == 2 + 8 * pooled * pooled
 
 
 def test_item_with_k_guides_is_encoded_once_and_fills_k_placeholders(model, monkeypatch):

@@ -22,6 +22,8 @@ from hicom.train.config import STAGES, load_train_config
 from hicom.train.optim import configure_trainable
 from hicom.train.trainer import complete_checkpoints
 
+IMAGE = load_profile("tiny").vision.config["image_size"]  # the tiny towers' input side
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -77,7 +79,7 @@ def setup(tmp_path_factory):
     profile = load_profile("tiny")
     siglip = SiglipModel(SiglipConfig(vision_config=profile.vision.config, text_config=profile.text.config))
     save_model(siglip, root / "towers", tokenizer=tok)
-    FramePreprocessor(64).save_pretrained(root / "towers")
+    FramePreprocessor(IMAGE).save_pretrained(root / "towers")
     (root / "data.yaml").write_text("datasets:\n  - {json_path: world/sft.jsonl, sampling_strategy: first:8}\n")
     params = yaml.safe_load(PARAMS_FILE.read_text())
     train = params["profiles"]["tiny"]["train"]

@@ -10,7 +10,7 @@ import enum
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 
 class JobState(str, enum.Enum):
@@ -88,13 +88,18 @@ class Executor(Protocol):
 
 
 def run_job(executor: Executor, job: StageJob, poll_interval_s: float = 1.0,
-            timeout_s: float | None = None) -> JobResult:
-    """Submit `job`, poll until it ends; cancel it if this call is interrupted or times out."""
+            timeout_s: float | None = None, on_poll: Callable[[JobState], None] | None = None) -> JobResult:
+    """Submit `job`, poll until it ends; cancel it if this call is interrupted or times out.
+
+    on_poll: called with each polled state (a flow reports progress from it).
+    """
     handle = executor.submit(job)
     started = time.monotonic()
     try:
         while True:
             state, code = executor.poll(handle)
+            if on_poll is not None:
+                on_poll(state)
             if state.final:
                 message = "completed" if state is JobState.COMPLETED else _tail(job.log_path)
                 return JobResult(job, handle, state, code, message)

@@ -61,6 +61,9 @@ class ConversationDataset(torch.utils.data.Dataset):
         self.settings = settings
         self.rejects = rejects
         self.feature_cache = feature_cache  # frozen-tower outputs: a hit skips decoding and the tower
+        # Token ids per sample index: the text never changes between epochs, and tokenising it was
+        # most of a cached step's data time. Per process (each DataLoader worker keeps its own).
+        self._encoded: dict[int, tuple[list[Encoded], torch.Tensor | None]] = {}
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -74,8 +77,7 @@ class ConversationDataset(torch.utils.data.Dataset):
         try:
             if isinstance(media, list):
                 raise ConversationError(f"sample {sample_id}: several images per sample are not supported")
-            sequences: list[Encoded] = encode_sample(self.tokenizer, sample["conversations"], modality,
-                                                     s.guided and modality is not None, sample_id)
+            sequences, guide_ids = self._encode(index, sample, sample_id, modality)
             pixel_values, cached, key = None, None, None
             if modality is not None and self.feature_cache is not None:
                 if not Path(media).exists():
@@ -89,12 +91,21 @@ class ConversationDataset(torch.utils.data.Dataset):
         except (ConversationError, VideoReadError) as exc:
             self.rejects.add(sample_id, str(exc), media, s.stage)
             return None
-        guide_ids = None
-        if modality is not None and s.guided:
-            guide_ids = tokenise_guides(self.guide_tokenizer, [e.guide for e in sequences], s.guide_max_length)
         return {"id": sample_id, "sequences": sequences, "modality": modality, "pixel_values": pixel_values,
                 "guide_input_ids": guide_ids, "features": cached[0] if cached else None,
                 "embeds": cached[1] if cached else None, "cache_key": key}
+
+
+    def _encode(self, index: int, sample: dict, sample_id: str, modality: str | None):
+        """The sample's training sequences and guide ids, tokenised on first use only."""
+        if index not in self._encoded:
+            s = self.settings
+            guided = s.guided and modality is not None
+            sequences = encode_sample(self.tokenizer, sample["conversations"], modality, guided, sample_id)
+            guide_ids = tokenise_guides(self.guide_tokenizer, [e.guide for e in sequences], s.guide_max_length) \
+                if guided else None
+            self._encoded[index] = (sequences, guide_ids)
+        return self._encoded[index]
 
 
 def collate(batch: list[dict | None], pad_id: int) -> dict | None:

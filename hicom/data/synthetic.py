@@ -1,8 +1,9 @@
 """A procedurally generated video world: the default data for every stage when nothing can be downloaded.
 
 Each clip shows a few uniquely nameable shapes (distinct shape and colour) that move in one direction,
-and some appear late or leave early. Every question is about ONE object or ONE moment, so a compressor
-that is told the question can keep the tokens that matter and beat one that compresses blindly.
+and some appear late or leave early. Most questions are about ONE object or ONE moment, so a compressor
+that is told the question can keep the tokens that matter and beat one that compresses blindly; an
+"existence" kind (which colour can be seen) asks about the whole clip, the easiest grounded question.
 Everything is a pure function of the seed: each scene draws from its own string-seeded RNG streams,
 so the output does not depend on the order in which scenes are produced.
 """
@@ -414,7 +415,7 @@ def instruction_pairs(scene: Scene, rng: random.Random, n: int) -> list[tuple[st
 class _Question:
     """A short-answer question; `near` are wrong answers present in the scene, `far` other wrong answers."""
 
-    kind: str  # "object" | "moment"
+    kind: str  # "object" | "moment" | "existence"
     target: str
     text: str
     answer: str
@@ -469,6 +470,12 @@ def _questions(scene: Scene) -> list[_Question]:
         if sum(p.motion == o.motion for p in objs) == 1:
             verb = "stays still" if o.motion == "static" else f"moves {o.motion}"
             qs.append(which("object", o.name, f"Which object {verb}?", o))
+
+    present = list(dict.fromkeys(o.colour for o in objs))
+    absent_colours = [c for c in COLOURS if c not in present]
+    for colour in present:  # one text, several right answers: a choice offers only one of them
+        qs.append(_Question("existence", "the whole video", "Which colour can be seen in the video?", colour,
+                            (), tuple(absent_colours)))
 
     counts = [_NUMBERS[sum(p.visible(t) for p in objs)] for _, _, t in _moments(scene)]
     for phrase, target, t in _moments(scene):

@@ -1,70 +1,400 @@
-"""Multiple-choice video QA with greedy decoding, scored against the answer letter.
+"""Multiple-choice video QA over a benchmark: greedy decoding, resumable, sharded, scored.
 
-Unparseable replies count as unanswered (wrong), never as a default letter; a sample whose video
-cannot be read is reported as missing, not fatal.
+Work is grouped by video: each video is decoded and passed through the vision tower once, then every
+question on it (and every variant: with subtitles, with instruction injection off) reuses those
+features, so only the instruction tower, the compressor and the LLM run per question. Under torchrun
+each rank takes every world-th video, appends its answers to its own part file and rank 0 merges and
+scores once all ranks are done. Answers are re-extracted from the stored replies at scoring time, so
+a better extractor rescoring old replies needs no model. Unparseable replies count as unanswered
+(wrong); a video that cannot be read is reported per question, never fatal.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
-from collections import Counter
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import torch
 
-from hicom.data.conversation import encode_prompt, extract_guide, tokenise_guides
-from hicom.data.video import FramePreprocessor, VideoReadError, read_video
+from hicom.config import ConfigError
+from hicom.data.conversation import encode_prompt, encode_sample, tokenise_guides
+from hicom.data.video import DEFAULT_IMAGE_FPS, FramePreprocessor, VideoReadError, read_video
 from hicom.evaluate.answers import extract_choice
-from hicom.model.modeling_hicom import VisualItem
+from hicom.evaluate.benchmarks import BREAKDOWNS, Sample, read_srt, subtitles_at
+from hicom.evaluate.prompts import TEMPLATES, PromptTemplate, guide_text
+from hicom.evaluate.scoring import InstructionFilter, egoschema_submission, summarise
+from hicom.evaluate.store import PredictionLog, part_path, prediction_key, read_parts, shard, text_hash
+from hicom.model.checkpoint import atomic_write_bytes
+from hicom.model.modeling_hicom import IGNORE_INDEX, VisualItem
+
+GUIDANCE = ("on", "off", "both")
+PROTOCOLS = ("generate", "likelihood")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+MISSING_FILE = "missing.rank{rank}.json"
 
 
-def read_mcq(path: str | Path) -> list[dict]:
-    """Rows of a synthetic MCQ file, with the video path made absolute."""
-    path = Path(path)
-    rows = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
-            row["video"] = str(path.parent / row["video"])
-            rows.append(row)
-    return rows
+@dataclass(frozen=True)
+class EvalConfig:
+    """params.yaml `evaluate:` (generation and reading settings, Table A4 patterns)."""
+
+    max_new_tokens: int = 16
+    questions_per_batch: int = 8  # questions about one video answered in one generate call
+    seed: int = 0
+    dtype: str = "auto"  # auto: bfloat16 on a GPU, float32 on the CPU
+    read_timeout_s: float = 60.0
+    barrier_timeout_s: float = 86400.0  # how long rank 0 waits for the slowest rank
+    invalid_instructions: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if not (isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1):
+            raise ConfigError(f"evaluate.max_new_tokens: must be a positive integer, got {self.max_new_tokens!r}")
+        if not (isinstance(self.questions_per_batch, int) and self.questions_per_batch >= 1):
+            raise ConfigError(f"evaluate.questions_per_batch: must be a positive integer, "
+                              f"got {self.questions_per_batch!r}")
+        if self.dtype != "auto" and self.dtype not in DTYPES:
+            raise ConfigError(f"evaluate.dtype: {self.dtype!r} is not auto or one of {sorted(DTYPES)}")
+        for name in ("read_timeout_s", "barrier_timeout_s"):
+            if not (isinstance(getattr(self, name), (int, float)) and getattr(self, name) > 0):
+                raise ConfigError(f"evaluate.{name}: must be a positive number, got {getattr(self, name)!r}")
+        InstructionFilter(self.invalid_instructions)  # a bad pattern fails here, naming it
+
+    @classmethod
+    def from_dict(cls, data: dict) -> EvalConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"evaluate: unknown key(s) {unknown}; known: {sorted(known)}")
+        data = dict(data)
+        if "invalid_instructions" in data:
+            patterns = data["invalid_instructions"] or []
+            if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
+                raise ConfigError(f"evaluate.invalid_instructions: must be a list of strings, got {patterns!r}")
+            data["invalid_instructions"] = tuple(patterns)
+        return cls(**data)
+
+    def torch_dtype(self, device: torch.device) -> torch.dtype:
+        if self.dtype == "auto":
+            return torch.bfloat16 if device.type == "cuda" else torch.float32
+        return DTYPES[self.dtype]
 
 
+@dataclass(frozen=True)
+class Variant:
+    """One way of asking every question: with or without subtitles, with or without instruction injection,
+    and how the answer is read: `generate` (greedy reply, letter extracted: the benchmarks' protocol) or
+    `likelihood` (the option whose text is the likeliest short answer to the bare question)."""
+
+    subtitles: bool = False
+    guided: bool = True
+    protocol: str = "generate"
+
+    @property
+    def name(self) -> str:
+        parts = (["subtitles"] if self.subtitles else []) + ([] if self.guided else ["guidance_off"]) + \
+            ([] if self.protocol == "generate" else [self.protocol])
+        return "+".join(parts) or "default"
+
+
+def variants_for(guidance: str, subtitles: bool, protocols: str = "generate") -> list[Variant]:
+    """Every combination; the first variant (the first protocol listed) is the headline result."""
+    if guidance not in GUIDANCE:
+        raise ConfigError(f"--guidance: {guidance!r} is not one of {GUIDANCE}")
+    chosen = [p.strip() for p in protocols.split(",")]
+    if not chosen or any(p not in PROTOCOLS for p in chosen) or len(set(chosen)) != len(chosen):
+        raise ConfigError(f"--protocol: {protocols!r} is not a comma-separated list of {PROTOCOLS}")
+    guided = {"on": [True], "off": [False], "both": [True, False]}[guidance]
+    return [Variant(sub, g, p) for p in chosen for sub in ([False, True] if subtitles else [False]) for g in guided]
+
+
+@dataclass
+class Job:
+    """Everything one evaluation needs besides the model; `model_version` is the model directory's content hash."""
+
+    benchmark: str
+    samples: list[Sample]
+    out: Path
+    frames: int
+    decoder: str
+    config: EvalConfig
+    model_version: str
+    variants: list[Variant] = field(default_factory=lambda: [Variant()])
+
+    @property
+    def template(self) -> PromptTemplate:
+        return TEMPLATES[self.benchmark]
+
+    @property
+    def generation(self) -> str:
+        return f"greedy/max_new_tokens={self.config.max_new_tokens}"
+
+
+def prompt_hash(job: Job, sample: Sample, variant: Variant) -> str:
+    """Hash of what the model is asked. With subtitles, the lines depend on the sampled frames, so the
+    subtitle file's content stands in for them (frames are a key field of their own)."""
+    base = [job.template.render(sample), guide_text(sample) if variant.guided else ""]
+    if variant.subtitles:
+        srt = sample.subtitles
+        base.append(hashlib.sha256(srt.read_bytes()).hexdigest() if srt is not None and srt.is_file() else "none")
+    return text_hash(*base)
+
+
+def key_of(job: Job, sample: Sample, variant: Variant) -> str:
+    return prediction_key(job.model_version, f"{job.benchmark}/{variant.name}", sample.id,
+                          prompt_hash(job, sample, variant), job.frames, job.generation)
+
+
+def video_groups(samples: list[Sample]) -> list[list[Sample]]:
+    """Samples grouped by video, in order of first appearance."""
+    groups: dict[tuple, list[Sample]] = {}
+    for s in samples:
+        groups.setdefault(s.video_key, []).append(s)
+    return list(groups.values())
+
+
+# -- one rank's share -----------------------------------------------------------------------------------
 @torch.no_grad()
-def evaluate_mcq(model, rows: list[dict], tokenizer, guide_tokenizer, preprocessor: FramePreprocessor,
-                 num_frames: int, decoder: str = "decord", guide_max_length: int = 64,
-                 max_new_tokens: int = 4) -> dict:
+def run_shard(model, job: Job, tokenizer, guide_tokenizer, preprocessor: FramePreprocessor, rank: int = 0,
+              world: int = 1, device: torch.device | str = "cpu", progress: bool = False) -> dict:
+    """Answer this rank's undone questions, appending each to parts/rank<r>.jsonl.
+
+    Returns counts; writes this rank's unreadable videos to parts/missing.rank<r>.json.
+    """
     model.eval()
-    predictions, missing = [], []
-    for row in rows:
-        try:
-            pixels = preprocessor(read_video(row["video"], num_frames, decoder=decoder).frames)
-        except VideoReadError as exc:
-            missing.append({"id": row["id"], "reason": str(exc)})
-            continue
+    device = torch.device(device)
+    done = set(read_parts(job.out))
+    groups = shard(video_groups(job.samples), rank, world)
+    needs_embeds, guides_needed = False, False
+    for v in job.variants:
+        model.set_guidance(v.guided)
+        needs_embeds |= model.projector.needs_embeds
+        guides_needed |= model.projector.uses_instruction
+    if guides_needed and guide_tokenizer is None:
+        raise ConfigError("the compressor injects the instruction but no instruction tokenizer was given (--towers)")
+    missing, answered, skipped = [], 0, 0
+    step = max(1, len(groups) // 10)
+    with PredictionLog(part_path(job.out, rank)) as log:
+        for g, group in enumerate(groups):
+            keys = {(v, s.id): key_of(job, s, v) for v in job.variants for s in group}
+            skipped += sum(key in done for key in keys.values())
+            if any(key not in done for key in keys.values()):
+                answered += _answer_video(model, job, group, keys, done, tokenizer, guide_tokenizer, preprocessor,
+                                          needs_embeds, device, log, missing)
+            if progress and (g + 1) % step == 0:
+                print(f"evaluate[{job.benchmark}]: rank {rank}: {g + 1}/{len(groups)} videos", flush=True)
+    atomic_write_bytes(job.out / "parts" / MISSING_FILE.format(rank=rank), json.dumps(missing, indent=1).encode())
+    return {"answered": answered, "skipped": skipped, "missing": len(missing), "videos": len(groups)}
+
+
+def batches(group: list[Sample], size: int) -> list[list[Sample]]:
+    """A video's questions in fixed chunks (annotation order), so every run batches them alike."""
+    return [group[i:i + size] for i in range(0, len(group), size)]
+
+
+def _answer_video(model, job: Job, group: list[Sample], keys: dict, done: set, tokenizer, guide_tokenizer,
+                  preprocessor, needs_embeds: bool, device: torch.device, log: PredictionLog, missing: list) -> int:
+    """Decode and encode one video once, then answer its questions batch by batch for every variant.
+
+    A batch with any answer missing is recomputed whole and only the missing answers are appended: a
+    resumed run computes each answer in the same batch as an uninterrupted run, so both give the same
+    replies. Each record's `seconds` is its share of the batch, plus the decode and vision tower on the
+    first answer written for the video.
+    """
+    first = group[0]
+    started = time.perf_counter()
+    try:
+        clip = read_video(first.video, job.frames, job.decoder, first.start, first.end,
+                          timeout_s=job.config.read_timeout_s, fps=first.frame_fps or DEFAULT_IMAGE_FPS)
+    except VideoReadError as exc:
+        missing += [{"id": s.id, "video": str(s.video), "reason": str(exc)} for s in group]
+        return 0
+    pixels = preprocessor(clip.frames).to(device=device, dtype=model.dtype)
+    features, embeds = model.encode_frames(pixels, with_embeds=needs_embeds)
+    times = [i / clip.fps for i in clip.indices]
+    cues: dict[Path, list] = {}
+    shared_seconds = time.perf_counter() - started
+    written = 0
+    for variant in job.variants:
+        model.set_guidance(variant.guided)
+        for batch in batches(group, job.config.questions_per_batch):
+            todo = {s.id for s in batch if keys[variant, s.id] not in done}
+            if not todo:
+                continue
+            started = time.perf_counter()
+            prompts, subtitle_counts = [], []
+            for sample in batch:
+                lines = _subtitle_lines(sample, times, cues) if variant.subtitles else None
+                prompts.append(job.template.render(sample, lines or None))
+                subtitle_counts.append(None if lines is None else len(lines))
+            if variant.protocol == "likelihood":
+                replies = _rank_options(model, batch, tokenizer, guide_tokenizer, features,
+                                        embeds if needs_embeds else None, device)
+            else:
+                replies = _generate(model, prompts, [guide_text(s) for s in batch], tokenizer, guide_tokenizer,
+                                    features, embeds if needs_embeds else None, job.config.max_new_tokens, device)
+            share = (time.perf_counter() - started) / len(todo)
+            for sample, reply, lines in zip(batch, replies, subtitle_counts):
+                if sample.id not in todo:
+                    continue
+                log.append({"key": keys[variant, sample.id], "id": sample.id, "benchmark": job.benchmark,
+                            "variant": variant.name, "model_version": job.model_version, "frames": job.frames,
+                            "generation": job.generation, "reply": reply, "subtitle_lines": lines,
+                            "seconds": round(share + shared_seconds, 6)})
+                shared_seconds = 0.0
+                written += 1
+    return written
+
+
+def _subtitle_lines(sample: Sample, times: list[float], cues: dict[Path, list]) -> list[str]:
+    """The subtitle lines at the sampled frame times; none when the video has no .srt (the prompt then has no
+    subtitle block)."""
+    if sample.subtitles is None or not sample.subtitles.is_file():
+        return []
+    if sample.subtitles not in cues:
+        cues[sample.subtitles] = read_srt(sample.subtitles)
+    return subtitles_at(cues[sample.subtitles], times)
+
+
+def _generate(model, prompts: list[str], guides: list[str], tokenizer, guide_tokenizer, features, embeds,
+              max_new_tokens: int, device: torch.device) -> list[str]:
+    """Greedy replies to several prompts about one video (left-padded batch, one visual item per prompt)."""
+    ids = [encode_prompt(tokenizer, p, "video") for p in prompts]
+    length = max(len(x) for x in ids)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    input_ids = torch.full((len(ids), length), pad, dtype=torch.long)
+    mask = torch.zeros((len(ids), length), dtype=torch.long)
+    for row, x in enumerate(ids):
+        input_ids[row, length - len(x):] = x
+        mask[row, length - len(x):] = 1
+    guide_ids = [None] * len(prompts)
+    if model.projector.uses_instruction:
+        guide_ids = list(tokenise_guides(guide_tokenizer, guides, model.config.guide_max_length).to(device))
+    items = [VisualItem(None, "video", g, features=features, embeds=embeds) for g in guide_ids]
+    out = model.generate(input_ids.to(device), attention_mask=mask.to(device), visual_items=items,
+                         max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id)
+    return tokenizer.batch_decode(out, skip_special_tokens=True)
+
+
+def short_answer(option: str) -> str:
+    """An option as a short answer, in the form instruction tuning's short-answer turns use ("Red.")."""
+    text = option.strip()
+    text = text[:1].upper() + text[1:]
+    return text if text.endswith((".", "?", "!")) else text + "."
+
+
+def _rank_options(model, samples: list[Sample], tokenizer, guide_tokenizer, features, embeds,
+                  device: torch.device) -> list[str]:
+    """The letter of each sample's likeliest option: the summed log-probability of the option as the answer
+    turn (its text and the end of turn) to the bare question, about the same video (lm-eval-harness style).
+
+    Unlike `generate`, this needs no ability to point from a letter to an option's text, which a tiny
+    LLM does not learn; what it measures is whether the model knows the answer from the video.
+    """
+    letters = []
+    for sample in samples:
+        seqs = [encode_sample(tokenizer, [{"from": "human", "value": "<video>\n" + sample.question},
+                                          {"from": "gpt", "value": short_answer(option)}], "video", False, sample.id)[0]
+                for option in sample.options]
+        length = max(len(s.input_ids) for s in seqs)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        input_ids = torch.full((len(seqs), length), pad, dtype=torch.long)
+        labels = torch.full((len(seqs), length), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(seqs), length), dtype=torch.long)
+        for row, s in enumerate(seqs):
+            input_ids[row, :len(s.input_ids)], labels[row, :len(s.labels)], mask[row, :len(s.input_ids)] = \
+                s.input_ids, s.labels, 1
         guide = None
         if model.projector.uses_instruction:
-            guide = tokenise_guides(guide_tokenizer, [extract_guide(row["prompt"])], guide_max_length)[0]
-        ids = encode_prompt(tokenizer, row["prompt"], "video").unsqueeze(0)
-        out = model.generate(ids, visual_items=[VisualItem(pixels, "video", guide)], max_new_tokens=max_new_tokens,
-                             eos_token_id=tokenizer.eos_token_id)
-        reply = tokenizer.decode(out[0], skip_special_tokens=True)
-        choice = extract_choice(reply, row["options"])
-        predictions.append({"id": row["id"], "kind": row.get("kind"), "reply": reply, "choice": choice,
-                            "answer": row["answer"], "correct": choice == row["answer"]})
-    answered = [p for p in predictions if p["choice"] is not None]
-    by_kind = {}
-    for kind in sorted({p["kind"] for p in predictions if p["kind"]}):
-        group = [p for p in predictions if p["kind"] == kind]
-        by_kind[kind] = sum(p["correct"] for p in group) / len(group)
-    total = len(predictions)
-    return {
-        "total": total,
-        "accuracy": sum(p["correct"] for p in predictions) / total if total else 0.0,
-        "answered": len(answered),
-        "unanswered": total - len(answered),
-        "chance": sum(1 / len(r["options"]) for r in rows) / len(rows) if rows else 0.0,
-        "by_kind": by_kind,
-        "choice_counts": dict(Counter(p["choice"] or "none" for p in predictions)),
-        "missing": missing,
-        "predictions": predictions,
-    }
+            guide = tokenise_guides(guide_tokenizer, [guide_text(sample)], model.config.guide_max_length)[0].to(device)
+        items = [VisualItem(None, "video", guide, features=features, embeds=embeds) for _ in seqs]
+        visual = model.encode_visual(items)
+        embeds_in, attention, spliced_labels, positions = model.splice(input_ids.to(device), mask.to(device),
+                                                                       labels.to(device), visual)
+        logits = model.language_model(inputs_embeds=embeds_in, attention_mask=attention,
+                                      position_ids=positions).logits.float()
+        target = spliced_labels[:, 1:]
+        logprobs = logits[:, :-1].log_softmax(-1).gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        scores = (logprobs * (target != IGNORE_INDEX)).sum(-1)
+        letters.append(chr(ord("A") + int(scores.argmax())))
+    return letters
+
+
+# -- merging and scoring (rank 0) -------------------------------------------------------------------
+def merge_and_score(job: Job, world: int = 1) -> dict:
+    """Join every part into predictions.jsonl, score each variant, write results.json (and EgoSchema's CSV)."""
+    stored = read_parts(job.out)
+    missing = {}
+    for rank in range(world):
+        path = job.out / "parts" / MISSING_FILE.format(rank=rank)
+        if path.is_file():
+            missing.update({m["id"]: m for m in json.loads(path.read_text())})
+    valid = InstructionFilter(job.config.invalid_instructions)
+    predictions, summaries = [], {}
+    for variant in job.variants:
+        records = []
+        for sample in job.samples:
+            stored_record = stored.get(key_of(job, sample, variant))
+            if stored_record is None:
+                if sample.id not in missing:
+                    raise RuntimeError(f"{job.benchmark}: sample {sample.id!r} ({variant.name}) has neither an answer "
+                                       f"nor a read error under {job.out / 'parts'}")
+                continue
+            choice = extract_choice(stored_record["reply"], sample.options)
+            records.append({**stored_record, "answer": sample.answer, "choice": choice,
+                            "correct": None if sample.answer is None else choice == sample.answer,
+                            "num_options": len(sample.options), "groups": sample.groups,
+                            "instruction_valid": valid.is_valid(sample.question), "question": sample.question})
+        summary = summarise(records, BREAKDOWNS[job.benchmark],
+                            task_field="task" if job.benchmark in ("mvbench", "mlvu") else None)
+        summary["missing"] = len(job.samples) - len(records)
+        if job.benchmark == "egoschema":
+            by_id = {r["id"]: r for r in records}
+            rows = [by_id.get(s.id, {"id": s.id, "choice": None}) for s in job.samples]
+            name = "submission.csv" if variant == job.variants[0] else f"submission_{variant.name}.csv"
+            summary["submission"] = {"file": name, "questions": len(rows),
+                                     "no_answer": egoschema_submission(rows, job.out / name)}
+        summaries[variant.name] = summary
+        predictions += records
+    atomic_write_bytes(job.out / "predictions.jsonl",
+                       "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in predictions).encode())
+    primary = summaries[job.variants[0].name]
+    results = {"benchmark": job.benchmark, "variant": job.variants[0].name, **primary,
+               "missing_samples": sorted(missing.values(), key=lambda m: m["id"]),
+               "variants": summaries,
+               "settings": {"model_version": job.model_version, "frames": job.frames, "decoder": job.decoder,
+                            "generation": job.generation, "prompt_template_hash": job.template.digest(),
+                            "samples": len(job.samples)}}
+    atomic_write_bytes(job.out / "results.json", json.dumps(results, indent=2).encode())
+    return results
+
+
+# -- the whole evaluation, in every rank ------------------------------------------------------------
+def distributed_context(barrier_timeout_s: float) -> tuple[int, int, bool]:
+    """(rank, world size, whether this call started the process group) under torchrun; (0, 1, False) alone.
+
+    gloo carries only the barrier and one broadcast, so the same group serves CPU and GPU runs.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, False
+    started = not torch.distributed.is_initialized()
+    if started:
+        torch.distributed.init_process_group("gloo", timeout=timedelta(seconds=barrier_timeout_s))
+    return torch.distributed.get_rank(), torch.distributed.get_world_size(), started
+
+
+def broadcast_from_rank0(value, world: int):
+    if world == 1:
+        return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier(world: int) -> None:
+    if world > 1:
+        torch.distributed.barrier()

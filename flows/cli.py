@@ -1,0 +1,106 @@
+"""`python -m flows run | serve | deploy`: run the retrain flow here, serve its schedule, or deploy prefect.yaml."""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from flows.executors.base import StageFailed
+from flows.pipeline import EXECUTORS, PROJECT_ROOT, DvcError, PipelineError, load_checked_params
+from hicom.config import ConfigError
+
+WORK_POOLS = {"hicom-process": "process", "hicom-kubernetes": "kubernetes"}  # the pools prefect.yaml names
+DEFAULT_IMAGE = "hicom-ops:latest"  # the Kubernetes deployment's image ($HICOM_IMAGE)
+DEFAULT_IMAGE_PROJECT_DIR = "/opt/hicom-ops"  # where the project lies inside that image ($HICOM_IMAGE_PROJECT_DIR)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """KEY=VALUE strings; values are YAML (2 -> int, false -> bool, "a" -> str)."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise PipelineError(f"--set {item!r}: expected KEY=VALUE (e.g. profiles.tiny.train.sft.epochs=2)")
+        overrides[key] = yaml.safe_load(value)
+    return overrides
+
+
+def deployment_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment `prefect deploy` resolves prefect.yaml's {{ $HICOM_... }} values from: the schedule
+    from params.yaml, this checkout's directory, the Kubernetes image (overridable)."""
+    _, settings = load_checked_params(PROJECT_ROOT / "params.yaml")
+    env = dict(os.environ if environ is None else environ)
+    env.update(HICOM_RETRAIN_CRON=settings.schedule_cron, HICOM_RETRAIN_TIMEZONE=settings.schedule_timezone,
+               HICOM_PROJECT_DIR=str(PROJECT_ROOT))
+    env.setdefault("HICOM_IMAGE", DEFAULT_IMAGE)
+    env.setdefault("HICOM_IMAGE_PROJECT_DIR", DEFAULT_IMAGE_PROJECT_DIR)
+    return env
+
+
+def deploy() -> None:
+    """Create the work pools that are missing, then `prefect deploy --all` (prefect.yaml) against the server."""
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        raise PipelineError("deploy: deployments live on a Prefect server; start the team stack (`make stack-up`, "
+                            "then load its env file) or set PREFECT_API_URL")
+    env = {**deployment_env(), "PREFECT_API_URL": str(PREFECT_API_URL.value())}  # it may come from a profile
+    prefect = str(Path(sys.executable).with_name("prefect"))
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([prefect, *args], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
+
+    for pool, kind in WORK_POOLS.items():
+        if run("work-pool", "inspect", pool).returncode != 0:
+            created = run("work-pool", "create", pool, "--type", kind)
+            if created.returncode != 0:
+                raise PipelineError(f"deploy: creating work pool {pool!r} ({kind}) failed: "
+                                    f"{(created.stderr or created.stdout).strip()[-500:]}")
+            print(f"deploy: work pool {pool!r} ({kind}) created")
+    deployed = run("--no-prompt", "deploy", "--all")
+    if deployed.returncode != 0:
+        output = (deployed.stderr or deployed.stdout).strip()
+        raise PipelineError(f"deploy: `prefect deploy --all` failed: {output[-800:]}")
+    print(f"deploy: prefect.yaml deployed (schedule {env['HICOM_RETRAIN_CRON']} {env['HICOM_RETRAIN_TIMEZONE']}); "
+          "start a worker with `prefect worker start --pool hicom-process`")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flows", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_cmd = sub.add_parser("run", help="run the retrain flow once, here")
+    run_cmd.add_argument("--ablation", action="append", default=[], metavar="NAME",
+                         help="an ablation from params.yaml pipeline.ablations (repeatable)")
+    run_cmd.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a params.yaml key for this run (repeatable)")
+    run_cmd.add_argument("--executor", choices=EXECUTORS, default=None)
+    serve = sub.add_parser("serve", help="serve the scheduled retraining from this process (cron from params.yaml)")
+    serve.add_argument("--name", default="retrain-served")
+    sub.add_parser("deploy", help="create the work pools and deploy prefect.yaml (needs a Prefect server)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "deploy":
+            deploy()
+        elif args.command == "serve":
+            from prefect.schedules import Cron
+
+            from flows.retrain import retrain
+
+            _, settings = load_checked_params(PROJECT_ROOT / "params.yaml")
+            retrain.serve(name=args.name, schedule=Cron(settings.schedule_cron, timezone=settings.schedule_timezone),
+                          tags=["hicom", "retrain"], description="Scheduled retraining (params.yaml pipeline.schedule)")
+        else:
+            from flows.retrain import plan_run, retrain
+
+            overrides = parse_overrides(args.set)
+            plan_run(PROJECT_ROOT, args.ablation, overrides, args.executor)  # fails fast, before Prefect starts
+            retrain(ablations=args.ablation, overrides=overrides, executor=args.executor)
+    except (ConfigError, StageFailed, DvcError, TimeoutError) as exc:  # params, dvc.yaml, a stage, DVC, the deadline
+        print(f"flows {args.command}: FAILED: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,447 @@
+"""The `retrain` flow: every dvc.yaml stage in order, then promotion and the pipeline report.
+
+Each stage is a Prefect task that runs the stage's CLI through an executor (local, Slurm, Kubernetes).
+A task is cached on the stage's inputs (command, params slice, content of its data and code deps) with
+its result persisted, so a rerun skips what did not change, in this process or the next. After a
+baseline stage runs, its outs are `dvc commit`ted and pushed. One MLflow parent run per pipeline run;
+stages log child runs under it. Ablation variants (Tables A3-A5) write under outputs/variants/ and
+leave the baseline's outputs, DVC records and registry alone.
+
+Run it with `make run` / `python -m flows run` (flows/cli.py), or through the deployments in prefect.yaml.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import importlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.context import TaskRunContext
+from prefect.tasks import exponential_backoff
+
+from flows.executors.base import Executor, JobState, StageFailed, StageJob, run_job
+from flows.pipeline import (EXECUTORS, PROJECT_ROOT, TRANSIENT_EXIT_CODES, ContentHashes, PipelineError,
+                            PipelineSettings, Stage, Variant, commit_and_push, dvc_status, fingerprint,
+                            load_checked_params, load_stages, lock_entry, make_variant, plan_variant, remote_url,
+                            restore_outs, variant_params, write_variant_params)
+
+REGISTER_COMMAND = "register"  # the stage whose JSON out names the new model version (promotion reads it)
+RUNS_DIR = "outputs/runs"  # per pipeline run: logs/, promotion.json, report/
+CACHE_KEY_VERSION = "v1"  # bump when a stage task's result format changes
+PROGRESS_EVERY_S = 30.0
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    """What every stage task of one pipeline run shares."""
+
+    root: Path
+    name: str
+    settings: PipelineSettings
+    executor: str
+    parent_run_id: str | None
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / RUNS_DIR / self.name
+
+
+# -- executors -----------------------------------------------------------------------------------
+def make_executor(kind: str, module: str) -> Executor:
+    """The executor for `kind`; cluster executors run hicom only (a stand-in module runs locally)."""
+    if kind == "local":
+        from flows.executors.local import LocalExecutor
+
+        return LocalExecutor(module=module)
+    if module != "hicom":
+        raise PipelineError(f"executor {kind!r} runs `python -m hicom` stages only, not {module!r}")
+    if kind == "slurm":
+        from flows.executors.slurm import SlurmExecutor
+
+        return SlurmExecutor()
+    if kind == "kubernetes":
+        from flows.executors.k8s import KubernetesExecutor
+
+        return KubernetesExecutor()
+    raise PipelineError(f"unknown executor {kind!r} (choose one of: {', '.join(EXECUTORS)})")
+
+
+def tracks_itself(module: str, command: str) -> bool:
+    """Whether `python -m module command` takes --parent-run-id (and so logs its own child run)."""
+    parser = importlib.import_module(f"{module}.cli").build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    return command in commands and any("--parent-run-id" in a.option_strings for a in commands[command]._actions)
+
+
+# -- the stage task ------------------------------------------------------------------------------
+def _cache_key(context, parameters: dict) -> str:
+    return f"{CACHE_KEY_VERSION}-{parameters['stage'].name}-{parameters['fingerprint']}"
+
+
+def _transient(task, task_run, state) -> bool:
+    """Retry only failures that were not the stage's own doing: lost node, preemption, an exit flagged transient."""
+    error = state.data
+    if not isinstance(error, StageFailed):
+        return False
+    result = error.result
+    return result.state.transient_failure or (result.state is JobState.FAILED and
+                                              result.returncode in TRANSIENT_EXIT_CODES)
+
+
+class _Progress:
+    """Every PROGRESS_EVERY_S while a stage runs: its state and the last line of its log."""
+
+    def __init__(self, stage: str, log_path: Path, logger):
+        self.stage, self.log_path, self.logger = stage, log_path, logger
+        self.started = self.last = time.monotonic()
+
+    def __call__(self, state: JobState) -> None:
+        now = time.monotonic()
+        if state.final or now - self.last < PROGRESS_EVERY_S:
+            return
+        self.last = now
+        self.logger.info(f"{self.stage}: {state.value.lower()} for {now - self.started:.0f}s | "
+                         f"{_last_line(self.log_path)}")
+
+
+def _last_line(path: Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+            lines = [line.strip() for line in f.read().decode(errors="replace").replace("\r", "\n").splitlines()]
+    except OSError:
+        return "(no log yet)"
+    return next((line for line in reversed(lines) if line), "(empty log)")[:200]
+
+
+def _execute(stage: Stage, run: PipelineRun, clear_outs: bool, child_run: bool) -> dict:
+    """Run one stage command through the executor; its outs' hashes, DVC record and timing.
+
+    child_run: log an MLflow child run for it, unless its CLI logs its own (takes --parent-run-id)."""
+    logger = get_run_logger()
+    if clear_outs:  # as `dvc repro` does: a stage never resumes over outputs of other inputs
+        for out in stage.outs:
+            if out not in stage.persist:
+                _remove(run.root / out)
+    resources = run.settings.resources_for(stage.command)
+    tracked_by_cli = tracks_itself(stage.module, stage.command)
+    argv = stage.job_argv(run.root)
+    if tracked_by_cli and run.parent_run_id:
+        argv += ["--parent-run-id", run.parent_run_id]
+    log_path = run.run_dir / "logs" / f"{stage.name}.log"
+    job = StageJob(name=stage.name, argv=argv, log_path=log_path, workdir=run.root, nodes=resources.nodes,
+                   nproc_per_node=stage.nproc_per_node, gpus_per_node=resources.gpus_per_node,
+                   time_limit_s=run.settings.stage_timeout_s)
+    executor = make_executor(run.executor, stage.module)
+    logger.info(f"{stage.name}: running `{' '.join(argv)}` on {run.executor} "
+                f"({stage.nproc_per_node} process(es)); log: {log_path}")
+    started = time.monotonic()
+    with _child_run(stage, run, argv, log_path, enabled=child_run and not tracked_by_cli):
+        result = run_job(executor, job, poll_interval_s=1.0 if run.executor == "local" else 15.0,
+                         on_poll=_Progress(stage.name, log_path, logger))
+        if not result.ok:
+            raise StageFailed(result)
+    seconds = time.monotonic() - started
+    lock = commit_and_push(run.root, stage) if stage.tracked else None
+    hashes = ContentHashes(run.root)
+    logger.info(f"{stage.name}: done in {seconds:.0f}s" + (" (outs committed to DVC and pushed)" if lock else ""))
+    return {"stage": stage.name, "outs": {out: hashes.get(out) for out in stage.outs}, "dvc_lock": lock,
+            "log": str(log_path), "seconds": round(seconds, 1), "parent_run_id": run.parent_run_id,
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+@contextlib.contextmanager
+def _child_run(stage: Stage, run: PipelineRun, argv: list[str], log_path: Path, enabled: bool):
+    """A child MLflow run for a stage whose CLI logs none itself: its command, outcome, duration and log."""
+    from hicom.tracking import Tracker
+
+    started = time.monotonic()
+    with Tracker(enabled=enabled and run.parent_run_id is not None, run_name=stage.name,
+                 parent_run_id=run.parent_run_id, system_metrics=False,
+                 tags={"stage": stage.name, "command": " ".join(argv)}) as tracker:
+        try:
+            yield
+        finally:
+            if tracker.run_id:
+                tracker.log_metrics({"seconds": time.monotonic() - started})
+                if log_path.is_file():
+                    tracker.log_artifact(log_path, "logs")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+@task(name="stage", task_run_name="{stage.name}", cache_key_fn=_cache_key, persist_result=True,
+      result_serializer="json", retry_condition_fn=_transient)
+def run_stage(stage: Stage, fingerprint: str, run: PipelineRun) -> dict:
+    """One dvc.yaml stage. Cached on `fingerprint`; a retry (transient failure) keeps the outs so training resumes."""
+    return _execute(stage, run, clear_outs=TaskRunContext.get().task_run.run_count <= 1, child_run=True)
+
+
+@task(name="action", task_run_name="{stage.name}", cache_policy=NO_CACHE, retry_condition_fn=_transient)
+def run_action(stage: Stage, run: PipelineRun) -> dict:
+    """A step that acts on the registry or reports on this run (promote, report): never cached; its CLI logs."""
+    return _execute(stage, run, clear_outs=True, child_run=False)
+
+
+# -- the flows -----------------------------------------------------------------------------------
+@flow(name="pipeline", log_prints=True, validate_parameters=False)
+def run_pipeline(stages: list[Stage], params: dict, run: PipelineRun) -> dict:
+    """The stages in order (cached where their inputs did not change), then promotion and the report."""
+    logger = get_run_logger()
+    retrying = {"retries": run.settings.retries,
+                "retry_delay_seconds": exponential_backoff(run.settings.retry_delay_s)}
+    hashes = ContentHashes(run.root)
+    records: dict[str, dict] = {}
+    for i, stage in enumerate(stages, 1):
+        key = fingerprint(stage, params, hashes)
+        logger.info(f"[{i}/{len(stages)}] {stage.name}")
+        result = run_stage.with_options(**retrying)(stage, key, run, return_state=True)
+        cached = result.name == "Cached"
+        outcome = result.result()  # raises the stage's error (StageFailed names the stage and its log)
+        if cached and not _workspace_matches(run, stage, outcome, hashes):
+            logger.warning(f"{stage.name}: cached result, but the workspace holds other outputs (deleted or "
+                           "overwritten) and DVC cannot restore them: running it again")
+            outcome = run_stage.with_options(refresh_cache=True, **retrying)(stage, key, run)
+            cached = False
+        elif cached and stage.tracked and lock_entry(run.root, stage.name) != outcome["dvc_lock"]:
+            outcome = {**outcome, "dvc_lock": commit_and_push(run.root, stage)}
+        if cached:
+            logger.info(f"{stage.name}: cached (inputs unchanged since {outcome['finished_at']})")
+        hashes.forget(stage.outs)
+        records[stage.name] = {**outcome, "status": "cached" if cached else "ran", "fingerprint": key}
+        _log_stage(run, stage, records[stage.name])
+    register = next((s for s in stages if s.command == REGISTER_COMMAND), None)
+    if register is not None:
+        registered = json.loads((run.root / register.outs[0]).read_text())
+        records["promote"] = _action(run, "promote", ["promote", "--name", str(registered["name"]),
+                                                     "--version", str(registered["version"]),
+                                                     "--out", str(run.run_dir / "promotion.json"),
+                                                     *(["--parent-run-id", run.parent_run_id] if run.parent_run_id
+                                                       else [])], stages)
+    if run.parent_run_id:
+        records["report"] = _action(run, "report", _report_argv(run, stages), stages)
+    return records
+
+
+def _report_argv(run: PipelineRun, stages: list[Stage]) -> list[str]:
+    """pipeline-report of this run, given the evaluation and profile files themselves: a cached stage logged
+    nothing under this run's MLflow parent."""
+    argv = ["pipeline-report", "--run-id", run.parent_run_id, "--out", str(run.run_dir / "report")]
+    results = [path for s in stages if s.command == "evaluate" for path in s.metrics]
+    if results:
+        argv += ["--eval", *results]
+    profile = next((s for s in stages if s.command == "profile"), None)
+    if profile is not None:
+        argv += ["--profile-results", f"{profile.outs[0]}/profile.json"]
+    return argv
+
+
+def _workspace_matches(run: PipelineRun, stage: Stage, outcome: dict, hashes: ContentHashes) -> bool:
+    """Whether the outs on disk are the ones the cached run produced, after restoring them with DVC where
+    dvc.lock still records that run (e.g. after `make clean`)."""
+    def matches() -> bool:
+        return all(hashes.get(out) == digest for out, digest in outcome["outs"].items())
+
+    if matches():
+        return True
+    recorded = stage.tracked and lock_entry(run.root, stage.name) == outcome["dvc_lock"]
+    if not (recorded and restore_outs(run.root, stage)):
+        return False
+    hashes.forget(stage.outs)
+    if matches():
+        get_run_logger().info(f"{stage.name}: outputs restored from DVC ({run.root / 'dvc.lock'})")
+        return True
+    return False
+
+
+def _action(run: PipelineRun, name: str, argv: list[str], stages: list[Stage]) -> dict:
+    """A flow-only step (it needs this run's model version or MLflow run, which dvc.yaml cannot name)."""
+    module = stages[0].module if stages else "hicom"
+    action = Stage(name=name, module=module, argv=tuple(argv), nproc_per_node=1, deps=(), params=(),
+                   outs=(), tracked=False)
+    outcome = run_action.with_options(retries=run.settings.retries,
+                                      retry_delay_seconds=exponential_backoff(run.settings.retry_delay_s))(action, run)
+    return {**outcome, "status": "ran"}
+
+
+def _log_stage(run: PipelineRun, stage: Stage, record: dict) -> None:
+    """On the parent run: the stage's status and duration, its metrics files' numbers, its log if it ran."""
+    if not run.parent_run_id:
+        return
+    from hicom.tracking import Tracker
+
+    key = _mlflow_key(stage.name)
+    with Tracker(resume_run_id=run.parent_run_id, system_metrics=False) as parent:
+        tags = {f"stage.{key}": record["status"]}
+        if record["status"] == "cached" and record.get("parent_run_id"):
+            tags[f"stage.{key}.from_run"] = record["parent_run_id"]
+        parent.set_tags(tags)
+        metrics = {f"{key}/seconds": record["seconds"]} if record["status"] == "ran" else {}
+        for path in stage.metrics:
+            metrics.update(_top_level_numbers(run.root / path, key))
+        parent.log_metrics(metrics)
+        if record["status"] == "ran" and Path(record["log"]).is_file():
+            parent.log_artifact(record["log"], "logs")
+
+
+def _mlflow_key(stage: str) -> str:
+    """evaluate@synthetic -> evaluate/synthetic (MLflow names allow no '@')."""
+    from hicom.tracking import metric_name
+
+    return metric_name(*stage.split("@"))
+
+
+def _top_level_numbers(path: Path, prefix: str) -> dict[str, float]:
+    """The numbers at the top of a JSON metrics file (e.g. results.json's accuracy), named <prefix>/<key>."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {f"{prefix}/{k}": float(v) for k, v in data.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A checked request: the stages to run (a variant's own where it changes them) and the params they read."""
+
+    root: Path
+    settings: PipelineSettings
+    variant: Variant
+    params: dict
+    executor: str
+    stages: list[Stage]
+
+
+def plan_run(root: Path, ablations: list[str] | None, overrides: dict[str, Any] | None,
+             executor: str | None) -> RunPlan:
+    """Everything that can be wrong in a request (params, ablation names, overrides, executor, dvc.yaml),
+    checked in a second and before any work starts."""
+    root = root.resolve()
+    params, settings = load_checked_params(root / "params.yaml")
+    variant = make_variant(ablations, overrides)
+    changed, skip = variant_params(params, settings, variant)
+    kind = executor or os.environ.get("HICOM_EXECUTOR") or settings.executor
+    if kind not in EXECUTORS:
+        raise PipelineError(f"executor {kind!r} is not one of {', '.join(EXECUTORS)}")
+    stages = plan_variant(load_stages(root), params, changed, skip, variant, f"params.{variant.name}.yaml")
+    if not variant.is_baseline:  # an ablation is compared, not served: it registers nothing
+        stages = [s for s in stages if s.command != REGISTER_COMMAND]
+    return RunPlan(root, settings, variant, changed, kind, stages)
+
+
+@flow(name="retrain", log_prints=True)
+def retrain(ablations: list[str] | None = None, overrides: dict[str, Any] | None = None,
+            executor: str | None = None, project_dir: str | None = None) -> dict:
+    """Retrain end to end. ablations: names under params.yaml pipeline.ablations (no_grouping, no_injection,
+    two_stage); overrides: {"dotted.key": value} on params.yaml; executor: local | slurm | kubernetes
+    (default: $HICOM_EXECUTOR, else pipeline.executor)."""
+    from hicom.tracking import Tracker, default_tracking_uri
+
+    logger = get_run_logger()
+    plan = plan_run(Path(project_dir or PROJECT_ROOT), ablations, overrides, executor)
+    root, settings, variant, kind, planned = plan.root, plan.settings, plan.variant, plan.executor, plan.stages
+    if not variant.is_baseline:
+        write_variant_params(root, variant, plan.params)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    name = f"{stamp}-{variant.name}"
+    started = time.monotonic()
+    tags = {"pipeline.variant": variant.name, "pipeline.executor": kind, "pipeline.run": name}
+    with Tracker(experiment=settings.experiment, run_name=f"retrain {variant.name} {stamp}", tags=tags,
+                 system_metrics=False) as parent:
+        parent.log_params({"ablations": ",".join(variant.ablations) or "none",
+                           **{f"override.{k}": v for k, v in variant.overrides}})
+        run = PipelineRun(root=root, name=name, settings=settings, executor=kind, parent_run_id=parent.run_id)
+        logger.info(f"retrain {variant.name}: {len(planned)} stages on {kind}; MLflow run {parent.run_id}; "
+                    f"logs in {run.run_dir / 'logs'}")
+        records = run_pipeline.with_options(timeout_seconds=settings.timeout_s)(planned, plan.params, run)
+        revision = _record_revision(parent, run, planned, records)
+    summary = _summary(run, planned, variant.name, records, revision, time.monotonic() - started,
+                       default_tracking_uri())
+    create_markdown_artifact(summary["markdown"], key="retrain-summary",
+                             description=f"retrain {variant.name}: stages, model version, where things are")
+    report_md = run.run_dir / "report" / "report.md"
+    if report_md.is_file():
+        create_markdown_artifact(report_md.read_text(), key="retrain-report", description="pipeline report")
+    for line in summary["lines"]:
+        print(line)
+    return summary
+
+
+def _record_revision(parent, run: PipelineRun, stages: list[Stage], records: dict) -> dict:
+    """The data revision of this run on its MLflow parent run: dvc.lock (hash + file) and each out's hash."""
+    lock = run.root / "dvc.lock"
+    lock_sha = hashlib.sha256(lock.read_bytes()).hexdigest() if lock.is_file() else "none"
+    outs = {}
+    for stage in stages:
+        record = records[stage.name]
+        dvc_outs = {o["path"]: o.get("md5") for o in (record.get("dvc_lock") or {}).get("outs", [])}
+        outs[stage.name] = {"dvc_md5": dvc_outs} if dvc_outs else {"sha256": record["outs"]}
+    remote = remote_url(run.root)
+    parent.set_tags({"dvc.lock.sha256": lock_sha, "dvc.remote": remote,
+                     **{f"stage.{_mlflow_key(n)}": r["status"] for n, r in records.items()}})
+    if lock.is_file():
+        parent.log_artifact(lock, "dvc")
+    parent.log_dict({"dvc_lock_sha256": lock_sha, "remote": remote, "outs": outs}, "dvc/revision.json")
+    promotion = run.run_dir / "promotion.json"
+    if promotion.is_file():
+        decision = json.loads(promotion.read_text())
+        parent.set_tags({"promotion.promoted": str(decision.get("promoted")).lower(),
+                         "promotion.champion_version": str(decision.get("champion_version"))})
+        parent.log_artifact(promotion)
+    status = dvc_status(run.root)
+    return {"lock_sha256": lock_sha, "remote": remote,
+            "dvc_status": "clean" if not status else f"changed: {', '.join(sorted(status))}"}
+
+
+def _summary(run: PipelineRun, stages: list[Stage], variant: str, records: dict, revision: dict, seconds: float,
+             tracking_uri: str) -> dict:
+    ran = [n for n, r in records.items() if r["status"] == "ran"]
+    cached = [n for n, r in records.items() if r["status"] == "cached"]
+    lines = [f"retrain {variant}: done in {seconds / 60:.1f} min; {len(ran)} step(s) ran, {len(cached)} cached"
+             + (f" ({', '.join(cached)})" if cached else "")]
+    model = None
+    register = next((s for s in stages if s.command == REGISTER_COMMAND), None)
+    promotion_file = run.run_dir / "promotion.json"
+    if register is not None and promotion_file.is_file():
+        registered = json.loads((run.root / register.outs[0]).read_text())
+        decision = json.loads(promotion_file.read_text())
+        alias = "champion" if str(decision.get("champion_version")) == str(registered["version"]) else "challenger"
+        model = {"name": registered["name"], "version": str(registered["version"]), "alias": alias,
+                 "promoted": bool(decision.get("promoted")), "reasons": decision.get("reasons", [])}
+        verdict = "promoted" if model["promoted"] else "not promoted"
+        lines.append(f"model: {model['name']} version {model['version']} is the {alias} ({verdict}: "
+                     f"{'; '.join(model['reasons']) or 'no reasons given'}); load it with "
+                     f"mlflow.pyfunc.load_model('models:/{model['name']}@{alias}')")
+    report_dir = run.run_dir / "report"
+    if report_dir.is_dir():
+        pages = sorted(str(p) for p in report_dir.glob("report.*")) or [str(report_dir)]
+        lines.append(f"report: {', '.join(pages)}")
+    lines.append(f"logs: {run.run_dir / 'logs'}")
+    if tracking_uri.startswith("sqlite:"):
+        lines.append(f"MLflow: run {run.parent_run_id}; browse with `.venv/bin/mlflow ui --backend-store-uri "
+                     f"{tracking_uri} --host 127.0.0.1 --port 5000`, then open http://127.0.0.1:5000")
+    else:
+        lines.append(f"MLflow: run {run.parent_run_id} at {tracking_uri}")
+    lines.append(f"DVC: dvc.lock sha256 {revision['lock_sha256'][:12]}, pushed to {revision['remote']}; "
+                 f"dvc status: {revision['dvc_status']}")
+    markdown = "\n".join(f"- {line}" for line in lines)
+    return {"run": run.name, "parent_run_id": run.parent_run_id, "variant": variant, "model": model,
+            "stages": {n: r["status"] for n, r in records.items()}, "revision": revision, "lines": lines,
+            "markdown": markdown}

@@ -1,0 +1,70 @@
+"""Each benchmark's multiple-choice prompt, as the public release words it, and its hash.
+
+The user turn is `<video>\\n` + this prompt (the chat template adds the rest); the instruction
+that guides compression is the bare question, without options or answer-format lines.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+from hicom.data.synthetic import MCQ_INSTRUCTION
+from hicom.evaluate.answers import letters_for
+from hicom.evaluate.benchmarks import Sample
+
+_BEST = "Answer with the option's letter from the given choices directly and only give the best option."
+SUBTITLE_HEADER = "This video's subtitles are listed below:\n{subtitles}\n"
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """header + question line + option lines + footer; `{letter}`/`{text}` fill an option line."""
+
+    header: str
+    question: str
+    options_header: str
+    option: str
+    footer: str
+
+    def render(self, sample: Sample, subtitles: list[str] | None = None) -> str:
+        letters = letters_for(len(sample.options))
+        options = "".join(self.option.format(letter=letter, text=text) + "\n"
+                          for letter, text in zip(letters, sample.options))
+        prompt = (self.header + self.question.format(question=sample.question) + "\n" + self.options_header
+                  + options + self.footer)
+        if subtitles is not None:
+            prompt = SUBTITLE_HEADER.format(subtitles="\n".join(subtitles)) + prompt
+        return prompt
+
+    def text(self) -> str:
+        """The template with its placeholders, as logged beside its hash."""
+        return json.dumps(asdict(self), indent=1)
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+
+
+TEMPLATES = {
+    "videomme": PromptTemplate(
+        header="Select the best answer to the following multiple-choice question based on the video. "
+               "Respond with only the letter (A, B, C, or D) of the correct option.\n",
+        question="{question}", options_header="", option="{letter}. {text}",
+        footer=_BEST + " The best answer is: "),
+    "mvbench": PromptTemplate(header="", question="Question: {question}", options_header="Options:\n",
+                              option="({letter}) {text}", footer=_BEST),
+    "egoschema": PromptTemplate(
+        header="Select the best answer to the following multiple-choice question based on the video.\n",
+        question="{question}", options_header="Options:\n", option="({letter}) {text}",
+        footer=_BEST + " The best answer is: "),
+    "mlvu": PromptTemplate(header="", question="Question: {question}", options_header="Options: \n",
+                           option="({letter}) {text}", footer="\n" + _BEST),
+    # hicom.data.synthetic.mcq_prompt, which instruction tuning saw
+    "synthetic": PromptTemplate(header="", question="{question}", options_header="", option="{letter}. {text}",
+                                footer=MCQ_INSTRUCTION),
+}
+
+
+def guide_text(sample: Sample) -> str:
+    """The instruction injected into compression: the bare question (the release does the same)."""
+    return " ".join(sample.question.split())

@@ -1,0 +1,371 @@
+"""MLflow beyond a stage's own metrics: the registered model, its aliases, the promotion gate, and
+reading a pipeline's runs back for reports.
+
+Registration logs the final model as an MLflow 3 LoggedModel (pyfunc flavour, hicom.serving), creates
+a new version of the registered model and points the `challenger` alias at it. The version carries
+its evaluation and efficiency metrics as tags, so the gate compares two versions from the registry
+alone. Promotion moves `champion` only when the gate passes; the first version becomes champion.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from hicom.config import ConfigError, check_section, read_json_object
+from hicom.tracking import PROJECT_ROOT, Tracker, default_tracking_uri
+
+import mlflow  # noqa: E402  (after hicom.tracking, which turns MLflow's telemetry off before the import)
+from mlflow.entities import Metric  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
+from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST, ErrorCode  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID  # noqa: E402
+
+CHALLENGER, CHAMPION = "challenger", "champion"
+ACCURACY_PREFIX = "accuracy/"  # + benchmark name
+EFFICIENCY_PREFIX = "efficiency/"  # + a numeric field of the profile row
+VISUAL_TOKENS = "efficiency/visual_tokens"
+LATENCY = "efficiency/s_per_video"
+# profile.json (hicom.profiling): {"rows": [{"model": "hicom" | "llava_ov", "frames": N, "visual_tokens": ...,
+# "s_per_video": ..., "vision_ms": ..., ...}, ...]}; the gate reads the HICom row at the configured frame count.
+PROFILE_MODEL = "hicom"
+# What the served model imports (hicom.serving); pinned to the versions it was logged with. Passing them
+# also keeps MLflow from inferring requirements, which loads the model and takes 10+ s.
+SERVING_DISTRIBUTIONS = ("mlflow", "torch", "transformers", "tokenizers", "safetensors", "einops", "numpy",
+                         "pandas", "av", "decord", "pillow", "pyyaml", "tqdm")
+REGISTERED_MODEL_DESCRIPTION = (
+    "HICom video-LLM (instruction-conditioned video token compression). Loaded with "
+    "mlflow.pyfunc.load_model('models:/NAME@champion'), it answers a question about a video: input columns "
+    "video (path), question, options (optional list, A first); output reply, choice (letter), answer. "
+    "Aliases: champion = the version that passed the promotion gate; challenger = the latest registered.")
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """How much worse than the champion a challenger may be and still be promoted."""
+
+    accuracy_max_drop: float = 0.01  # per benchmark, absolute
+    visual_tokens_max_increase: float = 0.0  # relative
+    latency_max_increase: float = 0.25  # relative
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    """params.yaml `registry:`."""
+
+    model_name: str = "hicom-video-qa"
+    efficiency_frames: int = 32  # the profile row (HICom at this many frames) that gives tokens and latency
+    prompt_template: str = "synthetic"  # how the served model lays out options (hicom.evaluate.prompts.TEMPLATES)
+    gate: GateConfig = dataclasses.field(default_factory=GateConfig)
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> RegistryConfig:
+        from hicom.evaluate.prompts import TEMPLATES
+
+        data = dict(data or {})
+        check_section("registry", data)
+        if data.get("prompt_template", cls.prompt_template) not in TEMPLATES:
+            raise ConfigError(f"registry.prompt_template: {data['prompt_template']!r} is not one of "
+                              f"{sorted(TEMPLATES)}")
+        gate = GateConfig(**{k: float(v) for k, v in (data.pop("gate", None) or {}).items()})
+        return cls(gate=gate, **data)
+
+
+# -- metrics of a candidate ----------------------------------------------------------------------
+def eval_metrics(results: dict, source: str | Path = "results.json") -> dict[str, float]:
+    """{"accuracy/<benchmark>": accuracy} from the content of an evaluation's results.json."""
+    for key in ("benchmark", "accuracy"):
+        if key not in results:
+            raise ConfigError(f"{source}: no top-level {key!r} field (an evaluate stage's results.json?)")
+    accuracy = results["accuracy"]
+    if isinstance(accuracy, bool) or not isinstance(accuracy, (int, float)):
+        raise ConfigError(f"{source}: accuracy must be a number (no question was scored?), got {accuracy!r}")
+    return {f"{ACCURACY_PREFIX}{results['benchmark']}": float(accuracy)}
+
+
+def read_json(path: str | Path) -> dict:
+    """A JSON object from a file; a missing or malformed file is an error naming it."""
+    return read_json_object(path, ConfigError)
+
+
+def profile_row(profile: dict, frames: int, source: str | Path = "profile.json") -> dict:
+    """The HICom row of a profile at `frames` frames."""
+    rows = profile.get("rows") if isinstance(profile, dict) else None
+    if not isinstance(rows, list):
+        raise ConfigError(f"{source}: expected a top-level `rows` list")
+    for row in rows:
+        if row.get("model") == PROFILE_MODEL and row.get("frames") == frames:
+            return row
+    found = sorted({(r.get("model"), r.get("frames")) for r in rows}, key=str)
+    raise ConfigError(f"{source}: no row with model {PROFILE_MODEL!r} at frames={frames} (rows: {found}); "
+                      f"set registry.efficiency_frames to a profiled frame count")
+
+
+def efficiency_metrics(row: dict, source: str | Path = "profile.json") -> dict[str, float]:
+    """Every numeric field of a profile row as "efficiency/<field>"; tokens and latency must be among them."""
+    metrics = {f"{EFFICIENCY_PREFIX}{k}": float(v) for k, v in row.items()
+               if k != "frames" and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+    for key in (VISUAL_TOKENS, LATENCY):
+        if key not in metrics:
+            raise ConfigError(f"{source}: the {PROFILE_MODEL} row has no numeric {key[len(EFFICIENCY_PREFIX):]!r}")
+    return metrics
+
+
+# -- the gate ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GateDecision:
+    passed: bool
+    reasons: list[str]
+
+
+def gate_decision(challenger: dict[str, float], champion: dict[str, float] | None, gate: GateConfig) -> GateDecision:
+    """Compare a challenger's metrics with the champion's: accuracy per benchmark not lower (beyond the tolerance),
+    visual tokens and latency not higher. Every comparison gives a reason; any failed one rejects."""
+    if champion is None:
+        return GateDecision(True, ["no champion yet: the first registered version becomes champion"])
+    reasons, passed = [], True
+
+    def check(key: str, ok: bool, detail: str) -> None:
+        nonlocal passed
+        passed &= ok
+        reasons.append(f"{'pass' if ok else 'FAIL'} {key}: {detail}")
+
+    for key in sorted(k for k in champion if k.startswith(ACCURACY_PREFIX)):
+        if key not in challenger:
+            check(key, False, f"challenger was not evaluated on it (champion {champion[key]:.4f})")
+            continue
+        new, old = challenger[key], champion[key]
+        check(key, new >= old - gate.accuracy_max_drop - 1e-12,
+              f"{new:.4f} vs champion {old:.4f} (may drop at most {gate.accuracy_max_drop:g})")
+    for key in sorted(k for k in challenger if k.startswith(ACCURACY_PREFIX) and k not in champion):
+        reasons.append(f"new {key}: {challenger[key]:.4f} (champion has none; not compared)")
+    for key, tolerance in ((VISUAL_TOKENS, gate.visual_tokens_max_increase), (LATENCY, gate.latency_max_increase)):
+        if key not in champion:
+            reasons.append(f"skip {key}: champion has none; not compared")
+            continue
+        if key not in challenger:
+            check(key, False, f"challenger has none (champion {champion[key]:g})")
+            continue
+        new, old = challenger[key], champion[key]
+        limit = old * (1 + tolerance)
+        check(key, new <= limit + 1e-12 * max(1.0, abs(limit)),
+              f"{new:g} vs champion {old:g} (may rise at most {tolerance:.0%}, to {limit:g})")
+    return GateDecision(passed, reasons)
+
+
+# -- registration and promotion ------------------------------------------------------------------
+def _client() -> MlflowClient:
+    """A client on the project's store; MLflow's fluent model logging and `models:/` loading use the same one."""
+    uri = default_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(uri)
+
+
+def serving_requirements() -> list[str]:
+    return [f"{dist}=={metadata.version(dist)}" for dist in SERVING_DISTRIBUTIONS]
+
+
+def register_model(*, model_dir: str | Path, towers_dir: str | Path, name: str, metrics: dict[str, float],
+                   settings: dict, attachments: dict[str, Path] | None = None, experiment: str = "hicom",
+                   parent_run_id: str | None = None, profile: str | None = None) -> dict:
+    """Log the model (pyfunc), register a new version of `name` with its metrics as tags, alias it `challenger`.
+
+    settings: the served model's model_config (see hicom.serving.VideoQAModel).
+    attachments: {artifact path: file} logged with the register run (the evaluation and profile results).
+    Returns {name, version, run_id, model_uri, model_id}.
+    """
+    from hicom import serving
+    from hicom.data.tokenizer import load_tokenizer
+    from hicom.data.video import FramePreprocessor
+    from hicom.serving import MODEL_ARTIFACT, SIGNATURE, TOWERS_ARTIFACT
+
+    model_dir, towers_dir = Path(model_dir), Path(towers_dir)
+    for path, what in ((model_dir / "config.json", "a saved HICom model"), (towers_dir, "the towers directory")):
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: not found ({what})")
+    client = _client()
+    tags = {"stage": "register", "registered_model": name, **({"profile": profile} if profile else {})}
+    with Tracker(experiment=experiment, run_name="register", parent_run_id=parent_run_id, tags=tags,
+                 system_metrics=False) as tracker, tempfile.TemporaryDirectory() as tmp:
+        # Only what inference needs from the towers: the instruction tokenizer and the frame preprocessor
+        # (the tower weights are inside the saved model).
+        towers = Path(tmp) / TOWERS_ARTIFACT
+        load_tokenizer(towers_dir).save_pretrained(towers)
+        FramePreprocessor.from_pretrained(towers_dir).save_pretrained(towers)
+        tracker.log_params({"model_dir": str(model_dir), "towers_dir": str(towers_dir), "registered_model": name})
+        for artifact_path, file in (attachments or {}).items():
+            tracker.log_artifact(file, artifact_path)
+        with mlflow.start_run(run_id=tracker.run_id), warnings.catch_warnings():
+            # An input example would be a video file that a consumer of the model does not have.
+            warnings.filterwarnings("ignore", message=".*input example was not provided", category=UserWarning)
+            info = mlflow.pyfunc.log_model(
+                name=name, python_model=serving.__file__, signature=SIGNATURE, model_config=settings,
+                artifacts={MODEL_ARTIFACT: str(model_dir), TOWERS_ARTIFACT: str(towers)},
+                code_paths=[str(PROJECT_ROOT / "hicom")], pip_requirements=serving_requirements(),
+                tags=tags)
+        now = int(time.time() * 1000)
+        client.log_batch(tracker.run_id, metrics=[Metric(k, v, now, 0, model_id=info.model_id)
+                                                  for k, v in sorted(metrics.items())])
+        result = register_version(name, model_uri=info.model_uri, model_id=info.model_id, run_id=tracker.run_id,
+                                  metrics=metrics)
+        tracker.set_tags({"registered_model_version": result["version"], "model_id": info.model_id})
+    return result
+
+
+def register_version(name: str, *, model_uri: str, model_id: str, run_id: str, metrics: dict[str, float]) -> dict:
+    """A new version of `name` from a logged model, with the gate's metrics and provenance as version tags and
+    a readable description; the `challenger` alias moves to it. Returns {name, version, run_id, model_uri, model_id}.
+    """
+    client = _client()
+    try:
+        client.create_registered_model(name, description=REGISTERED_MODEL_DESCRIPTION)
+    except MlflowException as exc:
+        if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+            raise
+    run_tags = client.get_run(run_id).data.tags
+    provenance = {key: run_tags[tag] for key, tag in (("git_commit", "env.git_commit"), ("git_dirty", "env.git_dirty"),
+                                                      ("profile", "profile"), ("pipeline_run_id", MLFLOW_PARENT_RUN_ID))
+                  if tag in run_tags}
+    shown = [f"{key}: {value:.4f}" if key.startswith(ACCURACY_PREFIX) else f"{key}: {value:g}"
+             for key, value in sorted(metrics.items())
+             if key.startswith(ACCURACY_PREFIX) or key in (VISUAL_TOKENS, LATENCY)]
+    description = (f"Registered by run {run_id} (pipeline {provenance.get('pipeline_run_id', '-')}, git "
+                   f"{provenance.get('git_commit', 'unknown')[:12]}, profile {provenance.get('profile', '-')}).\n"
+                   + ("\n".join(shown) or "No evaluation or efficiency metrics were given."))
+    version = client.create_model_version(name, source=model_uri, run_id=run_id, model_id=model_id,
+                                          tags={**{k: repr(v) for k, v in metrics.items()}, **provenance},
+                                          description=description)
+    client.set_registered_model_alias(name, CHALLENGER, version.version)
+    return {"name": name, "version": str(version.version), "run_id": run_id,
+            "model_uri": f"models:/{name}/{version.version}", "model_id": model_id}
+
+
+def version_metrics(client: MlflowClient, name: str, version: str) -> dict[str, float]:
+    """The gate's metrics stored as tags on a model version."""
+    try:
+        tags = client.get_model_version(name, version).tags
+    except MlflowException as exc:
+        if exc.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            raise ConfigError(f"registered model {name!r} has no version {version!r}") from None
+        raise
+    return {k: float(v) for k, v in tags.items() if k.startswith((ACCURACY_PREFIX, EFFICIENCY_PREFIX))}
+
+
+def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    """The version an alias points at, or None when the alias is not set."""
+    try:
+        aliases = client.get_registered_model(name).aliases
+    except MlflowException as exc:
+        if exc.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            raise ConfigError(f"registered model {name!r} does not exist in {default_tracking_uri()}") from None
+        raise
+    version = aliases.get(alias)
+    return None if version is None else str(version)
+
+
+def promote(*, name: str, version: str | None, gate: GateConfig, experiment: str = "hicom",
+            parent_run_id: str | None = None) -> dict:
+    """Run the gate for `version` (default: the `challenger`) against the `champion`; move `champion` if it passes.
+
+    The decision and its reasons are logged on a `promote` run (tags + promotion.json) and as version tags.
+    Returns {promoted, reasons, champion_version, challenger_version, previous_champion_version}.
+    """
+    client = _client()
+    champion_version = alias_version(client, name, CHAMPION)
+    version = str(version) if version is not None else alias_version(client, name, CHALLENGER)
+    if version is None:
+        raise ConfigError(f"registered model {name!r} has no {CHALLENGER!r} alias: pass --version")
+    challenger = version_metrics(client, name, version)
+    if champion_version == version:
+        decision = GateDecision(False, [f"version {version} is already the champion"])
+    else:
+        champion = version_metrics(client, name, champion_version) if champion_version else None
+        decision = gate_decision(challenger, champion, gate)
+    promoted = decision.passed
+    if promoted:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    result = {"promoted": promoted, "reasons": decision.reasons,
+              "champion_version": version if promoted else champion_version,
+              "challenger_version": version, "previous_champion_version": champion_version}
+    outcome = "promoted" if promoted else "rejected"
+    with Tracker(experiment=experiment, run_name="promote", parent_run_id=parent_run_id, system_metrics=False,
+                 tags={"stage": "promote", "registered_model": name, "challenger_version": version,
+                       "champion_version_before": champion_version or "none", "promotion": outcome}) as tracker:
+        tracker.log_params({"gate": dataclasses.asdict(gate)})
+        tracker.log_dict({**result, "name": name, "gate": dataclasses.asdict(gate)}, "promotion.json")
+        tracker.set_tags({"promotion.reasons": "\n".join(decision.reasons)})
+    for key, value in (("promotion", outcome), ("promotion.reasons", "\n".join(decision.reasons)),
+                       ("promotion.compared_with", champion_version or "none"),
+                       ("promotion.run_id", tracker.run_id)):
+        client.set_model_version_tag(name, version, key, value)
+    return result
+
+
+# -- reading a pipeline back ---------------------------------------------------------------------
+@dataclass
+class RunRecord:
+    """One MLflow run, as plain data for reports."""
+
+    run_id: str
+    name: str
+    status: str
+    start_time: int
+    tags: dict[str, str]
+    params: dict[str, str]
+    metrics: dict[str, float]  # latest values
+
+    @property
+    def stage(self) -> str | None:
+        return self.tags.get("stage")
+
+
+def _record(run) -> RunRecord:
+    return RunRecord(run.info.run_id, run.info.run_name or run.info.run_id[:8], run.info.status,
+                     run.info.start_time or 0, dict(run.data.tags), dict(run.data.params), dict(run.data.metrics))
+
+
+def pipeline_runs(parent_run_id: str) -> tuple[RunRecord, list[RunRecord]]:
+    """A pipeline's parent run and its child runs (oldest first)."""
+    client = _client()
+    try:
+        parent = client.get_run(parent_run_id)
+    except MlflowException as exc:
+        if exc.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            raise ConfigError(f"run {parent_run_id!r} not found in {default_tracking_uri()}") from None
+        raise
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}'",
+                                  order_by=["attributes.start_time ASC"], max_results=1000)
+    return _record(parent), [_record(run) for run in children]
+
+
+def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
+    """(step, value) of a metric, in step order."""
+    return sorted((m.step, m.value) for m in _client().get_metric_history(run_id, key))
+
+
+def json_artifacts(run_id: str, filenames: tuple[str, ...]) -> list[tuple[str, dict]]:
+    """(artifact path, content) of every JSON artifact with one of these file names, through all of a run's folders."""
+    client = _client()
+    found, folders = [], [None]
+    while folders:
+        for item in client.list_artifacts(run_id, folders.pop()):
+            if item.is_dir:
+                folders.append(item.path)
+            elif Path(item.path).name in filenames:
+                with tempfile.TemporaryDirectory() as tmp:
+                    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=item.path, dst_path=tmp)
+                    found.append((item.path, json.loads(Path(local).read_text())))
+    return sorted(found, key=lambda pair: pair[0])
+
+
+def log_folder(run_id: str, folder: str | Path, artifact_path: str) -> None:
+    """Copy a folder's files into a run's artifacts (a report into its pipeline run)."""
+    _client().log_artifacts(run_id, str(folder), artifact_path)

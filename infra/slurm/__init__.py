@@ -1,0 +1,1 @@
+"""Slurm: sbatch templates and a single-node local cluster for tests."""

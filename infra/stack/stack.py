@@ -1,0 +1,357 @@
+"""The team stack on this host: SeaweedFS (S3), an MLflow tracking server, a Prefect server and a process worker.
+
+Everything binds to 127.0.0.1 and keeps its data under one folder (default `.stack/`), so a restart keeps every
+run, model version and object. `up` is idempotent and returns once each service answers; `down` stops exactly
+the process groups `up` recorded. Flows find the stack only through the environment file `up` writes
+(`<dir>/env`: MLFLOW_TRACKING_URI, PREFECT_API_URL, AWS_*), so the same code runs with or without it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from infra.stack.procs import ProcessTable, port_is_free, say, wait_until, write_atomic
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+HOST = "127.0.0.1"
+REGION = "us-east-1"
+MLFLOW_BUCKET = "mlflow"
+DVC_BUCKET = "dvc"
+DVC_REMOTE = "stack"
+DVC_REMOTE_URL = f"s3://{DVC_BUCKET}/hicom"
+DEFAULT_PORT_BASE = 27100
+SERVICES = ("s3", "mlflow", "prefect", "worker")  # start order; stopped in reverse
+
+# Offsets from the port base. SeaweedFS runs five components, each with an HTTP and a gRPC port (+10).
+PORT_OFFSETS = {"s3": 0, "master": 1, "volume": 2, "filer": 3, "admin": 4, "mlflow": 5, "prefect": 6}
+GRPC_OFFSET = 10
+
+# Seconds until a service must answer (2 shared cores: MLflow needs ~15 s, Prefect ~20 s on a new DB).
+STARTUP_TIMEOUT_S = {"s3": 60, "mlflow": 180, "prefect": 180, "worker": 120}
+QUIET = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "DVC_NO_ANALYTICS": "1",
+         "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    root: Path
+    port_base: int = DEFAULT_PORT_BASE
+    work_pool: str = "hicom-process"
+    bin_dir: Path = Path(sys.executable).parent  # the venv's bin: weed, mlflow, prefect, dvc
+
+    @classmethod
+    def from_environment(cls, root: str | None = None, port_base: int | None = None,
+                         work_pool: str | None = None) -> StackConfig:
+        """Arguments first, then $STACK_DIR, $STACK_PORT_BASE, $STACK_WORK_POOL, then the defaults."""
+        root = root or os.environ.get("STACK_DIR") or str(PROJECT_ROOT / ".stack")
+        base = port_base or int(os.environ.get("STACK_PORT_BASE") or DEFAULT_PORT_BASE)
+        pool = work_pool or os.environ.get("STACK_WORK_POOL") or "hicom-process"
+        if not 1024 <= base <= 65535 - GRPC_OFFSET - max(PORT_OFFSETS.values()):
+            raise ValueError(f"port base {base} leaves the port range")
+        return cls(Path(root).resolve(), base, pool)
+
+    def port(self, component: str) -> int:
+        return self.port_base + PORT_OFFSETS[component]
+
+    def all_ports(self) -> list[int]:
+        http = [self.port(c) for c in PORT_OFFSETS]
+        grpc = [self.port(c) + GRPC_OFFSET for c in ("s3", "master", "volume", "filer", "admin")]
+        return http + grpc
+
+    @property
+    def s3_url(self) -> str:
+        return f"http://{HOST}:{self.port('s3')}"
+
+    @property
+    def mlflow_url(self) -> str:
+        return f"http://{HOST}:{self.port('mlflow')}"
+
+    @property
+    def prefect_api_url(self) -> str:
+        return f"http://{HOST}:{self.port('prefect')}/api"
+
+    @property
+    def env_file(self) -> Path:
+        return self.root / "env"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+
+def free_port_base(start: int = 20000, stop: int = 32000, step: int = 20) -> int:
+    """A port base whose every stack port is free now (for tests and second stacks on one host)."""
+    import random
+    bases = list(range(start, stop, step))
+    random.shuffle(bases)
+    for base in bases:
+        if all(port_is_free(p) for p in StackConfig(Path("."), base).all_ports()):
+            return base
+    raise RuntimeError(f"no free port base in {start}..{stop}")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    access_key: str
+    secret_key: str
+
+
+def credentials(cfg: StackConfig) -> Credentials:
+    """The stack's S3 key pair, generated once into `<dir>/credentials/s3.json` (SeaweedFS's identities file).
+
+    No `anonymous` identity is defined: SeaweedFS then refuses every unsigned request.
+    """
+    path = cfg.root / "credentials" / "s3.json"
+    if not path.exists():
+        identity = {"name": "hicom-stack",
+                    "credentials": [{"accessKey": f"hicom{secrets.token_hex(8)}",
+                                     "secretKey": secrets.token_hex(24)}],
+                    "actions": ["Admin", "Read", "List", "Tagging", "Write"]}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o700)
+        write_atomic(path, json.dumps({"identities": [identity]}, indent=2), mode=0o600)
+    keys = json.loads(path.read_text())["identities"][0]["credentials"][0]
+    return Credentials(keys["accessKey"], keys["secretKey"])
+
+
+def client_env(cfg: StackConfig) -> dict[str, str]:
+    """What a flow, a stage or DVC needs to use the stack: the content of the env file."""
+    creds = credentials(cfg)
+    return {
+        "STACK_DIR": str(cfg.root),
+        "MLFLOW_TRACKING_URI": cfg.mlflow_url,
+        "PREFECT_API_URL": cfg.prefect_api_url,
+        "AWS_ACCESS_KEY_ID": creds.access_key,
+        "AWS_SECRET_ACCESS_KEY": creds.secret_key,
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_ENDPOINT_URL": cfg.s3_url,
+        "MLFLOW_S3_ENDPOINT_URL": cfg.s3_url,
+        "HICOM_DVC_REMOTE": DVC_REMOTE,
+        **QUIET,
+    }
+
+
+def write_env_file(cfg: StackConfig) -> Path:
+    """`<dir>/env`: KEY=value lines for `set -a; . FILE` (values are checked to need no quoting). Mode 0600."""
+    lines = ["# Written by `make stack-up` (infra/stack). Load with: set -a; . THIS_FILE; set +a"]
+    for key, value in client_env(cfg).items():
+        if not re.fullmatch(r"[A-Za-z0-9_./:@-]*", value):
+            raise ValueError(f"{key}={value!r} would need shell quoting; move the stack to a plainer path")
+        lines.append(f"{key}={value}")
+    write_atomic(cfg.env_file, "\n".join(lines) + "\n", mode=0o600)
+    return cfg.env_file
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    env = {}
+    for line in Path(path).read_text().splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            env[key] = value
+    return env
+
+
+def _base_env(cfg: StackConfig) -> dict[str, str]:
+    """The caller's environment without a stack's client settings (a server must not point at itself)."""
+    env = {k: v for k, v in os.environ.items() if k not in client_env(cfg) and not k.startswith("PREFECT_")}
+    env["PATH"] = f"{cfg.bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    return {**env, **QUIET, "PYTHONUNBUFFERED": "1"}  # logs as they happen
+
+
+def _commands(cfg: StackConfig) -> dict[str, tuple[list[str], dict[str, str], int]]:
+    """Per service: argv, environment, and the signal that stops it (the Prefect worker ignores SIGTERM)."""
+    creds = credentials(cfg)
+    base = _base_env(cfg)
+    s3_data = cfg.root / "s3"
+    weed_ports = []
+    for component in ("s3", "master", "volume", "filer", "admin"):
+        port = cfg.port(component)
+        weed_ports += [f"-{component}.port={port}", f"-{component}.port.grpc={port + GRPC_OFFSET}"]
+    weed = [str(cfg.bin_dir / "weed"), "mini", f"-dir={s3_data}", f"-master.dir={s3_data / 'master'}",
+            f"-ip={HOST}", f"-ip.bind={HOST}", f"-s3.config={cfg.root / 'credentials' / 's3.json'}",
+            "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+            "-master.telemetry=false", f"-bucket={MLFLOW_BUCKET},{DVC_BUCKET}",
+            f"-filer.localSocket={cfg.root / 'run' / 'filer.sock'}",
+            f"-s3.localSocket={cfg.root / 'run' / 's3.sock'}", *weed_ports]
+    mlflow = [str(cfg.bin_dir / "mlflow"), "server", "--host", HOST, "--port", str(cfg.port("mlflow")),
+              "--workers", "1", "--backend-store-uri", f"sqlite:///{cfg.root / 'mlflow' / 'mlflow.db'}",
+              "--serve-artifacts", "--artifacts-destination", f"s3://{MLFLOW_BUCKET}/artifacts"]
+    mlflow_env = {**base, "AWS_ACCESS_KEY_ID": creds.access_key, "AWS_SECRET_ACCESS_KEY": creds.secret_key,
+                  "AWS_DEFAULT_REGION": REGION, "MLFLOW_S3_ENDPOINT_URL": cfg.s3_url,
+                  "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no huey job runner processes
+    prefect = [str(cfg.bin_dir / "prefect"), "server", "start", "--host", HOST, "--port", str(cfg.port("prefect"))]
+    prefect_env = {**base, "PREFECT_HOME": str(cfg.root / "prefect" / "server"),
+                   "PREFECT_SERVER_DATABASE_CONNECTION_URL":
+                       f"sqlite+aiosqlite:///{cfg.root / 'prefect' / 'prefect.db'}"}
+    worker = [str(cfg.bin_dir / "prefect"), "worker", "start", "--pool", cfg.work_pool, "--type", "process",
+              "--name", _worker_name(cfg)]
+    # The worker's flow runs inherit its environment: they see the stack exactly as `run-stack` does.
+    worker_env = {**base, **client_env(cfg), "PREFECT_HOME": str(cfg.root / "prefect" / "worker")}
+    return {"s3": (weed, base, signal.SIGTERM), "mlflow": (mlflow, mlflow_env, signal.SIGTERM),
+            "prefect": (prefect, prefect_env, signal.SIGTERM), "worker": (worker, worker_env, signal.SIGINT)}
+
+
+def _worker_name(cfg: StackConfig) -> str:
+    return f"hicom-stack-{cfg.port_base}"
+
+
+def _service_ports(cfg: StackConfig, name: str) -> list[int]:
+    if name == "s3":
+        return [p for p in cfg.all_ports() if p not in (cfg.port("mlflow"), cfg.port("prefect"))]
+    return {"mlflow": [cfg.port("mlflow")], "prefect": [cfg.port("prefect")], "worker": []}[name]
+
+
+# ---- health checks: each returns True once the service answers as it should ----
+
+def _http_status(url: str, data: bytes | None = None) -> int | None:
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except (OSError, urllib.error.URLError):
+        return None
+
+
+def s3_client(cfg: StackConfig, *, signed: bool = True):
+    """A boto3 S3 client for the stack (unsigned: an anonymous one)."""
+    import boto3
+    from botocore import UNSIGNED
+    from botocore.config import Config
+    config = Config(signature_version=UNSIGNED if not signed else "s3v4",
+                    retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5, read_timeout=30)
+    creds = credentials(cfg)
+    return boto3.client("s3", endpoint_url=cfg.s3_url, region_name=REGION, config=config,
+                        aws_access_key_id=creds.access_key, aws_secret_access_key=creds.secret_key)
+
+
+def _s3_ready(cfg: StackConfig) -> bool:
+    """Signed requests see both buckets (SeaweedFS creates them just after its S3 port opens)."""
+    if _http_status(f"{cfg.s3_url}/") is None:
+        return False
+    try:
+        names = {b["Name"] for b in s3_client(cfg).list_buckets()["Buckets"]}
+    except Exception:  # noqa: BLE001 - any failure means "not ready yet"; the timeout reports the log
+        return False
+    return {MLFLOW_BUCKET, DVC_BUCKET} <= names
+
+
+def _worker_online(cfg: StackConfig) -> bool:
+    status = None
+    request = urllib.request.Request(f"{cfg.prefect_api_url}/work_pools/{cfg.work_pool}/workers/filter",
+                                     data=b"{}", headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            workers = json.loads(response.read())
+        status = {w["name"]: w.get("status") for w in workers}.get(_worker_name(cfg))
+    except (OSError, urllib.error.URLError, ValueError):
+        return False
+    return status == "ONLINE"
+
+
+def healthy(cfg: StackConfig, name: str) -> bool:
+    if name == "s3":
+        return _s3_ready(cfg)
+    if name == "mlflow":
+        return _http_status(f"{cfg.mlflow_url}/health") == 200
+    if name == "prefect":
+        return _http_status(f"{cfg.prefect_api_url}/health") == 200
+    return _worker_online(cfg)
+
+
+# ---- up / down / status ----
+
+
+def up(cfg: StackConfig, *, dvc_repo: Path | None = PROJECT_ROOT, out=say) -> dict[str, str]:
+    """Start what is not running, wait until every service answers, write the env file; return its content.
+
+    dvc_repo: a DVC repository to point at the stack's S3 (remote `stack`), or None.
+    """
+    for sub in ("s3/master", "mlflow", "prefect", "logs", "run"):
+        (cfg.root / sub).mkdir(parents=True, exist_ok=True)
+    table = ProcessTable(cfg.root / "run")
+    commands = _commands(cfg)
+    # weed mini reloads its saved flags from this file on start: ours must be the only source.
+    (cfg.root / "s3" / "mini.options").unlink(missing_ok=True)
+    started = []
+    for wave in (("s3",), ("mlflow", "prefect"), ("worker",)):  # the servers in a wave start side by side
+        for name in wave:
+            if table.get(name) is not None:
+                out(f"stack: {name} already running (pid {table.get(name).pid})")
+                continue
+            busy = [p for p in _service_ports(cfg, name) if not port_is_free(p)]
+            if busy:
+                raise RuntimeError(f"stack: cannot start {name}: port(s) {busy} on {HOST} are taken by another "
+                                   f"process; pick other ports with STACK_PORT_BASE (now {cfg.port_base})")
+            argv, env, _ = commands[name]
+            record = table.start(name, argv, log=cfg.logs / f"{name}.log", env=env, cwd=PROJECT_ROOT)
+            started.append(name)
+            out(f"stack: started {name} (pid {record.pid}, log {record.log})")
+        for name in wave:
+            wait_until(lambda: healthy(cfg, name), timeout_s=STARTUP_TIMEOUT_S[name], what=f"stack: {name}",
+                       log=cfg.logs / f"{name}.log", alive=lambda: table.get(name) is not None)
+    env_file = write_env_file(cfg)
+    if dvc_repo is not None:
+        configure_dvc_remote(dvc_repo, cfg)
+    out(f"stack: up ({', '.join(started) or 'nothing new'} started); S3 {cfg.s3_url}, MLflow {cfg.mlflow_url}, "
+        f"Prefect {cfg.prefect_api_url}; env file {env_file}")
+    return read_env_file(env_file)
+
+
+def down(cfg: StackConfig, *, out=say) -> None:
+    """Stop every recorded service (reverse start order) and check that none of their processes is left."""
+    table = ProcessTable(cfg.root / "run")
+    commands = _commands(cfg)
+    for name in reversed(SERVICES):
+        stopped = table.stop(name, sig=commands[name][2])
+        out(f"stack: {name} {'stopped' if stopped else 'was not running'}")
+    left = [n for n in table.names() if table.get(n) is not None]
+    if left:
+        raise RuntimeError(f"stack: still running after stop: {left}")
+
+
+def status(cfg: StackConfig, *, out=say) -> bool:
+    """Print each service's PID and health; True when every one runs and answers."""
+    table = ProcessTable(cfg.root / "run")
+    urls = {"s3": cfg.s3_url, "mlflow": cfg.mlflow_url, "prefect": cfg.prefect_api_url,
+            "worker": f"pool {cfg.work_pool!r}"}
+    ok = True
+    for name in SERVICES:
+        record = table.get(name)
+        if record is None:
+            out(f"{name:8} stopped")
+            ok = False
+            continue
+        answers = healthy(cfg, name)
+        ok &= answers
+        out(f"{name:8} pid {record.pid:<8} {urls[name]:32} {'healthy' if answers else 'NOT ANSWERING'}")
+    out(f"env file: {cfg.env_file if cfg.env_file.exists() else '(none yet)'}")
+    return ok
+
+
+def configure_dvc_remote(repo: Path, cfg: StackConfig) -> None:
+    """Remote `stack` (s3://dvc/hicom) in the repository's config; its endpoint in the git-ignored
+    `.dvc/config.local`, since the port is per machine. Credentials stay in the environment (the env file)."""
+    dvc = str(cfg.bin_dir / "dvc")
+    env = {**os.environ, **QUIET}
+
+    def run(*args: str) -> str:
+        done = subprocess.run([dvc, *args], cwd=repo, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"dvc {' '.join(args)} failed in {repo}: {done.stderr.strip()}")
+        return done.stdout
+
+    if DVC_REMOTE not in run("remote", "list", "--project").split():
+        run("remote", "add", "--project", DVC_REMOTE, DVC_REMOTE_URL)
+    run("remote", "modify", "--local", DVC_REMOTE, "endpointurl", cfg.s3_url)
+    run("remote", "modify", "--local", DVC_REMOTE, "region", REGION)

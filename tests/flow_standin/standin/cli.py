@@ -1,0 +1,79 @@
+"""Stand-in stages: each appends its name to calls.log (what really ran), reads its params key and its inputs,
+and writes outputs derived from them. STANDIN_FAIL="STAGE:CODE[:TIMES]" makes STAGE exit with CODE (the
+first TIMES calls, default all); STANDIN_SLEEP="STAGE:SECONDS" makes it write its pid to sleep-STAGE.pid and
+sleep that long first."""
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m standin")
+    parser.add_argument("--params", default="params.yaml")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, tracked in (("make", False), ("train", True), ("evaluate", True), ("register", True),
+                          ("promote", True), ("pipeline-report", False)):
+        cmd = sub.add_parser(name)
+        cmd.add_argument("--stage", default=name)
+        cmd.add_argument("--in", dest="inputs", nargs="*", default=[])
+        cmd.add_argument("--value", help="a params.yaml key whose value goes into the output")
+        cmd.add_argument("--out", required=True)
+        if tracked:
+            cmd.add_argument("--parent-run-id", default=None)
+    sub.choices["promote"].add_argument("--name", required=True)  # as hicom's promote and pipeline-report
+    sub.choices["promote"].add_argument("--version", required=True)
+    sub.choices["pipeline-report"].add_argument("--run-id", required=True)
+    sub.choices["pipeline-report"].add_argument("--eval", nargs="+", default=[])
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    with open("calls.log", "a") as log:
+        log.write(f"{args.stage} {args.command} {' '.join(sys.argv[1:])}\n")
+    sleep = os.environ.get("STANDIN_SLEEP", "")
+    if sleep.split(":")[0] == args.stage:
+        Path(f"sleep-{args.stage}.pid").write_text(str(os.getpid()))
+        time.sleep(float(sleep.split(":")[1]))
+    fail = os.environ.get("STANDIN_FAIL", "").split(":")
+    if fail[0] == args.stage:
+        counter = Path(f"fail-{args.stage}.count")
+        calls = int(counter.read_text()) + 1 if counter.exists() else 1
+        counter.write_text(str(calls))
+        if len(fail) < 3 or calls <= int(fail[2]):
+            print(f"{args.stage}: failing on purpose with exit code {fail[1]}", flush=True)
+            return int(fail[1])
+    params = yaml.safe_load(Path(args.params).read_text())
+    value = None
+    if args.value:
+        value = params
+        for part in args.value.split("."):
+            value = value[part]
+    inputs = {p: sorted(str(f) for f in Path(p).rglob("*")) if Path(p).is_dir() else Path(p).read_text()
+              for p in args.inputs}
+    payload = {"stage": args.stage, "value": value, "inputs": inputs, "eval": getattr(args, "eval", None),
+               "parent_run_id": getattr(args, "parent_run_id", None)}
+    out = Path(args.out)
+    if args.command == "evaluate":
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "predictions.jsonl").write_text(json.dumps(payload) + "\n")
+        (out / "results.json").write_text(json.dumps({"accuracy": 0.5, "total": 2}))
+    elif args.command == "register":
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"name": "standin-model", "version": "1", "run_id": "r", "model_uri": "m"}))
+    elif args.command == "promote":
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"promoted": True, "reasons": ["first model"], "champion_version": "1"}))
+    elif args.command == "pipeline-report":
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.md").write_text(f"# report\n\n{json.dumps(payload)}\n")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "data.json").write_text(json.dumps(payload))
+    print(f"{args.stage}: wrote {out}", flush=True)
+    return 0

@@ -1,0 +1,193 @@
+"""The pipeline definition the flows run: dvc.yaml parsed into stage commands, `pipeline:` settings,
+ablation variants, cache keys. No Prefect server is needed here."""
+import copy
+
+import pytest
+import yaml
+
+from flows.pipeline import (PROJECT_ROOT, ContentHashes, PipelineError, PipelineSettings, Stage, fingerprint,
+                            load_checked_params, load_stages, make_variant, parse_cmd, plan_variant, variant_params)
+from hicom.config import ConfigError
+
+
+@pytest.fixture(scope="module")
+def project():
+    params, settings = load_checked_params(PROJECT_ROOT / "params.yaml")
+    return params, settings, {s.name: s for s in load_stages(PROJECT_ROOT)}
+
+
+def test_every_dvc_yaml_stage_is_a_hicom_command_in_dependency_order(project):
+    params, settings, stages = project
+    names = list(stages)
+    assert all(s.module == "hicom" for s in stages.values())
+    order = ["synth", "tokenizer", "towers", "curate", "train_align", "train_cond_pretrain", "train_sft",
+             "profile", "register"]
+    assert [n for n in names if n in order] == order
+    for benchmark in settings.benchmarks:
+        assert names.index("train_sft") < names.index(f"evaluate@{benchmark}") < names.index("profile")
+    assert stages["train_align"].argv[:3] == ("train", "--stage", "align")
+    assert stages["train_align"].nproc_per_node == settings.resources["train"].processes_per_node
+    assert stages["synth"].nproc_per_node == 1
+
+
+def test_stage_params_follow_the_active_profile(project):
+    params, _, stages = project
+    assert f"profiles.{params['profile']}.train.sft" in stages["train_sft"].params
+
+
+def test_a_glob_in_a_command_expands_as_the_shell_would_when_the_stage_runs(tmp_path):
+    for bench in ("b", "a"):
+        (tmp_path / "outputs" / "eval" / bench).mkdir(parents=True)
+    stage = Stage(name="register", module="hicom", argv=("register", "--eval", "outputs/eval/*", "--x", "no/*/match"),
+                  nproc_per_node=1, deps=(), params=(), outs=())
+    assert stage.job_argv(tmp_path) == ["register", "--eval", "outputs/eval/a", "outputs/eval/b", "--x", "no/*/match"]
+
+
+@pytest.mark.parametrize("cmd, why", [
+    ("mkdir -p x && python -m hicom report", "shell operators"),
+    ("python -m hicom report > out.txt", "shell operators"),
+    ("bash run.sh", "no `-m MODULE`"),
+    ("torchrun --nnodes 2 -m hicom train", "torchrun option '--nnodes'"),
+    ("srun python -m hicom synth", "unknown launcher 'srun'"),
+])
+def test_commands_the_executors_cannot_run_are_refused_naming_the_stage(cmd, why):
+    with pytest.raises(PipelineError, match=f"stage 'demo'.*{why}"):
+        parse_cmd("demo", cmd)
+
+
+def test_torchrun_commands_give_their_process_count():
+    assert parse_cmd("t", ".venv/bin/torchrun --standalone --nproc_per_node=4 -m hicom train --stage sft") == \
+        ("hicom", 4, ["train", "--stage", "sft"])
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"retriez": 2}, r"pipeline\.retriez: unknown key"),
+    ({"retries": "two"}, r"pipeline\.retries: expected int, got 'two'"),
+    ({"retries": True}, r"pipeline\.retries: expected int"),
+    ({"executor": "ssh"}, r"pipeline\.executor: 'ssh' is not one of local, slurm, kubernetes"),
+    ({"schedule": {"cron": "0 3 * *"}}, r"pipeline\.schedule: '0 3 \* \*' \(UTC\) is not a valid cron"),
+    ({"resources": {"train": {"processes_per_node": 0}}}, r"pipeline\.resources\.train\.processes_per_node: must be"),
+    ({"ablations": {"x": {"sett": {}}}}, r"pipeline\.ablations\.x\.sett: unknown key"),
+])
+def test_bad_pipeline_settings_fail_naming_the_key(section, message):
+    with pytest.raises(PipelineError, match=message):
+        PipelineSettings.from_params({"pipeline": section})
+
+
+def test_bad_params_fail_naming_the_key_before_anything_runs(tmp_path):
+    base = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    cases = [
+        (lambda p: p.update(curat=p.pop("curate")), "curat"),
+        (lambda p: p["towers"].update(steps="many"), r"towers\.steps"),
+        (lambda p: p.update(profile="huge"), "profile: 'huge' is not defined"),
+    ]
+    for change, message in cases:
+        params = copy.deepcopy(base)
+        change(params)
+        path = tmp_path / "params.yaml"
+        path.write_text(yaml.safe_dump(params))
+        with pytest.raises(ConfigError, match=message):
+            load_checked_params(path)
+
+
+def test_an_ablation_moves_the_stages_it_changes_and_keeps_the_others(project):
+    params, settings, stages = project
+    variant = make_variant(["two_stage", "no_grouping"], None)
+    changed, skip = variant_params(params, settings, variant)
+    planned = {s.name: s for s in plan_variant(list(stages.values()), params, changed, skip, variant, "params.v.yaml")}
+    prefix = f"outputs/variants/{variant.name}"
+    assert "train_cond_pretrain" not in planned  # 2-stage: conditional pre-training skipped
+    for name in ("synth", "tokenizer", "towers", "llm", "curate"):
+        assert planned[name] == stages[name]  # untouched: same command, same cache key as the baseline
+    sft = planned["train_sft"]
+    assert sft.argv[sft.argv.index("--init-from") + 1] == f"{prefix}/train/align"
+    assert sft.argv[sft.argv.index("--out") + 1] == f"{prefix}/train/sft"
+    assert not sft.tracked and sft.params_file == "params.v.yaml"
+    assert sft.job_argv(PROJECT_ROOT)[:2] == ["--params", "params.v.yaml"]
+    profile = planned["profile"]
+    assert f"{prefix}/eval/*/results.json" in profile.argv and f"{prefix}/eval" in profile.deps
+    assert changed["profiles"]["tiny"]["model"]["compressor"]["local"]["grouping"] is False
+    assert params["profiles"]["tiny"]["model"]["compressor"]["local"].get("grouping", True) is True
+
+
+def test_unknown_ablations_and_misspelt_overrides_fail_naming_them(project):
+    params, settings, _ = project
+    with pytest.raises(PipelineError, match="ablation 'no_groupin' is not defined.*no_grouping"):
+        variant_params(params, settings, make_variant(["no_groupin"], None))
+    with pytest.raises(ConfigError, match="unknown field.*'groupin'"):
+        variant_params(params, settings, make_variant(None, {"profiles.tiny.model.compressor.local.groupin": False}))
+    with pytest.raises(PipelineError, match="'profiles.tiny.modle' is not a key"):
+        variant_params(params, settings, make_variant(None, {"profiles.tiny.modle.preset": "paper"}))
+    with pytest.raises(PipelineError, match="'pipeline.retries' cannot vary per run"):
+        variant_params(params, settings, make_variant(None, {"pipeline.retries": 0}))
+
+
+def test_the_cache_key_follows_the_params_slice_and_dep_content_only(tmp_path):
+    (tmp_path / "code.py").write_text("v1")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "x.txt").write_text("x")
+    stage = Stage(name="s", module="hicom", argv=("s",), nproc_per_node=1, deps=("code.py", "data"),
+                  params=("a.lr",), outs=())
+    params = {"a": {"lr": 1, "other": 1}, "b": 1}
+
+    def key(p):
+        return fingerprint(stage, p, ContentHashes(tmp_path))
+
+    base = key(params)
+    assert key({**params, "b": 2}) == base
+    assert key({"a": {"lr": 1, "other": 2}, "b": 1}) == base
+    assert key({"a": {"lr": 2, "other": 1}, "b": 1}) != base
+    (tmp_path / "data" / "x.txt").write_text("y")
+    data_changed = key(params)
+    assert data_changed != base
+    (tmp_path / "code.py").write_text("v2")
+    assert key(params) not in (base, data_changed)
+
+
+def test_a_missing_dependency_is_named_with_its_stage(tmp_path):
+    stage = Stage(name="s", module="hicom", argv=("s",), nproc_per_node=1, deps=("nowhere",), params=(), outs=())
+    with pytest.raises(PipelineError, match="stage 's': dependency nowhere does not exist"):
+        fingerprint(stage, {}, ContentHashes(tmp_path))
+
+
+def test_prefect_yaml_resolves_to_the_schedule_in_params(project, monkeypatch):
+    """What `prefect deploy` does with prefect.yaml: apply_values in the environment `python -m flows deploy` sets."""
+    from prefect.utilities.templating import apply_values
+
+    from flows.cli import WORK_POOLS, deployment_env
+
+    _, settings, _ = project
+    for key, value in deployment_env({}).items():
+        monkeypatch.setenv(key, value)
+    config = apply_values(yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text()), {}, remove_notset=False)
+    assert {d["work_pool"]["name"] for d in config["deployments"]} == set(WORK_POOLS)
+    for deployment in config["deployments"]:
+        assert deployment["entrypoint"] == "flows/retrain.py:retrain"
+        schedule = deployment["schedules"][0]
+        assert (schedule["cron"], schedule["timezone"]) == (settings.schedule_cron, settings.schedule_timezone)
+
+
+def test_every_ablation_in_params_gives_each_training_stage_something_to_train(project, tmp_path):
+    """An ablation's params must hold together (no_injection has no injection parameters: lr_injection null),
+    or its run would fail stages in, not at the start."""
+    from hicom.config import load_profile
+    from hicom.model.build import build_model
+    from hicom.train.config import STAGES, load_train_config
+    from hicom.train.optim import configure_trainable
+
+    params, settings, stages = project
+    profile = params["profile"]
+    for name in settings.ablations:
+        variant = make_variant([name], None)
+        changed, skip = variant_params(params, settings, variant)
+        planned = plan_variant(list(stages.values()), params, changed, skip, variant, "params.v.yaml")
+        assert any(not s.tracked for s in planned), f"ablation {name} changes no stage"
+        path = PROJECT_ROOT / f"params.test-{name}.yaml"  # beside params.yaml: relative paths resolve the same
+        try:
+            path.write_text(yaml.safe_dump(changed))
+            model = build_model(load_profile(profile, path))
+            for stage in STAGES:
+                if stage not in skip and f"train_{stage}" not in skip:
+                    assert configure_trainable(model, STAGES[stage], load_train_config(profile, stage, path))
+        finally:
+            path.unlink()

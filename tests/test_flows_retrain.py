@@ -1,0 +1,248 @@
+"""The retrain flow on a stand-in pipeline (tests/flow_standin: the same dvc.yaml shape, instant stage commands)
+in a temporary DVC project, with a Prefect test server, a local DVC remote and a temporary MLflow store.
+
+calls.log, appended by every stand-in command, is the ground truth of what really ran.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+STANDIN = Path(__file__).parent / "flow_standin"
+STAGES = ["prepare", "train", "evaluate@synthetic", "register"]
+
+
+@pytest.fixture(scope="module")
+def prefect_server():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="module")
+def tracking_uri(tmp_path_factory):
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+@pytest.fixture
+def project(tmp_path, prefect_server, tracking_uri, monkeypatch):
+    """A fresh stand-in project (DVC repo without git, local remote), its own Prefect result storage."""
+    from prefect.settings import PREFECT_RESULTS_LOCAL_STORAGE_PATH, temporary_settings
+
+    root = tmp_path / "project"
+    shutil.copytree(STANDIN, root)
+    (root / "stages.yaml").rename(root / "dvc.yaml")
+    dvc = [sys.executable, "-m", "dvc"]
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    subprocess.run([*dvc, "init", "--no-scm", "-q"], cwd=root, check=True, env=env)
+    subprocess.run([*dvc, "remote", "add", "-d", "local", str(tmp_path / "remote")], cwd=root, check=True, env=env)
+    monkeypatch.syspath_prepend(str(root))  # the flow reads the stand-in CLI's options (--parent-run-id or not)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    for key in ("STANDIN_FAIL", "STANDIN_SLEEP", "HICOM_DVC_REMOTE", "HICOM_EXECUTOR"):
+        monkeypatch.delenv(key, raising=False)
+    with temporary_settings(updates={PREFECT_RESULTS_LOCAL_STORAGE_PATH: str(tmp_path / "results")}):
+        yield root
+
+
+def retrain(root: Path, **kwargs) -> dict:
+    from flows.retrain import retrain as flow
+
+    return flow(project_dir=str(root), **kwargs)
+
+
+def calls(root: Path) -> list[str]:
+    """The stages that really ran, in order."""
+    log = root / "calls.log"
+    return [line.split()[0] for line in log.read_text().splitlines()] if log.is_file() else []
+
+
+def set_param(root: Path, key: str, value) -> None:
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    node = params
+    *parents, last = key.split(".")
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def dvc_status(root: Path) -> dict:
+    from flows.pipeline import dvc_status as status
+
+    return status(root)
+
+
+def test_a_second_run_with_no_changes_reuses_every_stage(project):
+    first = retrain(project)
+    assert first["stages"] == {**{s: "ran" for s in STAGES}, "promote": "ran", "report": "ran"}
+    assert calls(project) == [*STAGES, "promote", "pipeline-report"]
+    assert dvc_status(project) == {}
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    assert set(lock) == set(STAGES)
+    pushed = {p.name for p in (project.parent / "remote").rglob("*") if p.is_file()}
+    assert pushed  # the local remote received the outs
+
+    second = retrain(project)
+    assert second["stages"] == {**{s: "cached" for s in STAGES}, "promote": "ran", "report": "ran"}
+    assert calls(project) == [*STAGES, "promote", "pipeline-report", "promote", "pipeline-report"]  # no stage again
+    assert second["model"] == {"name": "standin-model", "version": "1", "alias": "champion", "promoted": True,
+                               "reasons": ["first model"]}
+    assert second["revision"]["dvc_status"] == "clean"
+    report = (project / "outputs/runs" / second["run"] / "report/report.md").read_text()
+    assert "outputs/eval/synthetic/results.json" in report  # given to the report: the cached stage logged nothing
+
+
+def test_changing_one_param_reruns_that_stage_and_those_after_it_only(project):
+    retrain(project)
+    set_param(project, "llm.steps", 2)  # train's params slice
+    summary = retrain(project)
+    assert summary["stages"] == {"prepare": "cached", "train": "ran", "evaluate@synthetic": "ran",
+                                 "register": "ran", "promote": "ran", "report": "ran"}
+    assert json.loads((project / "outputs/model/data.json").read_text())["value"] == 2
+    assert dvc_status(project) == {}
+
+    set_param(project, "llm.steps", 1)  # back: the cache holds that result, the workspace and dvc.lock another
+    retrain(project)
+    assert calls(project).count("train") == 3  # so it runs again rather than report outputs that are not there
+    assert json.loads((project / "outputs/model/data.json").read_text())["value"] == 1
+    assert dvc_status(project) == {}
+
+
+def test_a_cached_stage_whose_outputs_were_deleted_gets_them_back_from_dvc_without_running(project):
+    retrain(project)
+    shutil.rmtree(project / "outputs/model")
+    summary = retrain(project)
+    assert summary["stages"]["train"] == "cached" and calls(project).count("train") == 1
+    assert json.loads((project / "outputs/model/data.json").read_text())["value"] == 1
+
+
+def test_a_transient_failure_is_retried_then_fails_the_flow_naming_the_stage_and_its_log(project, monkeypatch):
+    from flows.executors.base import StageFailed
+
+    monkeypatch.setenv("STANDIN_FAIL", "train:75")  # EX_TEMPFAIL every time
+    with pytest.raises(StageFailed) as failure:
+        retrain(project)
+    message = str(failure.value)
+    assert "stage 'train' ended FAILED (exit code 75)" in message
+    assert "failing on purpose" in message
+    log = Path(message.rsplit("log: ", 1)[1])
+    assert log.name == "train.log" and log.read_text().count("failing on purpose") == 3
+    assert calls(project) == ["prepare", "train", "train", "train"]  # 1 + pipeline.retries attempts, then stop
+
+
+def test_a_transient_failure_that_clears_up_is_retried_to_success(project, monkeypatch):
+    monkeypatch.setenv("STANDIN_FAIL", "train:75:1")  # fails once
+    summary = retrain(project)
+    assert calls(project)[:3] == ["prepare", "train", "train"]
+    assert summary["stages"]["train"] == "ran" and dvc_status(project) == {}
+
+
+def test_a_stage_failing_by_itself_is_not_retried(project, monkeypatch):
+    from flows.executors.base import StageFailed
+
+    monkeypatch.setenv("STANDIN_FAIL", "train:1")
+    with pytest.raises(StageFailed, match=r"stage 'train' ended FAILED \(exit code 1\).*log: .*train\.log"):
+        retrain(project)
+    assert calls(project) == ["prepare", "train"]
+
+
+def test_an_ablation_writes_its_own_outputs_and_leaves_the_baseline_alone(project):
+    retrain(project)
+    lock_before = (project / "dvc.lock").read_text()
+    model_before = (project / "outputs/model/data.json").read_text()
+    summary = retrain(project, ablations=["longer", "no_prepare"])
+    assert summary["stages"] == {"train": "ran", "evaluate@synthetic": "ran", "report": "ran"}  # no register/promote
+    variant = project / "outputs/variants/longer+no_prepare"
+    trained = json.loads((variant / "model/data.json").read_text())
+    assert trained["value"] == 5 and list(trained["inputs"]) == ["standin/data.txt"]  # skipped prepare's stand-in
+    assert (variant / "eval/synthetic/results.json").is_file()
+    assert (project / "dvc.lock").read_text() == lock_before
+    assert (project / "outputs/model/data.json").read_text() == model_before
+    assert dvc_status(project) == {}
+    assert yaml.safe_load((project / "params.longer+no_prepare.yaml").read_text())["llm"]["steps"] == 5
+
+
+def test_the_parent_mlflow_run_records_stages_metrics_and_the_dvc_revision(project, tracking_uri):
+    from mlflow.tracking import MlflowClient
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    summary = retrain(project)
+    client = MlflowClient(tracking_uri)
+    parent = client.get_run(summary["parent_run_id"])
+    tags, metrics = parent.data.tags, parent.data.metrics
+    assert tags["stage.train"] == "ran" and tags["stage.evaluate/synthetic"] == "ran"
+    assert metrics["evaluate/synthetic/accuracy"] == 0.5
+    assert tags["dvc.lock.sha256"] == summary["revision"]["lock_sha256"]
+    assert tags["dvc.remote"].startswith("local: ")
+    assert tags["promotion.promoted"] == "true"
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent.info.run_id}'")
+    assert {r.data.tags.get("stage") for r in children} == {"prepare"}  # the one stage CLI that logs no run itself
+    train_call = (project / "calls.log").read_text().splitlines()[1]
+    assert train_call.startswith("train") and f"--parent-run-id {parent.info.run_id}" in train_call
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "dvc")}
+    assert artifacts == {"dvc/dvc.lock", "dvc/revision.json"}
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda p: p["pipeline"].update(retriez=1), r"pipeline\.retriez: unknown key"),
+    (lambda p: p["llm"].update(steps="many"), r"llm\.steps: expected int, got 'many'"),
+    (lambda p: p.update(profile="huge"), r"profile: 'huge' is not defined"),
+])
+def test_bad_params_fail_before_any_stage_runs_naming_the_key(project, change, message):
+    from hicom.config import ConfigError
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    change(params)
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(ConfigError, match=message):
+        retrain(project)
+    assert calls(project) == [] and not (project / "outputs").exists()
+
+
+def test_an_unknown_ablation_fails_before_any_stage_runs(project):
+    from flows.pipeline import PipelineError
+
+    with pytest.raises(PipelineError, match="ablation 'longest' is not defined"):
+        retrain(project, ablations=["longest"])
+    assert calls(project) == []
+
+
+def test_the_flow_timeout_stops_the_running_stage(project, monkeypatch):
+    set_param(project, "pipeline.timeout_s", 3)
+    monkeypatch.setenv("STANDIN_SLEEP", "train:600")
+    with pytest.raises(TimeoutError):
+        retrain(project)
+    assert calls(project) == ["prepare", "train"]
+    stat = Path(f"/proc/{int((project / 'sleep-train.pid').read_text())}/stat")
+    assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"  # gone (or a zombie: killed)
+    assert not (project / "outputs/model").exists()
+
+
+def test_deploy_creates_the_work_pools_and_the_scheduled_deployments(prefect_server):
+    """`python -m flows deploy` against a Prefect server: prefect.yaml's deployments carry params.yaml's schedule."""
+    from prefect.client.orchestration import get_client
+
+    from flows.cli import deploy
+    from flows.pipeline import PROJECT_ROOT, load_checked_params
+
+    _, settings = load_checked_params(PROJECT_ROOT / "params.yaml")
+    deploy()
+    with get_client(sync_client=True) as client:
+        pools = {pool.name: pool.type for pool in client.read_work_pools()}
+        assert (pools["hicom-process"], pools["hicom-kubernetes"]) == ("process", "kubernetes")
+        scheduled = client.read_deployment_by_name("retrain/retrain-scheduled")
+        kubernetes = client.read_deployment_by_name("retrain/retrain-kubernetes")
+    assert scheduled.work_pool_name == "hicom-process" and scheduled.entrypoint == "flows/retrain.py:retrain"
+    (schedule,) = scheduled.schedules
+    assert (schedule.schedule.cron, schedule.schedule.timezone, schedule.active) == \
+        (settings.schedule_cron, settings.schedule_timezone, True)
+    assert str(PROJECT_ROOT) in json.dumps(scheduled.pull_steps)
+    assert kubernetes.work_pool_name == "hicom-kubernetes" and kubernetes.parameters == {"executor": "kubernetes"}
+    assert [s.active for s in kubernetes.schedules] == [False]

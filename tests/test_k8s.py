@@ -1,0 +1,265 @@
+"""Kubernetes: manifests checked offline against the Kubernetes schemas (kubernetes-validate), and the executor
+run against API stand-ins that take and return the client's own model objects (no cluster can run here)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+from kubernetes.client import (V1ContainerState, V1ContainerStateTerminated, V1ContainerStatus, V1Job,
+                               V1JobCondition, V1JobSpec, V1JobStatus, V1ObjectMeta, V1Pod, V1PodCondition,
+                               V1PodList, V1PodStatus, V1PodTemplateSpec)
+from kubernetes.client.exceptions import ApiException
+from prefect.utilities.templating import apply_values
+
+from flows.executors.base import JobState, StageJob, run_job
+from flows.executors.k8s import KubernetesExecutor, KubernetesSettings, job_name, job_state
+
+ROOT = Path(__file__).resolve().parent.parent
+K8S = ROOT / "infra" / "k8s"
+KUBERNETES_VERSION = "1.33.0"
+
+
+def _validate(manifest: dict, strict: bool = True) -> None:
+    """Raise kubernetes_validate.ValidationError if `manifest` breaks the schema of its kind (strict: no
+    unknown fields either)."""
+    kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=strict)
+
+
+# ---- manifests ----
+
+STACK_MANIFESTS = sorted((K8S / "stack").glob("*.yaml"))
+
+
+def test_the_stack_manifests_hold_mlflow_the_s3_secret_and_the_prefect_worker():
+    documents = [d for path in STACK_MANIFESTS for d in yaml.safe_load_all(path.read_text())]
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in documents}
+    assert {("Deployment", "mlflow"), ("Service", "mlflow"), ("Secret", "hicom-s3-credentials"),
+            ("Deployment", "prefect-worker"), ("Role", "prefect-worker"), ("ConfigMap", "hicom-stack")} <= kinds
+
+
+@pytest.mark.parametrize("path", STACK_MANIFESTS, ids=lambda p: p.name)
+def test_stack_manifest_validates_against_the_kubernetes_schema(path):
+    for document in yaml.safe_load_all(path.read_text()):
+        _validate(document)
+
+
+def test_the_committed_secret_holds_placeholders_only():
+    secret = yaml.safe_load((K8S / "stack" / "s3-credentials.yaml").read_text())
+    assert set(secret["stringData"].values()) == {"set-me"}
+
+
+def test_schema_validation_catches_a_broken_manifest():
+    service, job = KubernetesExecutor(batch_api=object(), core_api=object()).render(
+        StageJob("align", ["train"], Path("x.log")), "hicom-align-abc123")
+    job["spec"]["completions"] = "four"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        _validate(job)
+
+
+def test_prefect_base_job_template_renders_a_valid_job_through_prefects_templating():
+    template = json.loads((K8S / "prefect-base-job-template.json").read_text())
+    defaults = {k: v["default"] for k, v in template["variables"]["properties"].items() if "default" in v}
+    values = {**defaults, "name": "retrain-nightly", "env": {"PREFECT_API_URL": "http://prefect:4200/api"},
+              "labels": {"prefect.io/flow-run-id": "1234"}, "command": "prefect flow-run execute"}
+    configuration = apply_values(template["job_configuration"], values)
+    manifest = configuration["job_manifest"]
+    container = manifest["spec"]["template"]["spec"]["containers"][0]
+    # the worker turns the env mapping into a list and the command string into args, as here
+    container["env"] = [{"name": k, "value": v} for k, v in container["env"].items()]
+    container["args"] = container["args"].split()
+    # Not strict: the Prefect worker insists on parallelism/completions inside the pod spec (its own default
+    # template's quirk); the API server drops those unknown fields with a warning.
+    _validate(manifest, strict=False)
+    pod_spec = manifest["spec"]["template"]["spec"]
+    _validate({**manifest, "spec": {**manifest["spec"], "template": {"spec": {
+        k: v for k, v in pod_spec.items() if k not in ("parallelism", "completions")}}}})
+    assert container["envFrom"] == [{"secretRef": {"name": "hicom-s3-credentials"}},
+                                    {"configMapRef": {"name": "hicom-stack"}}]
+    assert manifest["spec"]["template"]["spec"]["serviceAccountName"] == "prefect-worker"
+
+
+# ---- the stage Job ----
+
+def test_a_multi_node_stage_becomes_an_indexed_job_with_torchrun_meeting_on_pod_0():
+    settings = KubernetesSettings(namespace="ml", image="registry.example/hicom:1.0")
+    job = StageJob("sft", ["train", "--stage", "sft", "--out", "outputs/sft"], Path("sft.log"), nodes=4,
+                   nproc_per_node=8, gpus_per_node=8, env={"HICOM_RUN": "nightly"}, time_limit_s=7200)
+    executor = KubernetesExecutor(settings, batch_api=object(), core_api=object())
+    service, manifest = executor.render(job, "hicom-sft-abc123")
+    _validate(service)
+    _validate(manifest)
+    assert service["spec"]["clusterIP"] == "None" and service["spec"]["selector"] == {"hicom/job": "hicom-sft-abc123"}
+    spec = manifest["spec"]
+    assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 4, 4)
+    assert spec["activeDeadlineSeconds"] == 7200 and spec["backoffLimit"] == 0
+    pod = spec["template"]["spec"]
+    assert pod["subdomain"] == "hicom-sft-abc123" and pod["restartPolicy"] == "Never"
+    container = pod["containers"][0]
+    assert container["command"] == [
+        "python", "-m", "torch.distributed.run", "--nnodes=4", "--nproc_per_node=8", "--rdzv_backend=c10d",
+        "--rdzv_endpoint=hicom-sft-abc123-0.hicom-sft-abc123:29500", "--rdzv_id=hicom-sft-abc123",
+        "--max_restarts=3", "-m", "hicom", "train", "--stage", "sft", "--out", "outputs/sft"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "8"
+    assert {"name": "HICOM_RUN", "value": "nightly"} in container["env"]
+    assert container["envFrom"] == [{"secretRef": {"name": "hicom-s3-credentials"}},
+                                    {"configMapRef": {"name": "hicom-stack"}}]
+
+
+def test_a_single_process_stage_runs_the_plain_command_and_fails_the_job_on_disruption_without_requeue():
+    settings = KubernetesSettings(requeue=False, volume_claim=None, secrets=(), config_maps=())
+    _, manifest = KubernetesExecutor(settings, batch_api=object(), core_api=object()).render(
+        StageJob("smoke", ["smoke", "--profile", "tiny"], Path("s.log")), "hicom-smoke-abc123")
+    _validate(manifest)
+    container = manifest["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["python", "-m", "hicom", "smoke", "--profile", "tiny"]
+    assert "envFrom" not in container and "activeDeadlineSeconds" not in manifest["spec"]
+    rules = manifest["spec"]["podFailurePolicy"]["rules"]
+    assert rules[0] == {"action": "FailJob", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+
+
+def test_job_names_are_dns_labels_even_for_odd_stage_names():
+    name = job_name("Cond_Pretrain / Stage 2 " + "x" * 80)
+    assert len(name) <= 63 and name.startswith("hicom-cond-pretrain-stage-2-")
+    assert all(c.isalnum() and c.islower() or c.isdigit() or c == "-" for c in name)
+
+
+# ---- states: the client's own V1Job/V1Pod objects ----
+
+def _job(*conditions: tuple[str, str], ready: int = 0, active: int = 0, suspend: bool = False) -> V1Job:
+    status = V1JobStatus(active=active, ready=ready,
+                         conditions=[V1JobCondition(type=t, status="True", reason=r) for t, r in conditions])
+    return V1Job(metadata=V1ObjectMeta(name="j", uid="u-1"),
+                 spec=V1JobSpec(template=V1PodTemplateSpec(), suspend=suspend), status=status)
+
+
+def _pod(index: str = "0", exit_code: int | None = None, disruption: str | None = None, phase: str = "Running"):
+    state = V1ContainerState(terminated=V1ContainerStateTerminated(exit_code=exit_code)) \
+        if exit_code is not None else V1ContainerState()
+    conditions = [V1PodCondition(type="DisruptionTarget", status="True", reason=disruption)] if disruption else []
+    return V1Pod(metadata=V1ObjectMeta(name=f"j-{index}-xyz",
+                                       annotations={"batch.kubernetes.io/job-completion-index": index}),
+                 status=V1PodStatus(phase=phase, conditions=conditions,
+                                    container_statuses=[V1ContainerStatus(name="stage", state=state, image="i",
+                                                                          image_id="", ready=False,
+                                                                          restart_count=0)]))
+
+
+@pytest.mark.parametrize("job, pods, expected", [
+    (_job(), [_pod(phase="Pending")], (JobState.PENDING, None)),
+    (_job(suspend=True), [], (JobState.PENDING, None)),
+    (_job(ready=2, active=2), [_pod(), _pod("1")], (JobState.RUNNING, None)),
+    (_job(("Complete", "Completed")), [_pod(exit_code=0)], (JobState.COMPLETED, 0)),
+    (_job(("Failed", "PodFailurePolicy")), [_pod(exit_code=0), _pod("1", exit_code=3)], (JobState.FAILED, 3)),
+    (_job(("Failed", "BackoffLimitExceeded")), [_pod(exit_code=1)], (JobState.FAILED, 1)),
+    (_job(("Failed", "DeadlineExceeded")), [_pod(exit_code=137)], (JobState.TIMEOUT, 137)),
+    (_job(("FailureTarget", "PodFailurePolicy")), [_pod(exit_code=143, disruption="PreemptionByScheduler")],
+     (JobState.PREEMPTED, 143)),
+    (_job(("Failed", "PodFailurePolicy")), [_pod(disruption="DeletionByTaintManager")], (JobState.NODE_FAIL, None)),
+], ids=["pending", "suspended", "running", "completed", "failed-exit", "failed-backoff", "timeout", "preempted",
+        "node-fail"])
+def test_job_and_pod_status_map_onto_job_states(job, pods, expected):
+    assert job_state(job, pods) == expected
+
+
+class FakeBatch:
+    """BatchV1Api's methods the executor calls, keeping V1Job objects in memory."""
+
+    def __init__(self):
+        self.jobs: dict[str, V1Job] = {}
+        self.created: list[dict] = []
+
+    def create_namespaced_job(self, namespace, body):
+        self.created.append(body)
+        name = body["metadata"]["name"]
+        self.jobs[name] = _job()
+        self.jobs[name].metadata = V1ObjectMeta(name=name, namespace=namespace, uid=f"uid-{name}")
+        return self.jobs[name]
+
+    def read_namespaced_job_status(self, name, namespace):
+        if name not in self.jobs:
+            raise ApiException(status=404, reason="Not Found")
+        return self.jobs[name]
+
+    def delete_namespaced_job(self, name, namespace, propagation_policy=None):
+        if self.jobs.pop(name, None) is None:
+            raise ApiException(status=404, reason="Not Found")
+
+
+class FakeCore:
+    """CoreV1Api's methods the executor calls: Services, the Job's pods and pod 0's growing log."""
+
+    def __init__(self):
+        self.services: list[dict] = []
+        self.pods: list[V1Pod] = []
+        self.log = ""
+
+    def create_namespaced_service(self, namespace, body):
+        self.services.append(body)
+
+    def list_namespaced_pod(self, namespace, label_selector):
+        return V1PodList(items=self.pods)
+
+    def read_namespaced_pod_log(self, name, namespace, container):
+        assert (name, container) == ("j-0-xyz", "stage")
+        return self.log
+
+
+@pytest.fixture
+def cluster():
+    batch, core = FakeBatch(), FakeCore()
+    return batch, core, KubernetesExecutor(KubernetesSettings(namespace="ml"), batch_api=batch, core_api=core)
+
+
+def test_submit_creates_the_job_and_a_service_owned_by_it(cluster, tmp_path):
+    batch, core, executor = cluster
+    handle = executor.submit(StageJob("align", ["train", "--stage", "align"], tmp_path / "align.log", nodes=2))
+    namespace, name = handle.split("/")
+    assert namespace == "ml" and batch.created[0]["metadata"]["name"] == name
+    assert core.services[0]["metadata"]["ownerReferences"] == [
+        {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": f"uid-{name}", "blockOwnerDeletion": False}]
+    _validate(core.services[0])
+
+
+def test_polling_streams_pod_0_log_into_the_stage_log_and_ends_with_the_jobs_outcome(cluster, tmp_path):
+    batch, core, executor = cluster
+    job = StageJob("align", ["train"], tmp_path / "align.log")
+    handle = executor.submit(job)
+    name = handle.split("/")[1]
+    core.pods = [_pod(phase="Pending")]
+    assert executor.poll(handle) == (JobState.PENDING, None)
+    batch.jobs[name] = _job(ready=1, active=1)
+    core.pods, core.log = [_pod()], "step 1 loss 2.0\n"
+    assert executor.poll(handle) == (JobState.RUNNING, None)
+    core.log += "step 2 loss 1.5\nTraceback: boom\n"
+    batch.jobs[name] = _job(("Failed", "PodFailurePolicy"))
+    core.pods = [_pod(exit_code=1)]
+    assert executor.poll(handle) == (JobState.FAILED, 1)
+    assert job.log_path.read_text() == "step 1 loss 2.0\nstep 2 loss 1.5\nTraceback: boom\n"
+
+
+def test_run_job_reports_a_failure_with_the_pod_log_tail(cluster, tmp_path):
+    batch, core, executor = cluster
+    original_submit = executor.submit
+
+    def submit_and_fail(job):
+        handle = original_submit(job)
+        batch.jobs[handle.split("/")[1]] = _job(("Failed", "BackoffLimitExceeded"))
+        core.pods, core.log = [_pod(exit_code=2)], "loading data\nValueError: no shards in outputs/curate\n"
+        return handle
+
+    executor.submit = submit_and_fail
+    result = run_job(executor, StageJob("curate", ["curate"], tmp_path / "curate.log"), poll_interval_s=0)
+    assert (result.state, result.returncode) == (JobState.FAILED, 2)
+    assert "ValueError: no shards in outputs/curate" in result.message
+
+
+def test_cancel_deletes_the_job_and_it_then_reads_as_cancelled(cluster, tmp_path):
+    batch, core, executor = cluster
+    handle = executor.submit(StageJob("sft", ["train"], tmp_path / "sft.log"))
+    executor.cancel(handle)
+    assert batch.jobs == {}
+    assert executor.poll(handle) == (JobState.CANCELLED, None)
+    executor.cancel(handle)  # a second cancel (the flow's cleanup after ours) is harmless

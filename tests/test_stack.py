@@ -1,0 +1,331 @@
+"""The team stack against real servers: SeaweedFS S3, the MLflow tracking server, the Prefect server and worker.
+
+One stack comes up for the module in a temporary folder on free loopback ports, through the same CLI that
+`make stack-up` runs, and goes down at the end. Tests that stop or restart parts of it run last.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+from botocore.exceptions import ClientError
+
+from infra.stack.procs import ProcessTable, group_members, port_is_free
+from infra.stack.stack import (DVC_BUCKET, MLFLOW_BUCKET, SERVICES, StackConfig, configure_dvc_remote,
+                               free_port_base, read_env_file, s3_client, up)
+
+ROOT = Path(__file__).resolve().parent.parent
+DVC = str(ROOT / ".venv" / "bin" / "dvc")
+pytestmark = pytest.mark.slow
+
+
+def stack_cli(cfg: StackConfig, command: str) -> subprocess.CompletedProcess:
+    """`python -m infra.stack COMMAND` as `make stack-*` runs it, for the test's folder and ports."""
+    return subprocess.run([sys.executable, "-m", "infra.stack", command, "--dir", str(cfg.root),
+                           "--port-base", str(cfg.port_base), "--no-dvc"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    cfg = StackConfig(tmp_path_factory.mktemp("stack"), free_port_base())
+    done = stack_cli(cfg, "up")
+    assert done.returncode == 0, f"stack up failed:\n{done.stdout}\n{done.stderr}"
+    yield cfg
+    down = stack_cli(cfg, "down")
+    assert down.returncode == 0, f"stack down failed:\n{down.stdout}\n{down.stderr}"
+
+
+@pytest.fixture
+def stack_env(stack) -> dict[str, str]:
+    """The environment a flow gets under `make run-stack`: the caller's plus the env file."""
+    return {**os.environ, **read_env_file(stack.env_file)}
+
+
+@pytest.fixture
+def no_aws_env(monkeypatch):
+    """An MLflow client with no S3 settings at all: artifacts must go through the server's proxy."""
+    for key in list(os.environ):
+        if key.startswith("AWS_") or key == "MLFLOW_S3_ENDPOINT_URL":
+            monkeypatch.delenv(key)
+
+
+def _objects(cfg: StackConfig, bucket: str, prefix: str = "") -> dict[str, bytes]:
+    s3 = s3_client(cfg)
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            for o in page.get("Contents", [])]
+    return {key: s3.get_object(Bucket=bucket, Key=key)["Body"].read() for key in keys}
+
+
+def _md5(path: Path) -> str:
+    import hashlib
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def _dvc(repo: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([DVC, *args], cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _dvc_repo(path: Path, cfg: StackConfig) -> Path:
+    path.mkdir()
+    subprocess.run([DVC, "init", "--no-scm", "-q"], cwd=path, check=True)
+    configure_dvc_remote(path, cfg)
+    return path
+
+
+def _log_run_with_artifact(cfg: StackConfig, artifact: Path) -> str:
+    from hicom.tracking import Tracker
+    with Tracker(tracking_uri=cfg.mlflow_url, experiment="stack-test", system_metrics=False) as tracker:
+        tracker.log_params({"lr": 0.1})
+        tracker.log_metrics({"loss": 1.5}, step=1)
+        tracker.log_artifact(artifact, "reports")
+    return tracker.run_id
+
+
+def _register(cfg: StackConfig, name: str, run_id: str):
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(cfg.mlflow_url)
+    client.create_registered_model(name)
+    return client.create_model_version(name, source=f"runs:/{run_id}/reports", run_id=run_id)
+
+
+def _kill_s3(cfg: StackConfig) -> None:
+    """Crash SeaweedFS (SIGKILL, no clean shutdown) and wait until it is gone."""
+    record = ProcessTable(cfg.root / "run").get("s3")
+    os.killpg(record.pid, signal.SIGKILL)
+    try:
+        psutil.Process(record.pid).wait(timeout=30)
+    except psutil.NoSuchProcess:
+        pass
+    assert not group_members(record.pid)
+
+
+# ---- the stack as it runs ----
+
+def test_env_file_points_flows_at_the_loopback_servers_and_is_private(stack):
+    env = read_env_file(stack.env_file)
+    assert oct(stack.env_file.stat().st_mode & 0o777) == "0o600"
+    assert env["MLFLOW_TRACKING_URI"] == f"http://127.0.0.1:{stack.port('mlflow')}"
+    assert env["PREFECT_API_URL"] == f"http://127.0.0.1:{stack.port('prefect')}/api"
+    assert env["AWS_ENDPOINT_URL"] == env["MLFLOW_S3_ENDPOINT_URL"] == f"http://127.0.0.1:{stack.port('s3')}"
+    assert env["AWS_ACCESS_KEY_ID"] and len(env["AWS_SECRET_ACCESS_KEY"]) >= 32
+    done = subprocess.run(["bash", "-c", f"set -a; . {stack.env_file}; set +a; echo $MLFLOW_TRACKING_URI"],
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == env["MLFLOW_TRACKING_URI"]
+
+
+def test_every_stack_process_listens_on_loopback_only(stack):
+    table = ProcessTable(stack.root / "run")
+    pids = {pid for name in SERVICES for pid in group_members(table.get(name).pid)}
+    listeners = [c for c in psutil.net_connections(kind="inet")
+                 if c.status == psutil.CONN_LISTEN and c.pid in pids]
+    assert {c.laddr.port for c in listeners} >= {stack.port("s3"), stack.port("mlflow"), stack.port("prefect")}
+    assert {c.laddr.ip for c in listeners} == {"127.0.0.1"}
+
+
+def test_second_up_starts_nothing_and_keeps_the_same_processes(stack):
+    table = ProcessTable(stack.root / "run")
+    before = {name: table.get(name).pid for name in SERVICES}
+    done = stack_cli(stack, "up")
+    assert done.returncode == 0, done.stderr
+    assert "nothing new started" in done.stdout
+    assert {name: table.get(name).pid for name in SERVICES} == before
+
+
+def test_status_reports_every_service_healthy(stack):
+    done = stack_cli(stack, "status")
+    assert done.returncode == 0, done.stdout
+    assert [line.split()[0] for line in done.stdout.splitlines() if "healthy" in line] == list(SERVICES)
+
+
+def test_up_on_taken_ports_fails_naming_the_port_and_the_setting(tmp_path):
+    other = StackConfig(tmp_path / "other", free_port_base())
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", other.port("s3")))
+        squatter.listen()
+        with pytest.raises(RuntimeError, match=rf"{other.port('s3')}.*STACK_PORT_BASE"):
+            up(other, dvc_repo=None, out=lambda _: None)
+    assert not ProcessTable(other.root / "run").names()
+
+
+def test_anonymous_s3_requests_are_refused_and_signed_ones_work(stack):
+    anonymous = s3_client(stack, signed=False)
+    for call in (lambda: anonymous.list_buckets(),
+                 lambda: anonymous.list_objects_v2(Bucket=DVC_BUCKET),
+                 lambda: anonymous.put_object(Bucket=DVC_BUCKET, Key="anon.txt", Body=b"x"),
+                 lambda: anonymous.create_bucket(Bucket="anonymous-bucket")):
+        with pytest.raises(ClientError) as refused:
+            call()
+        assert refused.value.response["Error"]["Code"] == "AccessDenied"
+    signed = s3_client(stack)
+    assert {MLFLOW_BUCKET, DVC_BUCKET} <= {b["Name"] for b in signed.list_buckets()["Buckets"]}
+    signed.put_object(Bucket=DVC_BUCKET, Key="signed/probe.txt", Body=b"signed")
+    assert signed.get_object(Bucket=DVC_BUCKET, Key="signed/probe.txt")["Body"].read() == b"signed"
+    with pytest.raises(ClientError):  # nothing anonymous reads what the signed client wrote
+        anonymous.get_object(Bucket=DVC_BUCKET, Key="signed/probe.txt")
+
+
+def test_mlflow_artifacts_land_in_s3_through_the_server_and_the_model_registers(stack, tmp_path, no_aws_env):
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"accuracy": 0.5}))
+    run_id = _log_run_with_artifact(stack, report)
+    stored = {k: v for k, v in _objects(stack, MLFLOW_BUCKET, "artifacts/").items() if run_id in k}
+    assert list(stored.values()) == [report.read_bytes()]
+    assert next(iter(stored)).endswith(f"{run_id}/artifacts/reports/report.json")
+    version = _register(stack, "stack-test-model", run_id)
+    from mlflow.tracking import MlflowClient
+    found = MlflowClient(stack.mlflow_url).get_model_version("stack-test-model", version.version)
+    assert (found.run_id, found.status) == (run_id, "READY")
+
+
+def test_dvc_push_and_pull_round_trip_through_the_stack_remote(stack, stack_env, tmp_path):
+    repo = _dvc_repo(tmp_path / "repo", stack)
+    data = repo / "data"
+    data.mkdir()
+    files = {f"shard{i}.bin": os.urandom(50_000 + i) for i in range(3)}
+    for name, content in files.items():
+        (data / name).write_bytes(content)
+    assert _dvc(repo, stack_env, "add", "-q", "data").returncode == 0
+    pushed = _dvc(repo, stack_env, "push", "-r", "stack")
+    assert pushed.returncode == 0, pushed.stderr
+    assert len(_objects(stack, DVC_BUCKET, "hicom/files/md5/")) >= len(files)
+    committed = (repo / ".dvc" / "config").read_text()
+    assert stack_env["AWS_SECRET_ACCESS_KEY"] not in committed + (repo / ".dvc" / "config.local").read_text()
+
+    clone = _dvc_repo(tmp_path / "clone", stack)  # a fresh checkout: only data.dvc travels
+    (clone / "data.dvc").write_text((repo / "data.dvc").read_text())
+    pulled = _dvc(clone, stack_env, "pull", "-r", "stack")
+    assert pulled.returncode == 0, pulled.stderr
+    assert {p.name: p.read_bytes() for p in (clone / "data").iterdir()} == files
+
+
+def test_dvc_push_with_a_wrong_key_is_refused(stack, stack_env, tmp_path):
+    repo = _dvc_repo(tmp_path / "repo", stack)
+    (repo / "model.bin").write_bytes(os.urandom(1000))
+    _dvc(repo, stack_env, "add", "-q", "model.bin")
+    wrong = {**stack_env, "AWS_SECRET_ACCESS_KEY": "not-the-secret", "AWS_EC2_METADATA_DISABLED": "true"}
+    refused = _dvc(repo, wrong, "push", "-r", "stack")
+    assert refused.returncode != 0
+    assert "SignatureDoesNotMatch" in refused.stderr or "Forbidden" in refused.stderr, refused.stderr
+    assert not _objects(stack, DVC_BUCKET, "hicom/files/md5/" + _md5(repo / "model.bin")[:2])
+
+
+def test_the_retrain_flow_runs_through_the_stack_by_environment_alone(stack, stack_env, tmp_path):
+    """The flow's stand-in pipeline (tests/flow_standin) with nothing but the env file pointing it at the stack:
+    the flow run lands on the Prefect server, its MLflow run on the tracking server (artifacts in S3), the
+    stages' DVC outs in the S3 remote. (The stand-in's register stage is a stub: registration on the server
+    is checked above with the MLflow client.)"""
+    project = tmp_path / "project"
+    shutil.copytree(ROOT / "tests" / "flow_standin", project)
+    (project / "stages.yaml").rename(project / "dvc.yaml")
+    subprocess.run([DVC, "init", "--no-scm", "-q"], cwd=project, check=True, env=stack_env)
+    configure_dvc_remote(project, stack)
+    env = {**stack_env, "PYTHONPATH": f"{project}{os.pathsep}{ROOT}",
+           "PREFECT_HOME": str(tmp_path / "prefect-home"),
+           "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(tmp_path / "results")}
+    script = ("import json, sys; from flows.retrain import retrain; "
+              "print('SUMMARY', json.dumps(retrain(project_dir=sys.argv[1])))")
+    done = subprocess.run([sys.executable, "-c", script, str(project)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads(done.stdout.split("SUMMARY ", 1)[1].splitlines()[0])
+    assert set(summary["stages"].values()) == {"ran"}
+
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(stack.mlflow_url)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    [parent] = client.search_runs(experiments, f"tags.`pipeline.run` = '{summary['run']}'")
+    assert parent.data.tags["dvc.remote"] == "stack: s3://dvc/hicom"
+    lock = (project / "dvc.lock").read_text()
+    stored_lock = [v for k, v in _objects(stack, MLFLOW_BUCKET).items()
+                   if parent.info.run_id in k and k.endswith("dvc/dvc.lock")]
+    assert stored_lock == [lock.encode()]  # the parent run's artifact, in S3 through the server
+    dvc_objects = _objects(stack, DVC_BUCKET, "hicom/files/md5/")
+    assert any(key.split("md5/")[1].replace("/", "") in lock for key in dvc_objects)
+    request = urllib.request.Request(f"{stack.prefect_api_url}/flow_runs/filter", data=b"{}",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        flow_runs = json.loads(response.read())
+    assert "COMPLETED" in {run["state_type"] for run in flow_runs}
+
+
+# ---- failures and restarts (these stop parts of the stack: they run last) ----
+
+def test_s3_crash_fails_uploads_clearly_and_a_rerun_after_stack_up_loses_nothing(stack, stack_env, tmp_path,
+                                                                                 no_aws_env, monkeypatch):
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+    repo = _dvc_repo(tmp_path / "repo", stack)
+    (repo / "data").mkdir()
+    (repo / "data" / "before.bin").write_bytes(os.urandom(20_000))
+    _dvc(repo, stack_env, "add", "-q", "data")
+    assert _dvc(repo, stack_env, "push", "-r", "stack").returncode == 0
+    objects_before = _objects(stack, DVC_BUCKET) | _objects(stack, MLFLOW_BUCKET)
+    client = MlflowClient(stack.mlflow_url)
+    run_id = client.create_run(client.get_experiment_by_name("stack-test").experiment_id).info.run_id
+    checkpoint = tmp_path / "checkpoint.bin"
+    checkpoint.write_bytes(os.urandom(30_000))
+
+    _kill_s3(stack)
+    (repo / "data" / "after.bin").write_bytes(os.urandom(20_000))
+    _dvc(repo, stack_env, "add", "-q", "data")
+    failed_push = _dvc(repo, stack_env, "push", "-r", "stack")
+    assert failed_push.returncode != 0
+    assert f"Could not connect to the endpoint URL: \"{stack.s3_url}" in failed_push.stderr
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail now rather than retry for minutes
+    with pytest.raises(MlflowException, match="mlflow-artifacts/artifacts/.*500 error"):
+        client.log_artifact(run_id, str(checkpoint))
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+
+    restarted = stack_cli(stack, "up")
+    assert restarted.returncode == 0, restarted.stderr
+    assert "(s3 started)" in restarted.stdout  # only the crashed server was started again
+    assert _dvc(repo, stack_env, "push", "-r", "stack").returncode == 0
+    client.log_artifact(run_id, str(checkpoint))
+    objects_after = _objects(stack, DVC_BUCKET) | _objects(stack, MLFLOW_BUCKET)
+    assert {k: v for k, v in objects_after.items() if k in objects_before} == objects_before
+    assert checkpoint.read_bytes() in [v for k, v in objects_after.items() if run_id in k]
+    shutil.rmtree(repo / ".dvc" / "cache")
+    shutil.rmtree(repo / "data")
+    assert _dvc(repo, stack_env, "pull", "-r", "stack").returncode == 0
+    assert sorted(p.name for p in (repo / "data").iterdir()) == ["after.bin", "before.bin"]
+
+
+def test_restart_keeps_runs_model_versions_and_objects_and_down_leaves_nothing_running(stack, tmp_path,
+                                                                                      no_aws_env):
+    from mlflow.tracking import MlflowClient
+    report = tmp_path / "eval.json"
+    report.write_text(uuid.uuid4().hex)
+    run_id = _log_run_with_artifact(stack, report)
+    name = f"restart-{uuid.uuid4().hex[:8]}"
+    version = _register(stack, name, run_id).version
+    objects = _objects(stack, MLFLOW_BUCKET) | _objects(stack, DVC_BUCKET)
+    table = ProcessTable(stack.root / "run")
+    groups = {name: table.get(name).pid for name in SERVICES}
+    members = {pid for pgid in groups.values() for pid in group_members(pgid)}
+
+    down = stack_cli(stack, "down")
+    assert down.returncode == 0, down.stderr
+    assert [pid for pid in members if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"] == []
+    assert all(port_is_free(port) for port in stack.all_ports())
+    assert table.names() == []
+
+    again = stack_cli(stack, "up")
+    assert again.returncode == 0, again.stderr
+    client = MlflowClient(stack.mlflow_url)
+    run = client.get_run(run_id)
+    assert (run.data.params, run.data.metrics) == ({"lr": "0.1"}, {"loss": 1.5})
+    assert client.get_model_version(name, version).run_id == run_id
+    downloaded = client.download_artifacts(run_id, "reports/eval.json", str(tmp_path / "back"))
+    assert Path(downloaded).read_text() == report.read_text()
+    assert _objects(stack, MLFLOW_BUCKET) | _objects(stack, DVC_BUCKET) == objects
