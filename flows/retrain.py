@@ -231,9 +231,7 @@ def run_pipeline(stages: list[Stage], params: dict, run: PipelineRun) -> dict:
         registered = json.loads((run.root / register.outs[0]).read_text())
         records["promote"] = _action(run, "promote", ["promote", "--name", str(registered["name"]),
                                                      "--version", str(registered["version"]),
-                                                     "--out", str(run.run_dir / "promotion.json"),
-                                                     *(["--parent-run-id", run.parent_run_id] if run.parent_run_id
-                                                       else [])], stages)
+                                                     "--out", str(run.run_dir / "promotion.json")], stages)
     if run.parent_run_id:
         records["report"] = _action(run, "report", _report_argv(run, stages), stages)
     return records
@@ -362,7 +360,8 @@ def retrain(ablations: list[str] | None = None, overrides: dict[str, Any] | None
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     name = f"{stamp}-{variant.name}"
     started = time.monotonic()
-    tags = {"pipeline.variant": variant.name, "pipeline.executor": kind, "pipeline.run": name}
+    tags = {"pipeline.variant": variant.name, "pipeline.executor": kind, "pipeline.run": name,
+            "profile": str(plan.params.get("profile", "?"))}
     with Tracker(experiment=settings.experiment, run_name=f"retrain {variant.name} {stamp}", tags=tags,
                  system_metrics=False) as parent:
         parent.log_params({"ablations": ",".join(variant.ablations) or "none",
