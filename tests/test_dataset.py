@@ -4,12 +4,15 @@ import shutil
 import pytest
 import torch
 
+from hicom.config import load_profile
 from hicom.data.dataset import ConversationDataset, RejectLog, SampleSettings, collate
 from hicom.data.mixture import load_mixture
 from hicom.data.synthetic import WorldConfig, generate_world
 from hicom.data.tokenizer import train_tokenizer
 from hicom.data.video import FramePreprocessor
 from hicom.model import IGNORE_INDEX, build_model
+
+IMAGE = load_profile("tiny").vision.config["image_size"]  # the tiny towers' input side
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +33,7 @@ def mixture(root, name):
 
 def dataset(root, tok, samples, guided, rejects_name="rejects.jsonl"):
     settings = SampleSettings(num_frames=8, guided=guided, guide_max_length=64, stage="test")
-    return ConversationDataset(samples, tok, FramePreprocessor(64), settings, RejectLog(root / rejects_name),
+    return ConversationDataset(samples, tok, FramePreprocessor(IMAGE), settings, RejectLog(root / rejects_name),
                                guide_tokenizer=tok)
 
 
@@ -40,7 +43,7 @@ def test_guided_sample_yields_one_sequence_per_question_sharing_one_decoded_clip
     item = dataset(root, tok, samples, guided=True)[0]
     k = len(samples[0]["conversations"]) // 2
     assert len(item["sequences"]) == k and item["guide_input_ids"].shape == (k, 64)
-    assert item["pixel_values"].shape == (8, 3, 64, 64)
+    assert item["pixel_values"].shape == (8, 3, IMAGE, IMAGE)
     batch = collate([item], pad_id=tok.pad_token_id)
     assert batch["input_ids"].shape[0] == k and len(batch["visual_items"]) == 1
     for row in range(k):  # each sequence supervises exactly one answer
