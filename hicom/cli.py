@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from hicom.config import PARAMS_FILE, ConfigError, load_profile
+from hicom.config import PARAMS_FILE, ConfigError, load_profile, read_json_object
 
 
 def cmd_report(args) -> int:
@@ -267,10 +267,7 @@ def cmd_profile(args) -> int:
         source = (f"profile {profile.name!r} built from its config (random init"
                   f"{f', towers from {towers}' if towers else ''}); baseline: the same towers and LLM with a "
                   f"LLaVA-OV projector")
-    if towers and (towers / "preprocessor_config.json").is_file():
-        preprocessor = FramePreprocessor.from_pretrained(towers)
-    else:
-        preprocessor = FramePreprocessor(hicom.config.vision_config.image_size)
+    preprocessor = FramePreprocessor.from_towers(towers, hicom.config.vision_config.image_size)
     models = model_pair(hicom, device, dtype)
     with tempfile.TemporaryDirectory(prefix="hicom_profile_clips_") as tmp:
         if args.videos:
@@ -311,7 +308,7 @@ def cmd_register(args) -> int:
     from hicom.evaluate.mcq import EvalConfig
     from hicom.model.checkpoint import atomic_write_bytes
     from hicom.pipeline_report import results_file
-    from hicom.registry import efficiency_metrics, eval_metrics, profile_row, read_json, register_model
+    from hicom.registry import efficiency_metrics, eval_metrics, profile_row, register_model
 
     cfg = _registry_config(args)
     profile = load_profile(args.profile, args.params)
@@ -322,17 +319,17 @@ def cmd_register(args) -> int:
     metrics, attachments = {}, {}
     for path in args.eval or []:
         file = results_file(path)
-        results = read_json(file)
+        results = read_json_object(file)
         found = eval_metrics(results, file)
         if set(found) & set(metrics):
             raise ConfigError(f"register: benchmark {results['benchmark']!r} is given twice (--eval {path})")
         metrics.update(found)
         attachments[f"eval/{results['benchmark']}"] = file
     if args.profile_results:
-        row = profile_row(read_json(args.profile_results), cfg.efficiency_frames, args.profile_results)
+        row = profile_row(read_json_object(args.profile_results), cfg.efficiency_frames, args.profile_results)
         metrics.update(efficiency_metrics(row, args.profile_results))
         attachments["profile"] = Path(args.profile_results)
-    model_config = read_json(Path(args.model) / "config.json")
+    model_config = read_json_object(Path(args.model) / "config.json")
     settings = {"num_frames": profile.num_frames, "decoder": _section(args, "data").get("decoder") or "decord",
                 "guide_max_length": model_config.get("guide_max_length", profile.guide_max_length),
                 "max_new_tokens": EvalConfig.from_dict(_section(args, "evaluate")).max_new_tokens,

@@ -14,10 +14,10 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from hicom.config import ConfigError
+from hicom.config import ConfigError, read_json_object
 from hicom.model.checkpoint import atomic_write_bytes
 from hicom.registry import (ACCURACY_PREFIX, LATENCY, VISUAL_TOKENS, RunRecord, efficiency_metrics, eval_metrics,
-                            json_artifacts, log_folder, metric_history, pipeline_runs, profile_row, read_json)
+                            json_artifacts, log_folder, metric_history, pipeline_runs, profile_row)
 
 TRAIN_STAGES = ("align", "cond_pretrain", "sft")  # loss curves in this order; other stages with a loss follow
 MODEL_NAMES = {"hicom": "HICom", "llava_ov": "LLaVA-OV baseline"}
@@ -101,12 +101,12 @@ def collect(run_id: str, *, eval_paths=(), profile_file: str | Path | None = Non
             evals.append(results)
 
     for path in eval_paths:
-        results = read_json(results_file(path))
+        results = read_json_object(results_file(path))
         if "benchmark" not in results:
             raise ConfigError(f"{results_file(path)}: no top-level 'benchmark' field "
                               "(an evaluate stage's results.json?)")
         add_eval(results)
-    profile = read_json(profile_file) if profile_file else None
+    profile = read_json_object(profile_file) if profile_file else None
     for child in reversed(children):  # newest first: a retried stage's results win
         if "loss" in child.metrics:
             continue  # training runs log checkpoints, not results

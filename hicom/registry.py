@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from hicom.config import ConfigError, check_section, read_json_object
+from hicom.config import ConfigError, check_section
 from hicom.tracking import PROJECT_ROOT, Tracker, default_tracking_uri
 
 import mlflow  # noqa: E402  (after hicom.tracking, which turns MLflow's telemetry off before the import)
@@ -88,11 +88,6 @@ def eval_metrics(results: dict, source: str | Path = "results.json") -> dict[str
     if isinstance(accuracy, bool) or not isinstance(accuracy, (int, float)):
         raise ConfigError(f"{source}: accuracy must be a number (no question was scored?), got {accuracy!r}")
     return {f"{ACCURACY_PREFIX}{results['benchmark']}": float(accuracy)}
-
-
-def read_json(path: str | Path) -> dict:
-    """A JSON object from a file; a missing or malformed file is an error naming it."""
-    return read_json_object(path, ConfigError)
 
 
 def profile_row(profile: dict, frames: int, source: str | Path = "profile.json") -> dict:

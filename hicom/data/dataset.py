@@ -108,12 +108,8 @@ class ConversationDataset(torch.utils.data.Dataset):
         return self._encoded[index]
 
 
-def collate(batch: list[dict | None], pad_id: int) -> dict | None:
-    """Right-padded ids/labels for every sequence; one VisualItem per sample (shared by its turns)."""
-    batch = [b for b in batch if b is not None]
-    if not batch:
-        return None
-    sequences = [seq for b in batch for seq in b["sequences"]]
+def pad_sequences(sequences: list[Encoded], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded (input_ids, labels, attention_mask), each (len(sequences), longest)."""
     length = max(len(seq.input_ids) for seq in sequences)
     input_ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
     labels = torch.full((len(sequences), length), IGNORE_INDEX, dtype=torch.long)
@@ -123,6 +119,15 @@ def collate(batch: list[dict | None], pad_id: int) -> dict | None:
         input_ids[i, :n] = seq.input_ids
         labels[i, :n] = seq.labels
         attention_mask[i, :n] = 1
+    return input_ids, labels, attention_mask
+
+
+def collate(batch: list[dict | None], pad_id: int) -> dict | None:
+    """Right-padded ids/labels for every sequence; one VisualItem per sample (shared by its turns)."""
+    batch = [b for b in batch if b is not None]
+    if not batch:
+        return None
+    input_ids, labels, attention_mask = pad_sequences([seq for b in batch for seq in b["sequences"]], pad_id)
     items = [VisualItem(b["pixel_values"], b["modality"], b["guide_input_ids"], features=b.get("features"),
                         embeds=b.get("embeds"), cache_key=b.get("cache_key"))
              for b in batch if b["modality"] is not None]

@@ -330,6 +330,14 @@ class FramePreprocessor:
             raise ValueError(f"pad_to_square must be true or false, got {self.pad_to_square!r}")
 
     @classmethod
+    def from_towers(cls, directory: str | os.PathLike | None, image_size: int) -> FramePreprocessor:
+        """The towers' saved preprocessor where the directory has one; else SigLIP's defaults at image_size
+        (a tower built from a config, with no directory of its own)."""
+        if directory is not None and (Path(directory) / PREPROCESSOR_CONFIG).is_file():
+            return cls.from_pretrained(directory)
+        return cls(image_size)
+
+    @classmethod
     def from_pretrained(cls, directory: str | os.PathLike) -> FramePreprocessor:
         """Read preprocessor_config.json as written by SiglipImageProcessor.save_pretrained (or ours).
 

@@ -23,6 +23,7 @@ import torch
 
 from hicom.config import ConfigError
 from hicom.data.conversation import encode_prompt, encode_sample, tokenise_guides
+from hicom.data.dataset import pad_sequences
 from hicom.data.video import DEFAULT_IMAGE_FPS, FramePreprocessor, VideoReadError, read_video
 from hicom.evaluate.answers import extract_choice
 from hicom.evaluate.benchmarks import BREAKDOWNS, Sample, read_srt, subtitles_at
@@ -299,14 +300,8 @@ def _rank_options(model, samples: list[Sample], tokenizer, guide_tokenizer, feat
         seqs = [encode_sample(tokenizer, [{"from": "human", "value": "<video>\n" + sample.question},
                                           {"from": "gpt", "value": short_answer(option)}], "video", False, sample.id)[0]
                 for option in sample.options]
-        length = max(len(s.input_ids) for s in seqs)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        input_ids = torch.full((len(seqs), length), pad, dtype=torch.long)
-        labels = torch.full((len(seqs), length), IGNORE_INDEX, dtype=torch.long)
-        mask = torch.zeros((len(seqs), length), dtype=torch.long)
-        for row, s in enumerate(seqs):
-            input_ids[row, :len(s.input_ids)], labels[row, :len(s.labels)], mask[row, :len(s.input_ids)] = \
-                s.input_ids, s.labels, 1
+        input_ids, labels, mask = pad_sequences(seqs, pad)
         guide = None
         if model.projector.uses_instruction:
             guide = tokenise_guides(guide_tokenizer, [guide_text(sample)], model.config.guide_max_length)[0].to(device)

@@ -87,9 +87,7 @@ def _evaluate(run: EvalRun, rank: int, world: int) -> dict | None:
             raise ConfigError("the model injects the instruction: pass --towers DIR (the SigLIP directory with "
                               "the instruction tokenizer)")
         guide_tokenizer = load_tokenizer(towers)
-    preprocessor = FramePreprocessor.from_pretrained(towers) \
-        if towers is not None and (towers / "preprocessor_config.json").is_file() \
-        else FramePreprocessor(model.config.vision_config.image_size)
+    preprocessor = FramePreprocessor.from_towers(towers, model.config.vision_config.image_size)
     model_version = broadcast_from_rank0(file_digest(run.model_dir)[:16] if rank == 0 else None, world)
     job = Job(benchmark=run.benchmark, samples=samples, out=run.out, frames=frames, decoder=run.decoder,
               config=run.config, model_version=model_version, variants=variants)
