@@ -21,7 +21,7 @@ ratio of at least 1.5x.
 
 Breakdown (median ms per micro-batch): data = dataset[i] + collate (decode, preprocess,
 tokenise, cache reads); vision = encode_frames; text = encode_guides (instruction tower);
-compressor = every projector call; llm = the language model's forward; backward = backward +
+compressor = every projector call; llm = the language model's decoder and LM head; backward = backward +
 optimizer step (amortised); other = the rest of the step (splicing, cache writes, glue). They
 are measured by wrapping the model instance's methods and hooking its modules in this script;
 no library code is changed. Numbers also go to outputs/reports/train_bench.json.
@@ -140,11 +140,12 @@ class Clock:
 
 
 def instrument(model, clock: Clock) -> None:
-    """Instance-level wrappers (encode_frames, encode_guides) and hooks (projector, language model)."""
+    """Instance-level wrappers (encode_frames, encode_guides) and hooks (projector, decoder, LM head)."""
     model.encode_frames = clock.timed("vision", model.encode_frames)
     model.encode_guides = clock.timed("text", model.encode_guides)
     clock.hook("compressor", model.projector)
-    clock.hook("llm", model.language_model)
+    clock.hook("llm", model.language_model.model)  # decoder layers; the training loss calls them and the
+    clock.hook("llm", model.language_model.lm_head)  # LM head (supervised rows only) directly
 
 
 # -- one stage ------------------------------------------------------------------------------------

@@ -54,6 +54,27 @@ def test_paper_preset_gives_distinct_global_tokens_release_preset_identical_ones
     assert torch.allclose(release, release[:1].expand_as(release), atol=1e-6)
 
 
+@pytest.mark.parametrize("local_mode,global_mode,grouping", [
+    *[(lm, gm, True) for lm, gm in itertools.product(["direct", "coarse", "fine"], repeat=2)],
+    ("off", "coarse", True), ("coarse", "off", True), ("coarse", "fine", False),
+])
+def test_k_stacked_guides_compress_exactly_as_each_guide_alone(local_mode, global_mode, grouping):
+    comp = make(local={"injection": local_mode, "grouping": grouping},
+                **{"global": {"injection": global_mode, "num_queries": 6, "head_dim": 16}})
+    f, e = features()
+    alone = [guide(seed) for seed in (1, 2, 3)]
+    alone[1].mask = torch.tensor([True, True, True, True, True])  # each guide keeps its own padding
+    stacked = Guide(torch.stack([g.pooled for g in alone]), torch.stack([g.tokens for g in alone]),
+                    torch.stack([g.mask for g in alone]))
+    with torch.no_grad():
+        together = comp(f, e, stacked)
+        one_by_one = torch.stack([comp(f, e, g) for g in alone])
+        second_alone = comp(f, e, stacked[1])
+    assert together.shape == (3, comp.num_tokens(8, G, G), D)
+    torch.testing.assert_close(together, one_by_one, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(second_alone, one_by_one[1], rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("frames", [1, 2, 3, 5, 6, 9, 32, 33])
 def test_token_count_matches_grid_for_any_frame_count(frames):
     comp = make()

@@ -3,7 +3,8 @@ import json
 import pytest
 import torch
 
-from hicom.data.conversation import ConversationError, encode_prompt, encode_sample, extract_guide, tokenise_guides
+from hicom.data.conversation import (ConversationError, encode_messages, encode_prompt, encode_sample, extract_guide,
+                                    normalise_turns, tokenise_guides)
 from hicom.data.mixture import DataError, load_mixture, read_annotations
 from hicom.data.tokenizer import IM_END, load_tokenizer, train_tokenizer
 from hicom.model import IGNORE_INDEX, IMAGE_TOKEN_ID, VIDEO_TOKEN_ID
@@ -50,6 +51,16 @@ def test_guided_sample_with_k_questions_expands_to_k_sequences_each_supervising_
     assert supervised_text(tok, encs[1]) == f"A{IM_END}"  # the earlier answer is context only
     assert [e.guide for e in encs] == ["What does the red circle do?", "Where is the green cross?"]
     assert torch.equal(encs[1].input_ids[:len(encs[0].input_ids)], encs[0].input_ids)
+
+
+def test_each_guided_sequence_equals_its_cut_conversation_templated_on_its_own(tok):
+    conv = CONV + [{"from": "human", "value": "Which colour appears late?"}, {"from": "gpt", "value": "Blue."}]
+    messages = normalise_turns(conv, "video")
+    encs = encode_sample(tok, conv, "video", guided=True)  # templated and tokenised once, then cut
+    assert len(encs) == 3
+    for j, enc in enumerate(encs):
+        ids, labels = encode_messages(tok, messages[:2 * j + 2], supervise="last")
+        assert enc.input_ids.tolist() == ids and enc.labels.tolist() == labels
 
 
 def test_prompt_at_inference_is_tokenised_as_in_training(tok):

@@ -51,6 +51,22 @@ def test_gradients_reach_only_the_compressor_when_llm_and_towers_are_frozen(tiny
             assert p.grad is None, name
 
 
+def test_training_loss_from_supervised_rows_only_equals_the_full_logits_loss(model):
+    ids = torch.tensor([[3, VIDEO_TOKEN_ID, 4, 5, 6, 7], [8, VIDEO_TOKEN_ID, 9, 10, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])
+    labels = torch.tensor([[IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX, 5, IGNORE_INDEX, 7],
+                           [IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX, 10, IGNORE_INDEX, IGNORE_INDEX]])
+    items = [item(seed=1), item(seed=2)]
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask, labels=labels, visual_items=items)
+        embeds, m, spliced, pos = model.splice(ids, mask, labels, model.encode_visual(items))
+        full = model.language_model(inputs_embeds=embeds, attention_mask=m, position_ids=pos, labels=spliced)
+    supervised = spliced[:, 1:] != IGNORE_INDEX
+    assert out.logits.shape == (3, model.config.llm_config.vocab_size)  # 5 and 7 of row 0, 10 of row 1
+    torch.testing.assert_close(out.logits, full.logits[:, :-1][supervised])
+    torch.testing.assert_close(out.loss, full.loss)
+
+
 def test_visual_tokens_are_spliced_at_the_placeholder_and_never_supervised(model):
     ids = torch.tensor([[11, 12, VIDEO_TOKEN_ID, 13, 14]])
     labels = torch.tensor([[IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX, 13, 14]])

@@ -103,29 +103,44 @@ def _tokenise(tokenizer, text: str) -> list[int]:
     return ids
 
 
-def encode_messages(tokenizer, messages: list[dict], supervise: str = "all") -> tuple[list[int], list[int]]:
-    """Chat-template ids and labels. supervise='all': every answer; 'last': only the final one."""
-    ids: list[int] = []
-    labels: list[int] = []
+def _encode_turns(tokenizer, messages: list[dict]) -> list[tuple[list[int], list[int], list[int]]]:
+    """(prompt ids, answer ids, tail ids) of each question/answer pair of a chat-templated conversation.
+
+    The template must be prefix-stable (checked): the rendering of the first j pairs is then a
+    prefix of the whole one, so these pieces, concatenated up to pair j, are exactly the ids of
+    the conversation cut after answer j.
+    """
+    pieces = []
     rendered = ""
-    n_answers = len(messages) // 2
-    for k in range(n_answers):
+    for k in range(len(messages) // 2):
         prompt = tokenizer.apply_chat_template(messages[:2 * k + 1], tokenize=False, add_generation_prompt=True)
         full = tokenizer.apply_chat_template(messages[:2 * k + 2], tokenize=False)
         if not prompt.startswith(rendered) or not full.startswith(prompt):
             raise ConversationError("the tokenizer's chat template is not prefix-stable across turns")
-        prompt_ids = _tokenise(tokenizer, prompt[len(rendered):])
         answer_text = full[len(prompt):]
         end = answer_text.rfind(tokenizer.eos_token) + len(tokenizer.eos_token) if tokenizer.eos_token in answer_text \
             else len(answer_text)
-        answer_ids = _tokenise(tokenizer, answer_text[:end])
-        tail_ids = _tokenise(tokenizer, answer_text[end:])
-        supervised = supervise == "all" or k == n_answers - 1
-        ids += prompt_ids + answer_ids + tail_ids
-        labels += [IGNORE_INDEX] * len(prompt_ids) + (answer_ids if supervised else [IGNORE_INDEX] * len(answer_ids))
-        labels += [IGNORE_INDEX] * len(tail_ids)
+        pieces.append((_tokenise(tokenizer, prompt[len(rendered):]), _tokenise(tokenizer, answer_text[:end]),
+                       _tokenise(tokenizer, answer_text[end:])))
         rendered = full
+    return pieces
+
+
+def _join(pieces: list[tuple[list[int], list[int], list[int]]], supervised: set[int]) -> tuple[list[int], list[int]]:
+    """Ids and labels of the pieces in order; only the answers of the pairs in `supervised` are labelled."""
+    ids: list[int] = []
+    labels: list[int] = []
+    for k, (prompt_ids, answer_ids, tail_ids) in enumerate(pieces):
+        ids += prompt_ids + answer_ids + tail_ids
+        labels += [IGNORE_INDEX] * len(prompt_ids) + (answer_ids if k in supervised else [IGNORE_INDEX] * len(answer_ids))
+        labels += [IGNORE_INDEX] * len(tail_ids)
     return ids, labels
+
+
+def encode_messages(tokenizer, messages: list[dict], supervise: str = "all") -> tuple[list[int], list[int]]:
+    """Chat-template ids and labels. supervise='all': every answer; 'last': only the final one."""
+    pieces = _encode_turns(tokenizer, messages)
+    return _join(pieces, set(range(len(pieces))) if supervise == "all" else {len(pieces) - 1})
 
 
 def encode_sample(tokenizer, conversations: list[dict], modality: str | None, guided: bool,
@@ -134,15 +149,17 @@ def encode_sample(tokenizer, conversations: list[dict], modality: str | None, gu
 
     Unguided (alignment): one sequence, every answer supervised. Guided: a sample with k
     questions becomes k sequences; sequence j holds turns 1..j, supervises answer j only, and is
-    guided by question j. The video is shared: the caller decodes and encodes it once.
+    guided by question j. The video is shared: the caller decodes and encodes it once. The
+    conversation is templated and tokenised once; each sequence is a cut of it.
     """
     messages = normalise_turns(conversations, modality, sample_id)
+    pieces = _encode_turns(tokenizer, messages)
     if not guided:
-        ids, labels = encode_messages(tokenizer, messages, supervise="all")
+        ids, labels = _join(pieces, set(range(len(pieces))))
         return [Encoded(torch.tensor(ids), torch.tensor(labels), None)]
     out = []
-    for j in range(len(messages) // 2):
-        ids, labels = encode_messages(tokenizer, messages[:2 * j + 2], supervise="last")
+    for j in range(len(pieces)):
+        ids, labels = _join(pieces[:j + 1], {j})
         out.append(Encoded(torch.tensor(ids), torch.tensor(labels), extract_guide(messages[2 * j]["content"])))
     return out
 

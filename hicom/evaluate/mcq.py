@@ -305,8 +305,8 @@ def _rank_options(model, samples: list[Sample], tokenizer, guide_tokenizer, feat
         guide = None
         if model.projector.uses_instruction:
             guide = tokenise_guides(guide_tokenizer, [guide_text(sample)], model.config.guide_max_length)[0].to(device)
-        items = [VisualItem(None, "video", guide, features=features, embeds=embeds) for _ in seqs]
-        visual = model.encode_visual(items)
+        # one question, so one compression serves every option's sequence
+        visual = model.encode_visual([VisualItem(None, "video", guide, features=features, embeds=embeds)]) * len(seqs)
         embeds_in, attention, spliced_labels, positions = model.splice(input_ids.to(device), mask.to(device),
                                                                        labels.to(device), visual)
         logits = model.language_model(inputs_embeds=embeds_in, attention_mask=attention,

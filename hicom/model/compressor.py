@@ -3,7 +3,9 @@
 Each compressor maps the frozen vision features of ONE visual item to LLM-width tokens:
     F: (T, H, W, C)  penultimate-layer SigLIP features
     E: (T, H, W, C)  per-patch joint-space embeddings (only when an instruction is injected)
-    guide: Guide     the encoded instruction
+    guide: Guide     the encoded instruction, or k stacked ones (k questions about the item)
+With k stacked guides the output is (k, N, D) and the guide-independent work (gathering the
+local groups, the global keys and values) is done once for all k.
 Module and parameter names follow the public release (`local_compressor.readout.0`,
 `global_compressor.attn_layer.q_proj`, ...) so its projector checkpoint maps onto ours.
 """
@@ -101,6 +103,7 @@ class LocalCompressor(nn.Module):
 
     def forward(self, features: torch.Tensor, embeds: torch.Tensor | None, guide: Guide | None,
                 is_image: bool = False, guided: bool = True) -> torch.Tensor:
+        """-> (k, groups, D): k = the stacked guides' count, or 1 (one guide, or none injected)."""
         t, h, w, _ = features.shape
         kt = 1 if (is_image or t == 1) else self.cfg.temporal_kernel
         ks = self.cfg.spatial_kernel
@@ -112,11 +115,12 @@ class LocalCompressor(nn.Module):
         keys = rearrange(keys_src[index], "a b c i j k d -> (a b c) (i j k) d")
 
         base = values.mean(dim=1)  # unconditional query: the group mean (the release point-samples)
-        query = self.guide_injector(base, guide) if guided else base  # (groups, C)
+        query = self.guide_injector(base, guide) if guided else base  # (groups, C) or (k, groups, C)
+        query = query if query.dim() == 3 else query[None]
         scale = 1.0 / math.sqrt(self.dim)
         if self.cfg.grouping:
-            weights = torch.einsum("gc,gkc->gk", query, keys).mul(scale).softmax(dim=-1)
-            pooled = torch.einsum("gk,gkc->gc", weights, values)
+            weights = torch.einsum("ngc,gkc->ngk", query, keys).mul(scale).softmax(dim=-1)
+            pooled = torch.einsum("ngk,gkc->ngc", weights, values)
         else:  # ablation: every query pools over the whole clip
             all_keys = keys_src.reshape(-1, self.dim)
             all_values = features.reshape(-1, self.dim)
@@ -135,11 +139,13 @@ class CrossAttention(nn.Module):
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(dim, dim) for _ in range(4))
 
     def forward(self, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        q = rearrange(self.q_proj(query), "n (h d) -> h n d", h=self.heads)
-        k = rearrange(self.k_proj(context), "n (h d) -> h n d", h=self.heads)
-        v = rearrange(self.v_proj(context), "n (h d) -> h n d", h=self.heads)
+        """query (b, n, dim) over one shared context (m, dim): keys and values are projected once."""
+        b = query.shape[0]
+        q = rearrange(self.q_proj(query), "b n (h d) -> b h n d", h=self.heads)
+        k = rearrange(self.k_proj(context), "m (h d) -> h m d", h=self.heads).expand(b, -1, -1, -1)
+        v = rearrange(self.v_proj(context), "m (h d) -> h m d", h=self.heads).expand(b, -1, -1, -1)
         out = nnf.scaled_dot_product_attention(q, k, v)
-        return self.out_proj(rearrange(out, "h n d -> n (h d)"))
+        return self.out_proj(rearrange(out, "b h n d -> b n (h d)"))
 
 
 class GlobalCompressor(nn.Module):
@@ -162,15 +168,17 @@ class GlobalCompressor(nn.Module):
             init.zeros_(self.query)
 
     def forward(self, features: torch.Tensor, guide: Guide | None, guided: bool = True) -> torch.Tensor:
+        """-> (k, num_queries, D): k = the stacked guides' count, or 1 (one guide, or none injected)."""
         t, h, w, c = features.shape
         pos = position_embedding_3d(t, h, w, c, self.cfg.pos_embed, device=features.device)
         context = (features + pos.to(features.dtype)).reshape(-1, c)
         query = self.guide_injector(self.query, guide) if guided else self.query
+        query = query if query.dim() == 3 else query[None]
         return self.readout(query + self.attn_layer(query, context))
 
 
 class HIComCompressor(nn.Module):
-    """[local tokens (raster order); global tokens] for one visual item."""
+    """[local tokens (raster order); global tokens] for one visual item: (N, D), or (k, N, D) for k stacked guides."""
 
     def __init__(self, cfg: CompressorConfig, vision_dim: int, text_dim: int, llm_dim: int):
         super().__init__()
@@ -213,7 +221,10 @@ class HIComCompressor(nn.Module):
             parts.append(self.local_compressor(features, embeds, guide, is_image, self.guided))
         if self.global_compressor is not None:
             parts.append(self.global_compressor(features, guide, self.guided))
-        return torch.cat(parts, dim=0)
+        stacked = guide is not None and guide.batched
+        k = guide.pooled.shape[0] if stacked else 1
+        out = torch.cat([part.expand(k, -1, -1) for part in parts], dim=1)  # a level without injection: k copies
+        return out if stacked else out[0]
 
 
 class LlavaOVProjector(nn.Module):

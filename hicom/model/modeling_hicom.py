@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as nnf
 from huggingface_hub.dataclasses import strict
 from torch import nn
 from transformers import (PreTrainedConfig, PreTrainedModel, Qwen2Config, Qwen2ForCausalLM, SiglipTextConfig,
@@ -59,7 +60,7 @@ class VisualItem:
     pixel_values: torch.Tensor | None  # (T, 3, S, S), T >= 1; None when features come from the cache
     modality: str = "video"  # "video" | "image"
     # (L,) the SigLIP-tokenised instruction padded to max length, or (k, L): k questions about this
-    # item, each filling its own placeholder (the item is encoded once, compressed k times)
+    # item, each filling its own placeholder (the item is encoded once, compressed for all k in one call)
     guide_input_ids: torch.Tensor | None = None
     # Frozen-tower outputs computed earlier (the feature cache): F and E, each (T, g, g, C).
     features: torch.Tensor | None = None
@@ -179,8 +180,9 @@ class HIComForCausalLM(HIComPreTrainedModel):
         features = captured["features"].reshape(n, g, g, c)
         return features, (None if embeds is None else embeds.reshape(n, g, g, c))
 
-    def encode_guides(self, guide_input_ids: torch.Tensor) -> list[Guide]:
-        """SigLIP text tower: pooled joint-space embedding (+ per-token states for `fine`)."""
+    def encode_guides(self, guide_input_ids: torch.Tensor) -> Guide:
+        """SigLIP text tower on (k, L) ids: k stacked guides, pooled joint-space embeddings (+ per-token
+        states for `fine`); `guides[i]` is the i-th alone."""
         if self.text_tower is None:
             raise ValueError("this model's compressor uses no instruction; it has no text tower")
         trainable = any(p.requires_grad for p in self.text_tower.parameters())
@@ -191,14 +193,13 @@ class HIComForCausalLM(HIComPreTrainedModel):
                 tokens = self.text_tower.head(out.last_hidden_state)
         pad_id = self.config.text_tower_config.pad_token_id
         masks = guide_input_ids != pad_id if pad_id is not None else torch.ones_like(guide_input_ids, dtype=torch.bool)
-        return [Guide(pooled=out.pooler_output[i], tokens=None if tokens is None else tokens[i], mask=masks[i])
-                for i in range(guide_input_ids.shape[0])]
+        return Guide(pooled=out.pooler_output, tokens=tokens, mask=masks)
 
     def encode_visual(self, items: list[VisualItem]) -> list[torch.Tensor]:
         """Visual tokens for every (item, guide) pair, in placeholder order.
 
         All frames of all items go through the vision tower in one call. An item with k guides
-        (k questions about one video) is encoded once and compressed k times, once per guide.
+        (k questions about one video) is encoded once and compressed for its k guides in one call.
         """
         if not items:
             return []
@@ -213,7 +214,7 @@ class HIComForCausalLM(HIComPreTrainedModel):
         guide_ids = [None if it.guide_input_ids is None else it.guide_input_ids.reshape(
             -1, it.guide_input_ids.shape[-1]) for it in items]
         counts = [1 if ids is None else ids.shape[0] for ids in guide_ids]
-        guides: list[Guide | None] = [None] * sum(counts)
+        guides: Guide | None = None
         guided = self.projector.uses_instruction
         if guided:
             missing = [i for i, ids in enumerate(guide_ids) if ids is None]
@@ -232,7 +233,7 @@ class HIComForCausalLM(HIComPreTrainedModel):
                 tokens = self.projector(feats, emb, None, is_image=is_image)
                 outputs += [tokens] * count
             else:
-                outputs += [self.projector(feats, emb, guide, is_image=is_image) for guide in guides[g:g + count]]
+                outputs += list(self.projector(feats, emb, guides[g:g + count], is_image=is_image).unbind(0))
             g += count
         return outputs
 
@@ -322,10 +323,26 @@ class HIComForCausalLM(HIComPreTrainedModel):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, visual_items: list[VisualItem] | None = None,
                 **kwargs) -> CausalLMOutputWithPast:
+        """Without labels: the language model's output (logits at every position).
+
+        With labels: the mean next-token cross-entropy over the supervised tokens, computed from
+        the hidden states at those positions only; `logits` then holds just their rows
+        (supervised tokens, vocab), in (row, position) order. The full (batch, length, vocab)
+        logits - a step's largest activation at a 152k vocabulary, and most of the LM head's
+        work when answers are a few tokens of a long visual prompt - are never built.
+        """
         visual = self.encode_visual(visual_items or [])
         embeds, mask, labels, position_ids = self.splice(input_ids, attention_mask, labels, visual)
-        return self.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids,
-                                   labels=labels, **kwargs)
+        if labels is None:
+            return self.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, **kwargs)
+        kwargs.setdefault("use_cache", False)  # a loss needs no key/value cache
+        out = self.language_model.model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, **kwargs)
+        targets = labels[:, 1:]
+        supervised = targets != IGNORE_INDEX
+        logits = self.language_model.lm_head(out.last_hidden_state[:, :-1][supervised])
+        loss = nnf.cross_entropy(logits.float(), targets[supervised])
+        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=out.past_key_values,
+                                      hidden_states=out.hidden_states, attentions=out.attentions)
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
