@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from hicom.config import load_profile
-from hicom.data.dataset import ConversationDataset, RejectLog, SampleSettings, collate
+from hicom.data.dataset import ConversationDataset, RejectLog, SampleSettings, batch_to, collate
 from hicom.data.mixture import load_mixture
 from hicom.data.synthetic import WorldConfig, generate_world
 from hicom.data.tokenizer import train_tokenizer
@@ -49,6 +49,19 @@ def test_guided_sample_yields_one_sequence_per_question_sharing_one_decoded_clip
     for row in range(k):  # each sequence supervises exactly one answer
         sup = (batch["labels"][row] != IGNORE_INDEX).int()
         assert int((sup[1:] - sup[:-1] == 1).sum()) + int(sup[0]) == 1
+
+
+def test_batch_to_moves_every_tensor_of_the_batch_and_its_visual_items(world):
+    root, tok = world
+    samples = mixture(root, "sft")[:2]
+    batch = collate([dataset(root, tok, samples, guided=True)[i] for i in range(2)], pad_id=tok.pad_token_id)
+    moved = batch_to(batch, "meta")  # the trainer moves batches to the engine's device (a GPU there)
+    for name in ("input_ids", "labels", "attention_mask"):
+        assert moved[name].device.type == "meta" and moved[name].shape == batch[name].shape
+    for before, after in zip(batch["visual_items"], moved["visual_items"]):
+        assert after.pixel_values.device.type == "meta" and after.guide_input_ids.device.type == "meta"
+        assert before.pixel_values.device.type == "cpu"  # the original batch is left as it was
+    assert moved["ids"] == batch["ids"]
 
 
 def test_unreadable_video_is_skipped_and_recorded_while_others_go_through(world, tmp_path):

@@ -91,16 +91,27 @@ def normalise_turns(conversations: list[dict], modality: str | None, sample_id: 
     return messages
 
 
+_TAG_SPLIT = re.compile("(" + "|".join(re.escape(t) for t in TAGS.values()) + ")")
+
+
 def _tokenise(tokenizer, text: str) -> list[int]:
     """Token ids of text, with each visual tag replaced by its placeholder id."""
-    pattern = "(" + "|".join(re.escape(t) for t in TAGS.values()) + ")"
-    ids: list[int] = []
-    for piece in re.split(pattern, text):
-        if piece in TAGS.values():
-            ids.append(PLACEHOLDER_IDS[piece.strip("<>")])
-        elif piece:
-            ids.extend(tokenizer(piece, add_special_tokens=False)["input_ids"])
-    return ids
+    return _tokenise_many(tokenizer, [text])[0]
+
+
+def _tokenise_many(tokenizer, texts: list[str]) -> list[list[int]]:
+    """_tokenise of each text, with one tokenizer call for all their pieces (a call's overhead
+    outweighs the work on the few words of a prompt or an answer)."""
+    split = [[piece for piece in _TAG_SPLIT.split(text) if piece] for text in texts]
+    plain = [piece for pieces in split for piece in pieces if piece not in TAGS.values()]
+    encoded = iter(tokenizer(plain, add_special_tokens=False)["input_ids"] if plain else [])
+    out = []
+    for pieces in split:
+        ids: list[int] = []
+        for piece in pieces:
+            ids.extend([PLACEHOLDER_IDS[piece.strip("<>")]] if piece in TAGS.values() else next(encoded))
+        out.append(ids)
+    return out
 
 
 def _encode_turns(tokenizer, messages: list[dict]) -> list[tuple[list[int], list[int], list[int]]]:
@@ -110,7 +121,7 @@ def _encode_turns(tokenizer, messages: list[dict]) -> list[tuple[list[int], list
     prefix of the whole one, so these pieces, concatenated up to pair j, are exactly the ids of
     the conversation cut after answer j.
     """
-    pieces = []
+    texts = []  # prompt, answer, tail of each pair
     rendered = ""
     for k in range(len(messages) // 2):
         prompt = tokenizer.apply_chat_template(messages[:2 * k + 1], tokenize=False, add_generation_prompt=True)
@@ -120,10 +131,10 @@ def _encode_turns(tokenizer, messages: list[dict]) -> list[tuple[list[int], list
         answer_text = full[len(prompt):]
         end = answer_text.rfind(tokenizer.eos_token) + len(tokenizer.eos_token) if tokenizer.eos_token in answer_text \
             else len(answer_text)
-        pieces.append((_tokenise(tokenizer, prompt[len(rendered):]), _tokenise(tokenizer, answer_text[:end]),
-                       _tokenise(tokenizer, answer_text[end:])))
+        texts += [prompt[len(rendered):], answer_text[:end], answer_text[end:]]
         rendered = full
-    return pieces
+    ids = _tokenise_many(tokenizer, texts)
+    return [tuple(ids[i:i + 3]) for i in range(0, len(ids), 3)]
 
 
 def _join(pieces: list[tuple[list[int], list[int], list[int]]], supervised: set[int]) -> tuple[list[int], list[int]]:

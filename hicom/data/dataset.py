@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -133,3 +133,13 @@ def collate(batch: list[dict | None], pad_id: int) -> dict | None:
              for b in batch if b["modality"] is not None]
     return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask, "visual_items": items,
             "ids": [b["id"] for b in batch]}
+
+
+def batch_to(batch: dict, device: torch.device | str) -> dict:
+    """A collated batch with every tensor, the visual items' included, on `device` (the engine's GPU)."""
+    def move(value):
+        return value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
+
+    items = [replace(item, **{f.name: move(getattr(item, f.name)) for f in fields(item)})
+             for item in batch["visual_items"]]
+    return {**{k: move(v) for k, v in batch.items() if k != "visual_items"}, "visual_items": items}

@@ -22,7 +22,7 @@ import torch
 
 from hicom.config import ConfigError, ModelProfile
 from hicom.data.feature_cache import FeatureCache, FramePolicy, module_fingerprint
-from hicom.data.dataset import ConversationDataset, RejectLog, SampleSettings, collate
+from hicom.data.dataset import ConversationDataset, RejectLog, SampleSettings, batch_to, collate
 from hicom.data.mixture import DataError, load_mixture, samples_digest
 from hicom.data.tokenizer import load_tokenizer
 from hicom.data.video import FramePreprocessor, decoder_info
@@ -241,6 +241,8 @@ def _loop(engine, dataset, run: StageRun, rank, world, accum, total_steps, track
         for b in range(micro_done, usable):
             t0 = time.perf_counter()
             batch = collate([dataset[i] for i in batches[b]], pad_id)
+            if batch is not None:
+                batch = batch_to(batch, engine.device)
             window["data_s"] += time.perf_counter() - t0
             if batch is None:  # every sample of this micro-batch was rejected: a zero step keeps ranks in step
                 loss = sum((p * 0).sum() for p in engine.module.parameters() if p.requires_grad)
