@@ -8,9 +8,10 @@ tokenizer from outputs/tokenizer), then runs --steps micro-batches of real train
 backward, AdamW every global_batch / micro_batch micro-batches, gradient clipping) in three arms
 over the same sample indices:
 
-    no cache      decode + vision tower every time
-    cache (cold)  a fresh FeatureCache in a temporary directory: decode + tower + store
-    cache (warm)  the same cache again: load the stored features, no decoding, no tower
+    no cache      decode + vision tower (+ instruction tower for guided stages) every time
+    cache (cold)  a fresh FeatureCache in a temporary directory: decode + towers + store
+    cache (warm)  the same cache again: load the stored features (and encoded guides), no decoding,
+                  no towers
 
 One process, no DeepSpeed or torchrun: DeepSpeed adds the same per-step work to every arm, and
 the point here is the per-sample work. Each repeat runs all three arms (a fresh cache each time;
@@ -186,6 +187,8 @@ class StageBench:
         self.rejects = RejectLog(workdir / f"{stage}-rejects.jsonl")
         self.policy = FramePolicy.from_preprocessor(self.preprocessor, cfg.num_frames, decoder)
         self.fingerprint = module_fingerprint(model.vision_tower, with_embeds=model.text_tower is not None)
+        self.text_fingerprint = module_fingerprint(model.text_tower, with_embeds=False) \
+            if spec.guided and model.text_tower is not None else None
         self.accum = max(1, cfg.global_batch // cfg.micro_batch)  # a world of one
         self.clock = Clock()
         instrument(model, self.clock)
@@ -263,7 +266,7 @@ def bench_stage(stage: str, args, decoder: str, workdir: Path) -> dict:
     passes: dict[str, list[dict]] = {arm: [] for arm in ARMS}
     for r in range(args.repeats):
         cache_dir = Path(tempfile.mkdtemp(prefix=f"{stage}-cache{r}-", dir=workdir))
-        cache = FeatureCache(cache_dir, sb.fingerprint, sb.policy)
+        cache = FeatureCache(cache_dir, sb.fingerprint, sb.policy, sb.text_fingerprint)
         cache.put = sb.clock.timed("cache_put", cache.put)  # inside the forward: counted under "other" too
         order = [("no cache", None), ("cache (cold)", cache), ("cache (warm)", cache)]
         if r % 2:  # alternate: the cache arms first on odd repeats (cold must precede warm)
@@ -274,8 +277,11 @@ def bench_stage(stage: str, args, decoder: str, workdir: Path) -> dict:
             extra = ""
             if c is not None:
                 st = result["cache"]
-                extra = f"  (cache hits {st['hits']}, misses {st['misses']}, {st['entries']} entries)"
-                c.hits = c.misses = 0
+                extra = f"  (cache hits {st['hits']}, misses {st['misses']}, {st['entries']} entries"
+                if c.guide_directory is not None:
+                    extra += f"; guides: hits {st['guide_hits']}, misses {st['guide_misses']}"
+                extra += ")"
+                c.hits = c.misses = c.guide_hits = c.guide_misses = 0
             print(f"[{stage}] repeat {r + 1}/{args.repeats} {arm:<13} {result['samples_per_s']:7.1f} samples/s "
                   f"({result['samples']} samples in {result['seconds']:.2f}s){extra}", flush=True)
     out = {"micro_batch": sb.cfg.micro_batch, "num_frames": sb.cfg.num_frames, "accum": sb.accum,

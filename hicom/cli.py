@@ -435,7 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--tokenizer", default=None, help="LLM tokenizer directory (default: the LLM's directory)")
     trn.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a train setting, e.g. max_steps=5")
     trn.add_argument("--feature-cache", default=None, metavar="DIR",
-                     help="cache the frozen vision tower's outputs per video here (reused across epochs and stages)")
+                     help="cache the frozen towers' outputs here, per video and per sample's questions "
+                          "(reused across epochs and stages)")
     trn.add_argument("--experiment", default="hicom", help="MLflow experiment")
     trn.add_argument("--parent-run-id", default=None, help="MLflow parent run (a pipeline run)")
     trn.add_argument("--no-track", action="store_true", help="do not log to MLflow")

@@ -6,6 +6,7 @@ import torch
 
 from hicom.config import load_profile
 from hicom.data.dataset import ConversationDataset, RejectLog, SampleSettings, batch_to, collate
+from hicom.data.feature_cache import FeatureCache, FramePolicy, module_fingerprint
 from hicom.data.mixture import load_mixture
 from hicom.data.synthetic import WorldConfig, generate_world
 from hicom.data.tokenizer import train_tokenizer
@@ -115,3 +116,44 @@ def test_each_sample_is_tokenised_once_and_later_epochs_reuse_the_same_ids(world
     for a, b in zip(first, second):
         assert torch.equal(a["guide_input_ids"], b["guide_input_ids"])
         assert all(torch.equal(x.input_ids, y.input_ids) for x, y in zip(a["sequences"], b["sequences"]))
+
+
+def test_feature_cache_hits_skip_decoding_and_both_towers_and_leave_the_loss_unchanged(world, tmp_path, tiny_profile,
+                                                                                      monkeypatch):
+    root, tok = world
+    samples = mixture(root, "sft")[:2]
+    torch.manual_seed(0)
+    model = build_model(tiny_profile).eval()
+    model.set_guidance(True)
+    preprocessor = FramePreprocessor(IMAGE)
+    cache = FeatureCache(tmp_path / "cache", module_fingerprint(model.vision_tower, with_embeds=True),
+                         FramePolicy.from_preprocessor(preprocessor, 8, "decord"),
+                         text_fingerprint=module_fingerprint(model.text_tower, with_embeds=False))
+    settings = SampleSettings(num_frames=8, guided=True, guide_max_length=64, stage="test")
+    cached = ConversationDataset(samples, tok, preprocessor, settings, RejectLog(tmp_path / "rejects.jsonl"),
+                                 guide_tokenizer=tok, feature_cache=cache)
+
+    def loss(ds, with_cache):
+        batch = collate([ds[0], ds[1]], pad_id=tok.pad_token_id)
+        model.feature_cache = cache if with_cache else None
+        with torch.no_grad():
+            return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                         labels=batch["labels"], visual_items=batch["visual_items"]).loss, batch
+
+    uncached, _ = loss(dataset(root, tok, samples, guided=True), with_cache=False)
+    cold, _ = loss(cached, with_cache=True)  # computes and stores features and encoded guides
+    stats = cache.stats()
+    assert (stats["misses"], stats["entries"], stats["guide_misses"], stats["guide_entries"]) == (2, 2, 2, 2)
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a tower ran although its outputs were cached")
+
+    monkeypatch.setattr(model.vision_tower, "forward", must_not_run)
+    monkeypatch.setattr(model.text_tower, "forward", must_not_run)
+    monkeypatch.setattr("hicom.data.dataset.read_video", must_not_run)
+    warm, batch = loss(cached, with_cache=True)
+    assert all(it.pixel_values is None and it.guide_pooled is not None for it in batch["visual_items"])
+    assert cache.stats()["hits"] == 2 and cache.stats()["guide_hits"] == 2
+    torch.testing.assert_close(cold, uncached)
+    torch.testing.assert_close(warm, uncached)
+

@@ -276,3 +276,68 @@ def test_malformed_keys_and_mismatched_embeds_are_rejected(cache, video):
     features, _ = features_and_embeds()
     with pytest.raises(ValueError, match="shaped like features"):
         cache.put(cache.key(video), features, features[:1])
+
+
+# -- encoded instructions (the frozen text tower's outputs) ------------------------------------------
+TEXT = module_fingerprint(tower(1), with_embeds=False)
+
+
+@pytest.fixture
+def guide_cache(tmp_path):
+    return FeatureCache(tmp_path / "cache", module_fingerprint(tower(), with_embeds=True), POLICY, text_fingerprint=TEXT)
+
+
+def guide_ids(k=3, length=8, seed=0):
+    return torch.randint(1, 100, (k, length), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("with_tokens", [False, True])
+def test_guides_round_trip_exactly_with_or_without_token_states(guide_cache, with_tokens):
+    key = guide_cache.guide_key(guide_ids())
+    pooled = torch.randn(3, 6)
+    tokens = torch.randn(3, 8, 6) if with_tokens else None
+    assert guide_cache.get_guides(key) is None
+    guide_cache.put_guides(key, pooled, tokens)
+    got_pooled, got_tokens = guide_cache.get_guides(key)
+    assert torch.equal(got_pooled, pooled)
+    assert (got_tokens is None) if tokens is None else torch.equal(got_tokens, tokens)
+    stats = guide_cache.stats()
+    assert (stats["guide_hits"], stats["guide_misses"], stats["guide_entries"]) == (1, 1, 1)
+    assert (stats["hits"], stats["misses"], stats["entries"]) == (0, 0, 0)  # video entries counted apart
+
+
+def test_guide_key_follows_the_token_ids_and_their_shape_only(guide_cache):
+    ids = guide_ids()
+    assert guide_cache.guide_key(ids) == guide_cache.guide_key(ids.clone().to(torch.int32))
+    changed = ids.clone()
+    changed[2, 5] += 1
+    assert guide_cache.guide_key(changed) != guide_cache.guide_key(ids)
+    assert guide_cache.guide_key(ids.reshape(4, 6)) != guide_cache.guide_key(ids)
+
+
+def test_another_text_tower_uses_another_directory_and_misses(guide_cache, tmp_path):
+    key = guide_cache.guide_key(guide_ids())
+    guide_cache.put_guides(key, torch.randn(3, 6), None)
+    other = FeatureCache(tmp_path / "cache", guide_cache.tower_fingerprint, POLICY,
+                         text_fingerprint=module_fingerprint(tower(2), with_embeds=False))
+    assert other.guide_directory != guide_cache.guide_directory and other.get_guides(key) is None
+    assert json.loads((guide_cache.guide_directory / "info.json").read_text())["text_fingerprint"] == TEXT
+
+
+def test_a_damaged_guide_entry_is_a_miss_warned_about_and_moved_aside(guide_cache, caplog):
+    key = guide_cache.guide_key(guide_ids())
+    guide_cache.put_guides(key, torch.randn(3, 6), torch.randn(3, 8, 6))
+    path = guide_cache.guide_directory / key[:2] / f"{key}.safetensors"
+    from safetensors.torch import save_file
+    save_file({"pooled": torch.randn(3, 6), "tokens": torch.randn(2, 8, 6)}, path)  # guide counts disagree
+    with caplog.at_level(logging.WARNING, logger="hicom.cache"):
+        assert guide_cache.get_guides(key) is None
+    assert any(str(path) in r.getMessage() for r in caplog.records)
+    assert path.with_name(path.name + ".corrupt").exists() and not path.exists()
+
+
+def test_a_cache_without_a_text_fingerprint_has_no_guides_and_refuses_to_store_them(cache):
+    key = cache.guide_key(guide_ids())
+    assert cache.guide_directory is None and cache.get_guides(key) is None
+    with pytest.raises(ValueError, match="text_fingerprint"):
+        cache.put_guides(key, torch.randn(3, 6), None)

@@ -60,7 +60,7 @@ class ConversationDataset(torch.utils.data.Dataset):
         self.preprocessor = preprocessor
         self.settings = settings
         self.rejects = rejects
-        self.feature_cache = feature_cache  # frozen-tower outputs: a hit skips decoding and the tower
+        self.feature_cache = feature_cache  # frozen-tower outputs: a hit skips decoding and the towers
         # Token ids per sample index: the text never changes between epochs, and tokenising it was
         # most of a cached step's data time. Per process (each DataLoader worker keeps its own).
         self._encoded: dict[int, tuple[list[Encoded], torch.Tensor | None]] = {}
@@ -91,9 +91,15 @@ class ConversationDataset(torch.utils.data.Dataset):
         except (ConversationError, VideoReadError) as exc:
             self.rejects.add(sample_id, str(exc), media, s.stage)
             return None
+        guides, guide_key = None, None
+        if guide_ids is not None and self.feature_cache is not None and self.feature_cache.guide_directory is not None:
+            guide_key = self.feature_cache.guide_key(guide_ids)
+            guides = self.feature_cache.get_guides(guide_key)
         return {"id": sample_id, "sequences": sequences, "modality": modality, "pixel_values": pixel_values,
                 "guide_input_ids": guide_ids, "features": cached[0] if cached else None,
-                "embeds": cached[1] if cached else None, "cache_key": key}
+                "embeds": cached[1] if cached else None, "cache_key": key,
+                "guide_pooled": guides[0] if guides else None, "guide_tokens": guides[1] if guides else None,
+                "guide_cache_key": guide_key}
 
 
     def _encode(self, index: int, sample: dict, sample_id: str, modality: str | None):
@@ -129,7 +135,8 @@ def collate(batch: list[dict | None], pad_id: int) -> dict | None:
         return None
     input_ids, labels, attention_mask = pad_sequences([seq for b in batch for seq in b["sequences"]], pad_id)
     items = [VisualItem(b["pixel_values"], b["modality"], b["guide_input_ids"], features=b.get("features"),
-                        embeds=b.get("embeds"), cache_key=b.get("cache_key"))
+                        embeds=b.get("embeds"), cache_key=b.get("cache_key"), guide_pooled=b.get("guide_pooled"),
+                        guide_tokens=b.get("guide_tokens"), guide_cache_key=b.get("guide_cache_key"))
              for b in batch if b["modality"] is not None]
     return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask, "visual_items": items,
             "ids": [b["id"] for b in batch]}

@@ -2,13 +2,18 @@
 
 The SigLIP tower is frozen in every training stage, so a video's penultimate-layer features F
 (T, g, g, C) and joint-space embeddings E (same shape, absent when the compressor needs none) are
-the same in every epoch, turn and stage. The cache is a plain directory (DVC can version it):
+the same in every epoch, turn and stage. The instruction (text) tower is frozen too, so the
+encoded questions of a sample (pooled embeddings, + per-token states where `fine` injection needs
+them) are cached beside them. The cache is a plain directory (DVC can version it):
 
     root/<tower fingerprint[:16]>-<frame policy digest[:16]>/info.json
     root/<tower fingerprint[:16]>-<frame policy digest[:16]>/<key[:2]>/<key>.safetensors
+    root/guides-<text tower fingerprint[:16]>/info.json
+    root/guides-<text tower fingerprint[:16]>/<key[:2]>/<key>.safetensors
 
-An entry's key hashes the video's bytes and its start/end, and its directory names the tower
+A video entry's key hashes the video's bytes and its start/end, and its directory names the tower
 weights and the frame policy, so changing any of the three makes a miss rather than a stale hit.
+A guide entry's key hashes the (k, L) instruction token ids; its directory names the text tower.
 Every file is written to a unique temporary sibling and renamed into place, so a crash or two
 ranks writing the same entry never leave a half-written file under the final name.
 """
@@ -35,8 +40,8 @@ from hicom.model.checkpoint import atomic_write_bytes
 
 logger = logging.getLogger("hicom.cache")
 
-# Hashed into every tower fingerprint: bump it when encode_frames changes what it computes (another
-# layer, another head), since the weights alone would then still match the old entries.
+# Hashed into every tower fingerprint: bump it when encode_frames or encode_guides changes what it
+# computes (another layer, another head), since the weights alone would then still match the old entries.
 FEATURE_VERSION = 1
 INFO_FILE = "info.json"
 ENTRY_SUFFIX = ".safetensors"
@@ -174,24 +179,28 @@ class FeatureCache:
     hits and misses count get() calls in this process.
     """
 
-    def __init__(self, root: str | os.PathLike, tower_fingerprint: str, policy: FramePolicy) -> None:
-        if not _KEY.fullmatch(tower_fingerprint):
-            raise ValueError(f"tower_fingerprint must be a sha256 hex digest (module_fingerprint), got {tower_fingerprint!r}")
+    def __init__(self, root: str | os.PathLike, tower_fingerprint: str, policy: FramePolicy,
+                 text_fingerprint: str | None = None) -> None:
+        """text_fingerprint: module_fingerprint of the instruction tower, to cache encoded guides too."""
+        for name, value in (("tower_fingerprint", tower_fingerprint), ("text_fingerprint", text_fingerprint)):
+            if value is not None and not (isinstance(value, str) and _KEY.fullmatch(value)):
+                raise ValueError(f"{name} must be a sha256 hex digest (module_fingerprint), got {value!r}")
         self.root = Path(root)
         self.tower_fingerprint = tower_fingerprint
         self.policy = policy
         self.directory = self.root / f"{tower_fingerprint[:16]}-{policy.digest()[:16]}"
-        self.hits = 0
-        self.misses = 0
-        info = self.directory / INFO_FILE
-        if not info.exists():
-            description = {
-                "feature_version": FEATURE_VERSION,
-                "tower_fingerprint": tower_fingerprint,
-                "policy": policy.to_dict(),
-                "policy_digest": policy.digest(),
-            }
-            atomic_write_bytes(info, (json.dumps(description, indent=2) + "\n").encode())
+        self.hits = self.misses = 0
+        self.guide_hits = self.guide_misses = 0
+        _describe(self.directory, {
+            "feature_version": FEATURE_VERSION,
+            "tower_fingerprint": tower_fingerprint,
+            "policy": policy.to_dict(),
+            "policy_digest": policy.digest(),
+        })
+        self.guide_directory = None
+        if text_fingerprint is not None:
+            self.guide_directory = self.root / f"guides-{text_fingerprint[:16]}"
+            _describe(self.guide_directory, {"feature_version": FEATURE_VERSION, "text_fingerprint": text_fingerprint})
 
     def key(self, video_path: str | os.PathLike, start: float | None = None, end: float | None = None) -> str:
         """sha256 hex of the video's content digest and its start/end; the path itself is not part of it."""
@@ -199,9 +208,7 @@ class FeatureCache:
         return hashlib.sha256(json.dumps([file_digest(video_path), *bounds]).encode()).hexdigest()
 
     def path(self, key: str) -> Path:
-        if not (isinstance(key, str) and _KEY.fullmatch(key)):
-            raise ValueError(f"cache key must be a sha256 hex digest (FeatureCache.key), got {key!r}")
-        return self.directory / key[:2] / f"{key}{ENTRY_SUFFIX}"
+        return _entry_path(self.directory, key)
 
     def get(self, key: str) -> tuple[torch.Tensor, torch.Tensor | None] | None:
         """(features, embeds or None), or None on a miss.
@@ -209,22 +216,39 @@ class FeatureCache:
         An unreadable entry is a miss too: it is logged and moved aside to <file>.corrupt - kept
         for inspection, never deleted - so the next put can replace it.
         """
-        path = self.path(key)
-        try:
-            tensors = load_file(path)
-        except FileNotFoundError:
-            self.misses += 1
-            return None
-        except (SafetensorError, OSError) as exc:
-            problem = f"{type(exc).__name__}: {exc}"
-        else:
-            problem = _entry_problem(tensors)
-        if problem is not None:
-            self._move_aside(path, problem)
+        tensors = _read_entry(self.path(key), _entry_problem)
+        if tensors is None:
             self.misses += 1
             return None
         self.hits += 1
         return tensors["features"], tensors.get("embeds")
+
+    def guide_key(self, guide_input_ids: torch.Tensor) -> str:
+        """sha256 hex of a sample's (k, L) instruction token ids: their shape and values."""
+        ids = guide_input_ids.detach().to("cpu", torch.int64).contiguous()
+        header = json.dumps(["guide-ids", list(ids.shape)]).encode()
+        return hashlib.sha256(header + b"\0" + ids.numpy().tobytes()).hexdigest()
+
+    def get_guides(self, key: str) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """(pooled (k, d), per-token states (k, L, d) or None) of a sample's instructions, or None on a
+        miss (also without a text fingerprint; an unreadable entry is moved aside as in get)."""
+        if self.guide_directory is None:
+            return None
+        tensors = _read_entry(_entry_path(self.guide_directory, key), _guide_entry_problem)
+        if tensors is None:
+            self.guide_misses += 1
+            return None
+        self.guide_hits += 1
+        return tensors["pooled"], tensors.get("tokens")
+
+    def put_guides(self, key: str, pooled: torch.Tensor, tokens: torch.Tensor | None) -> None:
+        """Store a sample's encoded instructions (needs the text fingerprint given at construction)."""
+        if self.guide_directory is None:
+            raise ValueError("this FeatureCache caches no guides: it was built without a text_fingerprint")
+        if tokens is not None and tokens.shape[0] != pooled.shape[0]:
+            raise ValueError(f"tokens {tuple(tokens.shape)} and pooled {tuple(pooled.shape)} differ in their guide count")
+        _write_entry(_entry_path(self.guide_directory, key),
+                     {"pooled": pooled} if tokens is None else {"pooled": pooled, "tokens": tokens})
 
     def put(self, key: str, features: torch.Tensor, embeds: torch.Tensor | None) -> None:
         """Store contiguous CPU copies (dtype kept); concurrent writers of one key each rename a whole file."""
@@ -234,43 +258,78 @@ class FeatureCache:
         if embeds is not None and (not isinstance(embeds, torch.Tensor) or embeds.shape != features.shape):
             got = tuple(embeds.shape) if isinstance(embeds, torch.Tensor) else type(embeds).__name__
             raise ValueError(f"embeds must be None or a tensor shaped like features {tuple(features.shape)}, got {got}")
-        tensors = {"features": features}
-        if embeds is not None:
-            tensors["embeds"] = embeds
-        # Copies, so no two entries share storage (safetensors refuses that) and no GPU tensor is kept.
-        tensors = {
-            name: t.detach().to("cpu", memory_format=torch.contiguous_format, copy=True) for name, t in tensors.items()
-        }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        _write_entry(path, {"features": features} if embeds is None else {"features": features, "embeds": embeds})
 
     def stats(self) -> dict[str, int]:
-        """hits/misses of this process, and the entries and bytes on disk for this tower + policy."""
-        entries = total = 0
-        if self.directory.is_dir():
-            for shard in os.scandir(self.directory):
-                if not shard.is_dir():
-                    continue
-                for entry in os.scandir(shard.path):
-                    if entry.name.endswith(ENTRY_SUFFIX) and not entry.name.startswith("."):
-                        entries += 1
-                        total += entry.stat().st_size
-        return {"hits": self.hits, "misses": self.misses, "entries": entries, "bytes": total}
+        """hits/misses of this process, and the entries and bytes on disk for this tower + policy
+        (guide_* the same for the encoded instructions)."""
+        entries, total = _count_entries(self.directory)
+        guide_entries, guide_total = _count_entries(self.guide_directory)
+        return {"hits": self.hits, "misses": self.misses, "entries": entries, "bytes": total,
+                "guide_hits": self.guide_hits, "guide_misses": self.guide_misses,
+                "guide_entries": guide_entries, "guide_bytes": guide_total}
 
-    def _move_aside(self, path: Path, problem: str) -> None:
-        aside = path.with_name(path.name + ".corrupt")
-        try:
-            os.replace(path, aside)
-        except FileNotFoundError:  # another rank or worker moved it first
-            pass
-        logger.warning("feature cache entry %s is unreadable (%s); moved aside to %s", path, problem, aside)
+
+def _describe(directory: Path, description: dict) -> None:
+    info = directory / INFO_FILE
+    if not info.exists():
+        atomic_write_bytes(info, (json.dumps(description, indent=2) + "\n").encode())
+
+
+def _entry_path(directory: Path, key: str) -> Path:
+    if not (isinstance(key, str) and _KEY.fullmatch(key)):
+        raise ValueError(f"cache key must be a sha256 hex digest (FeatureCache.key / guide_key), got {key!r}")
+    return directory / key[:2] / f"{key}{ENTRY_SUFFIX}"
+
+
+def _read_entry(path: Path, problem_of) -> dict[str, torch.Tensor] | None:
+    """The entry's tensors, or None when it is missing or unreadable (then moved aside to <file>.corrupt)."""
+    try:
+        tensors = load_file(path)
+    except FileNotFoundError:
+        return None
+    except (SafetensorError, OSError) as exc:
+        problem = f"{type(exc).__name__}: {exc}"
+    else:
+        problem = problem_of(tensors)
+    if problem is None:
+        return tensors
+    aside = path.with_name(path.name + ".corrupt")
+    try:
+        os.replace(path, aside)
+    except FileNotFoundError:  # another rank or worker moved it first
+        pass
+    logger.warning("feature cache entry %s is unreadable (%s); moved aside to %s", path, problem, aside)
+    return None
+
+
+def _write_entry(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Write to a unique temporary sibling, then rename: readers never see a partial file."""
+    # Copies, so no two entries share storage (safetensors refuses that) and no GPU tensor is kept.
+    tensors = {name: t.detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
+               for name, t in tensors.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _count_entries(directory: Path | None) -> tuple[int, int]:
+    entries = total = 0
+    if directory is not None and directory.is_dir():
+        for shard in os.scandir(directory):
+            if not shard.is_dir():
+                continue
+            for entry in os.scandir(shard.path):
+                if entry.name.endswith(ENTRY_SUFFIX) and not entry.name.startswith("."):
+                    entries += 1
+                    total += entry.stat().st_size
+    return entries, total
 
 
 def _entry_problem(tensors: dict[str, torch.Tensor]) -> str | None:
@@ -280,4 +339,14 @@ def _entry_problem(tensors: dict[str, torch.Tensor]) -> str | None:
     embeds = tensors.get("embeds")
     if embeds is not None and embeds.shape != tensors["features"].shape:
         return f"embeds shape {tuple(embeds.shape)} differs from features shape {tuple(tensors['features'].shape)}"
+    return None
+
+
+def _guide_entry_problem(tensors: dict[str, torch.Tensor]) -> str | None:
+    """Why a loaded guide entry is not one put_guides() wrote, or None when it is."""
+    if "pooled" not in tensors or set(tensors) - {"pooled", "tokens"} or tensors["pooled"].dim() != 2:
+        return f"expected tensors 'pooled' (k, d) (+ 'tokens'), found {sorted(tensors)}"
+    tokens = tensors.get("tokens")
+    if tokens is not None and (tokens.dim() != 3 or tokens.shape[0] != tensors["pooled"].shape[0]):
+        return f"tokens shape {tuple(tokens.shape)} does not match pooled shape {tuple(tensors['pooled'].shape)}"
     return None

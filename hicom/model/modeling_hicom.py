@@ -66,6 +66,11 @@ class VisualItem:
     features: torch.Tensor | None = None
     embeds: torch.Tensor | None = None
     cache_key: str | None = None  # where to store this item's features after computing them
+    # Frozen instruction-tower outputs for its k guides, computed earlier (the feature cache):
+    # pooled (k, d) and, where `fine` injection needs them, per-token states (k, L, d).
+    guide_pooled: torch.Tensor | None = None
+    guide_tokens: torch.Tensor | None = None
+    guide_cache_key: str | None = None  # where to store the encoded guides after computing them
 
 
 def find_cut(labels: torch.Tensor, visual_end: int, max_length: int) -> int:
@@ -191,9 +196,12 @@ class HIComForCausalLM(HIComPreTrainedModel):
             tokens = None
             if self.projector.needs_guide_tokens:
                 tokens = self.text_tower.head(out.last_hidden_state)
+        return Guide(pooled=out.pooler_output, tokens=tokens, mask=self.guide_mask(guide_input_ids))
+
+    def guide_mask(self, guide_input_ids: torch.Tensor) -> torch.Tensor:
+        """True on the instruction's real tokens, False on padding."""
         pad_id = self.config.text_tower_config.pad_token_id
-        masks = guide_input_ids != pad_id if pad_id is not None else torch.ones_like(guide_input_ids, dtype=torch.bool)
-        return Guide(pooled=out.pooler_output, tokens=tokens, mask=masks)
+        return guide_input_ids != pad_id if pad_id is not None else torch.ones_like(guide_input_ids, dtype=torch.bool)
 
     def encode_visual(self, items: list[VisualItem]) -> list[torch.Tensor]:
         """Visual tokens for every (item, guide) pair, in placeholder order.
@@ -214,15 +222,10 @@ class HIComForCausalLM(HIComPreTrainedModel):
         guide_ids = [None if it.guide_input_ids is None else it.guide_input_ids.reshape(
             -1, it.guide_input_ids.shape[-1]) for it in items]
         counts = [1 if ids is None else ids.shape[0] for ids in guide_ids]
-        guides: Guide | None = None
         guided = self.projector.uses_instruction
-        if guided:
-            missing = [i for i, ids in enumerate(guide_ids) if ids is None]
-            if missing:
-                raise ValueError(f"visual items {missing}: the compressor injects an instruction but no guide_input_ids")
-            guides = self.encode_guides(torch.cat(guide_ids))
-        outputs, g = [], 0
-        for item, count, (feats, emb) in zip(items, counts, per_item):
+        guides = self._item_guides(items, guide_ids) if guided else [None] * len(items)
+        outputs = []
+        for item, count, (feats, emb), guide in zip(items, counts, per_item, guides):
             if not self.projector.needs_embeds:
                 emb = None
             elif emb is None:
@@ -233,9 +236,31 @@ class HIComForCausalLM(HIComPreTrainedModel):
                 tokens = self.projector(feats, emb, None, is_image=is_image)
                 outputs += [tokens] * count
             else:
-                outputs += list(self.projector(feats, emb, guides[g:g + count], is_image=is_image).unbind(0))
-            g += count
+                outputs += list(self.projector(feats, emb, guide, is_image=is_image).unbind(0))
         return outputs
+
+    def _item_guides(self, items: list[VisualItem], guide_ids: list[torch.Tensor | None]) -> list[Guide]:
+        """Each item's k stacked guides: from the item when cached, else one text-tower call for all the
+        others (stored in the attached feature cache under the item's guide key)."""
+        missing = [i for i, ids in enumerate(guide_ids) if ids is None]
+        if missing:
+            raise ValueError(f"visual items {missing}: the compressor injects an instruction but no guide_input_ids")
+        needs_tokens = self.projector.needs_guide_tokens
+        states = [(it.guide_pooled, it.guide_tokens) for it in items]
+        todo = [i for i, (pooled, tokens) in enumerate(states) if pooled is None or (needs_tokens and tokens is None)]
+        if todo:
+            cache = getattr(self, "feature_cache", None)
+            fresh = self.encode_guides(torch.cat([guide_ids[i] for i in todo]))
+            start = 0
+            for i in todo:
+                count = guide_ids[i].shape[0]
+                states[i] = (fresh.pooled[start:start + count],
+                             None if fresh.tokens is None else fresh.tokens[start:start + count])
+                if cache is not None and cache.guide_directory is not None and items[i].guide_cache_key is not None:
+                    cache.put_guides(items[i].guide_cache_key, *states[i])
+                start += count
+        return [Guide(pooled=pooled, tokens=tokens if needs_tokens else None, mask=self.guide_mask(ids))
+                for (pooled, tokens), ids in zip(states, guide_ids)]
 
     def _tower_outputs(self, items: list[VisualItem]) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         """(F, E) per item: from the item when cached, else one tower call for all the others.

@@ -184,7 +184,9 @@ def train_stage(run: StageRun) -> dict:
     if run.feature_cache is not None:
         policy = FramePolicy.from_preprocessor(preprocessor, cfg.num_frames, run.decoder)
         tower = module_fingerprint(model.vision_tower, with_embeds=model.text_tower is not None)
-        cache = FeatureCache(run.feature_cache, tower, policy)
+        text = module_fingerprint(model.text_tower, with_embeds=False) \
+            if stage.guided and model.text_tower is not None else None
+        cache = FeatureCache(run.feature_cache, tower, policy, text_fingerprint=text)
         model.feature_cache = cache
     dataset = ConversationDataset(samples, tokenizer, preprocessor, settings, rejects, guide_tokenizer, cache)
     model.config.max_length = cfg.max_length
