@@ -51,7 +51,7 @@ import transformers
 
 from hicom.config import PARAMS_FILE, load_params, load_profile
 from hicom.data.dataset import ConversationDataset, RejectLog, SampleSettings, collate
-from hicom.data.feature_cache import FeatureCache, FramePolicy, module_fingerprint
+from hicom.data.feature_cache import FeatureCache, FramePolicy
 from hicom.data.mixture import load_mixture
 from hicom.data.tokenizer import load_tokenizer
 from hicom.data.video import FramePreprocessor
@@ -186,9 +186,6 @@ class StageBench:
                                        guide_max_length=profile.guide_max_length, decoder=decoder, stage=stage)
         self.rejects = RejectLog(workdir / f"{stage}-rejects.jsonl")
         self.policy = FramePolicy.from_preprocessor(self.preprocessor, cfg.num_frames, decoder)
-        self.fingerprint = module_fingerprint(model.vision_tower, with_embeds=model.text_tower is not None)
-        self.text_fingerprint = module_fingerprint(model.text_tower, with_embeds=False) \
-            if spec.guided and model.text_tower is not None else None
         self.accum = max(1, cfg.global_batch // cfg.micro_batch)  # a world of one
         self.clock = Clock()
         instrument(model, self.clock)
@@ -266,7 +263,7 @@ def bench_stage(stage: str, args, decoder: str, workdir: Path) -> dict:
     passes: dict[str, list[dict]] = {arm: [] for arm in ARMS}
     for r in range(args.repeats):
         cache_dir = Path(tempfile.mkdtemp(prefix=f"{stage}-cache{r}-", dir=workdir))
-        cache = FeatureCache(cache_dir, sb.fingerprint, sb.policy, sb.text_fingerprint)
+        cache = FeatureCache.for_model(cache_dir, sb.model, sb.policy, STAGES[stage].guided)
         cache.put = sb.clock.timed("cache_put", cache.put)  # inside the forward: counted under "other" too
         order = [("no cache", None), ("cache (cold)", cache), ("cache (warm)", cache)]
         if r % 2:  # alternate: the cache arms first on odd repeats (cold must precede warm)

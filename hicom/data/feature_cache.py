@@ -207,6 +207,14 @@ class FeatureCache:
         bounds = [None if t is None else float(t) for t in (start, end)]
         return hashlib.sha256(json.dumps([file_digest(video_path), *bounds]).encode()).hexdigest()
 
+    @classmethod
+    def for_model(cls, root: str | os.PathLike, model: nn.Module, policy: FramePolicy, guided: bool) -> FeatureCache:
+        """The cache of a HICom model's frozen towers: the vision tower's outputs (E included when the
+        model has an instruction tower) and, for a guided stage, the instruction tower's."""
+        text = model.text_tower
+        return cls(root, module_fingerprint(model.vision_tower, with_embeds=text is not None), policy,
+                   module_fingerprint(text, with_embeds=False) if guided and text is not None else None)
+
     def path(self, key: str) -> Path:
         return _entry_path(self.directory, key)
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from hicom.config import ConfigError, ModelProfile
-from hicom.data.feature_cache import FeatureCache, FramePolicy, module_fingerprint
+from hicom.data.feature_cache import FeatureCache, FramePolicy
 from hicom.data.dataset import ConversationDataset, RejectLog, SampleSettings, batch_to, collate
 from hicom.data.mixture import DataError, load_mixture, samples_digest
 from hicom.data.tokenizer import load_tokenizer
@@ -183,10 +183,7 @@ def train_stage(run: StageRun) -> dict:
     cache = None
     if run.feature_cache is not None:
         policy = FramePolicy.from_preprocessor(preprocessor, cfg.num_frames, run.decoder)
-        tower = module_fingerprint(model.vision_tower, with_embeds=model.text_tower is not None)
-        text = module_fingerprint(model.text_tower, with_embeds=False) \
-            if stage.guided and model.text_tower is not None else None
-        cache = FeatureCache(run.feature_cache, tower, policy, text_fingerprint=text)
+        cache = FeatureCache.for_model(run.feature_cache, model, policy, stage.guided)
         model.feature_cache = cache
     dataset = ConversationDataset(samples, tokenizer, preprocessor, settings, rejects, guide_tokenizer, cache)
     model.config.max_length = cfg.max_length
