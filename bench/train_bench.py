@@ -50,13 +50,13 @@ import torch
 import transformers
 
 from hicom.config import PARAMS_FILE, load_params, load_profile
+from hicom.core.files import atomic_write_bytes
 from hicom.data.dataset import ConversationDataset, RejectLog, SampleSettings, collate
 from hicom.data.feature_cache import FeatureCache, FramePolicy
 from hicom.data.mixture import load_mixture
 from hicom.data.tokenizer import load_tokenizer
 from hicom.data.video import FramePreprocessor
 from hicom.model import build_model
-from hicom.model.checkpoint import atomic_write_bytes
 from hicom.train.config import STAGES, load_train_config
 from hicom.train.optim import build_optimizer, configure_trainable
 from hicom.train.trainer import epoch_indices

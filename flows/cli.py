@@ -11,8 +11,14 @@ from typing import Any
 import yaml
 
 from flows.executors.base import StageFailed
-from flows.pipeline import EXECUTORS, PROJECT_ROOT, DvcError, PipelineError, load_checked_params
-from hicom.config import ConfigError
+from flows.pipeline import (
+    EXECUTORS,
+    PROJECT_ROOT,
+    DvcError,
+    PipelineError,
+    load_checked_params,
+)
+from hicom.core.errors import ConfigError
 
 WORK_POOLS = {"hicom-process": "process", "hicom-kubernetes": "kubernetes"}  # the pools prefect.yaml names
 DEFAULT_IMAGE = "hicom-ops:latest"  # the Kubernetes deployment's image ($HICOM_IMAGE)

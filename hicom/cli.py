@@ -5,7 +5,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from hicom.config import PARAMS_FILE, ConfigError, load_profile, read_json_object
+from hicom.config import PARAMS_FILE, load_profile
+from hicom.core.errors import ConfigError
+from hicom.core.files import read_json_object
 
 
 def cmd_report(args) -> int:
@@ -13,7 +15,7 @@ def cmd_report(args) -> int:
 
     text = format_report(build_report(load_profile(args.profile, args.params)))
     if args.out:
-        from hicom.model.checkpoint import atomic_write_bytes
+        from hicom.core.files import atomic_write_bytes
 
         atomic_write_bytes(Path(args.out), (text + "\n").encode())
     else:
@@ -113,11 +115,15 @@ def cmd_llm(args) -> int:
 
 
 def cmd_curate(args) -> int:
-    import json
 
     from transformers import SiglipTextModel, SiglipVisionModel
 
-    from hicom.curate import CurateConfig, GroundTruthGenerator, OpenAIGenerator, run_curation
+    from hicom.curate import (
+        CurateConfig,
+        GroundTruthGenerator,
+        OpenAIGenerator,
+        run_curation,
+    )
     from hicom.data.tokenizer import load_tokenizer
     from hicom.data.video import FramePreprocessor
     from hicom.model.build import quiet_transformers
@@ -227,9 +233,20 @@ def cmd_profile(args) -> int:
     from hicom.data.tokenizer import load_tokenizer
     from hicom.data.video import FramePreprocessor
     from hicom.model import HIComForCausalLM, build_model
-    from hicom.profiling import (MODELS, ProfileSettings, load_eval_results, log_to_tracker, model_pair,
-                                 random_prompt, render_clips, resolve_device, resolve_dtype, run_profile,
-                                 tokenised_prompt, write_outputs)
+    from hicom.profiling import (
+        MODELS,
+        ProfileSettings,
+        load_eval_results,
+        log_to_tracker,
+        model_pair,
+        random_prompt,
+        render_clips,
+        resolve_device,
+        resolve_dtype,
+        run_profile,
+        tokenised_prompt,
+        write_outputs,
+    )
     from hicom.tracking import Tracker
 
     profile = load_profile(args.profile, args.params)
@@ -305,10 +322,15 @@ def _registry_config(args):
 def cmd_register(args) -> int:
     import json
 
+    from hicom.core.files import atomic_write_bytes
     from hicom.evaluate.mcq import EvalConfig
-    from hicom.model.checkpoint import atomic_write_bytes
     from hicom.pipeline_report import results_file
-    from hicom.registry import efficiency_metrics, eval_metrics, profile_row, register_model
+    from hicom.registry import (
+        efficiency_metrics,
+        eval_metrics,
+        profile_row,
+        register_model,
+    )
 
     cfg = _registry_config(args)
     profile = load_profile(args.profile, args.params)
@@ -348,7 +370,7 @@ def cmd_register(args) -> int:
 def cmd_promote(args) -> int:
     import json
 
-    from hicom.model.checkpoint import atomic_write_bytes
+    from hicom.core.files import atomic_write_bytes
     from hicom.registry import promote
 
     cfg = _registry_config(args)
@@ -528,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by input (params, data, checkpoints): reported in one line, without a traceback."""
-    from hicom.data.mixture import DataError
+    from hicom.core.errors import DataError
     from hicom.data.video import VideoReadError
     from hicom.model.checkpoint import CheckpointError
 

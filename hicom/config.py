@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -15,11 +14,9 @@ from typing import Any
 
 import yaml
 
+from hicom.core.errors import ConfigError
+
 PARAMS_FILE = Path(__file__).resolve().parent.parent / "params.yaml"
-
-
-class ConfigError(ValueError):
-    """A configuration value is wrong; the message names the field and the value."""
 
 
 class Injection(str, Enum):
@@ -443,17 +440,3 @@ def _is_instance(value: Any, kind: type) -> bool:
         except (TypeError, ValueError):
             return False
     return isinstance(value, kind)
-
-
-def read_json_object(path: str | Path, error: type[Exception] = ConfigError, label: str = "") -> dict:
-    """A JSON object from a file; a missing file, bad JSON or another JSON type is an error naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{label}{path}: no such file")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise error(f"{label}{path}: not valid JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise error(f"{label}{path}: expected a JSON object, got {type(data).__name__}")
-    return data

@@ -29,10 +29,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from hicom.config import ConfigError
+from hicom.core.errors import ConfigError
+from hicom.core.files import atomic_write_bytes
 from hicom.data.dataset import RejectLog
 from hicom.data.video import FramePreprocessor, VideoReadError, read_video
-from hicom.model.checkpoint import atomic_write_bytes
 
 GENERATORS = ("groundtruth", "openai")
 

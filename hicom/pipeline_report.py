@@ -14,10 +14,21 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from hicom.config import ConfigError, read_json_object
-from hicom.model.checkpoint import atomic_write_bytes
-from hicom.registry import (ACCURACY_PREFIX, LATENCY, VISUAL_TOKENS, RunRecord, efficiency_metrics, eval_metrics,
-                            json_artifacts, log_folder, metric_history, pipeline_runs, profile_row)
+from hicom.core.errors import ConfigError
+from hicom.core.files import atomic_write_bytes, read_json_object
+from hicom.registry import (
+    ACCURACY_PREFIX,
+    LATENCY,
+    VISUAL_TOKENS,
+    RunRecord,
+    efficiency_metrics,
+    eval_metrics,
+    json_artifacts,
+    log_folder,
+    metric_history,
+    pipeline_runs,
+    profile_row,
+)
 
 TRAIN_STAGES = ("align", "cond_pretrain", "sft")  # loss curves in this order; other stages with a loss follow
 MODEL_NAMES = {"hicom": "HICom", "llava_ov": "LLaVA-OV baseline"}

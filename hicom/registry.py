@@ -18,15 +18,20 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from hicom.config import ConfigError, check_section
-from hicom.tracking import PROJECT_ROOT, Tracker, default_tracking_uri
-
 import mlflow  # noqa: E402  (after hicom.tracking, which turns MLflow's telemetry off before the import)
 from mlflow.entities import Metric  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
-from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST, ErrorCode  # noqa: E402
+from mlflow.protos.databricks_pb2 import (  # noqa: E402
+    RESOURCE_ALREADY_EXISTS,
+    RESOURCE_DOES_NOT_EXIST,
+    ErrorCode,
+)
 from mlflow.tracking import MlflowClient  # noqa: E402
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID  # noqa: E402
+
+from hicom.config import check_section
+from hicom.core.errors import ConfigError
+from hicom.tracking import PROJECT_ROOT, Tracker, default_tracking_uri
 
 CHALLENGER, CHAMPION = "challenger", "champion"
 ACCURACY_PREFIX = "accuracy/"  # + benchmark name

@@ -66,12 +66,12 @@ class VideoQAModel(mlflow.pyfunc.PythonModel):
     @torch.no_grad()
     def _answer(self, row: dict) -> dict:
         """As evaluation asks (hicom.evaluate.mcq): the template's prompt, the bare question as the guide."""
+        from hicom.core.types import VisualItem
         from hicom.data.conversation import encode_prompt, tokenise_guides
         from hicom.data.video import read_video
         from hicom.evaluate.answers import extract_choice
         from hicom.evaluate.benchmarks import Sample
         from hicom.evaluate.prompts import TEMPLATES, guide_text
-        from hicom.model.modeling_hicom import VisualItem
 
         options = _options(row.get("options"))
         sample = Sample(id="served", video=Path(row["video"]), question=row["question"], options=options, answer=None)

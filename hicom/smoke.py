@@ -11,7 +11,8 @@ import time
 import torch
 
 from hicom.config import ModelProfile
-from hicom.model import IGNORE_INDEX, VIDEO_TOKEN_ID, VisualItem, build_model
+from hicom.core.types import IGNORE_INDEX, VIDEO_TOKEN_ID, VisualItem
+from hicom.model import build_model
 
 
 def moving_square_clip(frames: int, size: int, seed: int = 0) -> torch.Tensor:

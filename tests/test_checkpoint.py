@@ -7,9 +7,17 @@ import yaml
 from safetensors.torch import load_file, save_file
 from transformers import Qwen2ForCausalLM, SiglipConfig, SiglipModel
 
-from hicom.config import ConfigError, compressor_from_preset, load_profile, PARAMS_FILE
-from hicom.model import (VIDEO_TOKEN_ID, CheckpointError, HIComForCausalLM, VisualItem, build_model,
-                         load_compressor, save_compressor, save_model)
+from hicom.config import PARAMS_FILE, compressor_from_preset, load_profile
+from hicom.core.errors import ConfigError
+from hicom.core.types import VIDEO_TOKEN_ID, VisualItem
+from hicom.model import (
+    CheckpointError,
+    HIComForCausalLM,
+    build_model,
+    load_compressor,
+    save_compressor,
+    save_model,
+)
 from hicom.model.build import make_config
 from hicom.model.compressor import HIComCompressor
 

@@ -3,8 +3,13 @@ import itertools
 import pytest
 import torch
 
-from hicom.config import CompressorConfig, ConfigError, Injection, compressor_from_preset
-from hicom.model.compressor import HIComCompressor, LlavaOVProjector, position_embedding_3d
+from hicom.config import CompressorConfig, Injection, compressor_from_preset
+from hicom.core.errors import ConfigError
+from hicom.model.compressor import (
+    HIComCompressor,
+    LlavaOVProjector,
+    position_embedding_3d,
+)
 from hicom.model.injection import Guide
 
 C, TEXT, D, G = 64, 48, 40, 8  # vision width, text width (!= C, exercises the projection), LLM width, grid

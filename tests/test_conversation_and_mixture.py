@@ -3,11 +3,19 @@ import json
 import pytest
 import torch
 
-from hicom.data.conversation import (ConversationError, encode_messages, encode_prompt, encode_sample, extract_guide,
-                                    normalise_turns, tokenise_guides)
-from hicom.data.mixture import DataError, load_mixture, read_annotations
+from hicom.core.errors import DataError
+from hicom.core.types import IGNORE_INDEX, IMAGE_TOKEN_ID, VIDEO_TOKEN_ID
+from hicom.data.conversation import (
+    ConversationError,
+    encode_messages,
+    encode_prompt,
+    encode_sample,
+    extract_guide,
+    normalise_turns,
+    tokenise_guides,
+)
+from hicom.data.mixture import load_mixture, read_annotations
 from hicom.data.tokenizer import IM_END, load_tokenizer, train_tokenizer
-from hicom.model import IGNORE_INDEX, IMAGE_TOKEN_ID, VIDEO_TOKEN_ID
 
 CORPUS = ["What does the red circle do? It moves to the left.", "A small blue square appears late.",
           "Where is the green cross at the start? Top left.", "Describe the video. Two shapes move."] * 40

@@ -2,18 +2,27 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import numpy as np
 import pytest
 from transformers import SiglipConfig, SiglipModel, SiglipTextModel, SiglipVisionModel
 
 from hicom.cli import main
-from hicom.config import ConfigError, load_profile
-from hicom.curate import (CurateConfig, GroundTruthGenerator, MalformedReply, OpenAIConfig, OpenAIGenerator,
-                          parse_pairs, run_curation, select_videos)
+from hicom.config import load_profile
+from hicom.core.errors import ConfigError
+from hicom.curate import (
+    CurateConfig,
+    GroundTruthGenerator,
+    MalformedReply,
+    OpenAIConfig,
+    OpenAIGenerator,
+    parse_pairs,
+    run_curation,
+    select_videos,
+)
 from hicom.data.synthetic import WorldConfig, generate_world
 from hicom.data.tokenizer import load_tokenizer, train_tokenizer
 from hicom.data.video import FramePreprocessor
 from hicom.model.checkpoint import save_model
-import numpy as np
 
 IMAGE = load_profile("tiny").vision.config["image_size"]  # the tiny towers' input side
 
@@ -170,6 +179,7 @@ def test_curate_config_rejects_unknown_fields_and_generators():
 def test_curate_command_runs_on_a_world_given_relative_paths(world, tmp_path, capsys, monkeypatch):
     params = tmp_path / "params.yaml"
     import yaml
+
     from hicom.config import PARAMS_FILE
     data = yaml.safe_load(PARAMS_FILE.read_text())
     data["curate"].update(top_per_category=2, random_extra=3, frames=4)

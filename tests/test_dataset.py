@@ -5,13 +5,20 @@ import pytest
 import torch
 
 from hicom.config import load_profile
-from hicom.data.dataset import ConversationDataset, RejectLog, SampleSettings, batch_to, collate
+from hicom.core.types import IGNORE_INDEX
+from hicom.data.dataset import (
+    ConversationDataset,
+    RejectLog,
+    SampleSettings,
+    batch_to,
+    collate,
+)
 from hicom.data.feature_cache import FeatureCache, FramePolicy, module_fingerprint
 from hicom.data.mixture import load_mixture
 from hicom.data.synthetic import WorldConfig, generate_world
 from hicom.data.tokenizer import train_tokenizer
 from hicom.data.video import FramePreprocessor
-from hicom.model import IGNORE_INDEX, build_model
+from hicom.model import build_model
 
 IMAGE = load_profile("tiny").vision.config["image_size"]  # the tiny towers' input side
 

@@ -5,7 +5,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from hicom.data.mixture import DataError
+from hicom.core.errors import DataError
 from hicom.data.synthetic import mcq_prompt
 from hicom.evaluate.benchmarks import Sample, read_benchmark, read_srt, subtitles_at
 from hicom.evaluate.prompts import TEMPLATES, guide_text

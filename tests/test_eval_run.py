@@ -223,10 +223,10 @@ def test_a_video_s_questions_answered_in_one_batch_get_the_replies_they_get_one_
 def test_likelihood_protocol_picks_the_option_whose_short_answer_the_model_finds_likeliest(setup, tmp_path):
     """Each reply is the letter of the option with the highest summed log-probability as the answer turn,
     checked against the model's own loss computed separately; it is the headline when listed first."""
+    from hicom.core.types import VisualItem
     from hicom.data.conversation import encode_sample, tokenise_guides
     from hicom.data.video import read_video
     from hicom.evaluate.mcq import short_answer
-    from hicom.model.modeling_hicom import VisualItem
 
     out = tmp_path / "lk"
     assert main(evaluate_args(setup, out, "--protocol", "likelihood,generate", "--no-track")) == 0

@@ -4,8 +4,8 @@ import json
 import pytest
 from mlflow.utils.validation import _validate_metric_name
 
-from hicom.config import ConfigError, load_params
-from hicom.data.mixture import DataError
+from hicom.config import load_params
+from hicom.core.errors import ConfigError, DataError
 from hicom.evaluate.mcq import EvalConfig, Variant, variants_for
 from hicom.evaluate.scoring import InstructionFilter, egoschema_submission, summarise
 from hicom.evaluate.stage import metrics_of

@@ -13,8 +13,10 @@ import pytest
 import torch
 from torch import nn
 
+from hicom.core import files
+from hicom.core.files import file_digest
 from hicom.data import feature_cache
-from hicom.data.feature_cache import FeatureCache, FramePolicy, file_digest, module_fingerprint
+from hicom.data.feature_cache import FeatureCache, FramePolicy, module_fingerprint
 from hicom.data.video import FramePreprocessor
 
 POLICY = FramePolicy(
@@ -228,8 +230,8 @@ def test_frame_policy_rejects_invalid_fields(bad):
 
 def test_file_digest_is_memoised_while_the_file_is_unchanged(video, monkeypatch):
     calls = []
-    real = feature_cache._hash_path
-    monkeypatch.setattr(feature_cache, "_hash_path", lambda path: calls.append(path) or real(path))
+    real = files._hash_path
+    monkeypatch.setattr(files, "_hash_path", lambda path: calls.append(path) or real(path))
     first = file_digest(video)
     assert file_digest(video) == first and file_digest(str(video)) == first
     assert len(calls) == 1

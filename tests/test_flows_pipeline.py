@@ -5,9 +5,21 @@ import copy
 import pytest
 import yaml
 
-from flows.pipeline import (PROJECT_ROOT, ContentHashes, PipelineError, PipelineSettings, Stage, fingerprint,
-                            load_checked_params, load_stages, make_variant, parse_cmd, plan_variant, variant_params)
-from hicom.config import ConfigError
+from flows.pipeline import (
+    PROJECT_ROOT,
+    ContentHashes,
+    PipelineError,
+    PipelineSettings,
+    Stage,
+    fingerprint,
+    load_checked_params,
+    load_stages,
+    make_variant,
+    parse_cmd,
+    plan_variant,
+    variant_params,
+)
+from hicom.core.errors import ConfigError
 
 
 @pytest.fixture(scope="module")

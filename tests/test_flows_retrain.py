@@ -196,7 +196,7 @@ def test_the_parent_mlflow_run_records_stages_metrics_and_the_dvc_revision(proje
     (lambda p: p.update(profile="huge"), r"profile: 'huge' is not defined"),
 ])
 def test_bad_params_fail_before_any_stage_runs_naming_the_key(project, change, message):
-    from hicom.config import ConfigError
+    from hicom.core.errors import ConfigError
 
     params = yaml.safe_load((project / "params.yaml").read_text())
     change(params)

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from hicom.config import load_profile
-from hicom.model import (IGNORE_INDEX, VIDEO_TOKEN_ID, IMAGE_TOKEN_ID, SequenceTooLongError, VisualItem,
-                         build_model)
+from hicom.core.types import IGNORE_INDEX, IMAGE_TOKEN_ID, VIDEO_TOKEN_ID, VisualItem
+from hicom.model import SequenceTooLongError, build_model
 from hicom.model.modeling_hicom import find_cut
 
 IMAGE = load_profile("tiny").vision.config["image_size"]  # the tiny towers' input side

@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from hicom.cli import main
-from hicom.config import PARAMS_FILE, PARAMS_SCHEMA, ConfigError, load_params, validate_params
+from hicom.config import PARAMS_FILE, PARAMS_SCHEMA, load_params, validate_params
+from hicom.core.errors import ConfigError
 
 
 @pytest.fixture

@@ -11,8 +11,14 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from hicom.cli import main
-from hicom.config import ConfigError
-from hicom.pipeline_report import PipelineData, accuracy_points, collect, compare_runs, pipeline_report
+from hicom.core.errors import ConfigError
+from hicom.pipeline_report import (
+    PipelineData,
+    accuracy_points,
+    collect,
+    compare_runs,
+    pipeline_report,
+)
 from hicom.registry import RunRecord
 from hicom.tracking import Tracker
 

@@ -7,14 +7,27 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from hicom.cli import main
-from hicom.config import PARAMS_FILE, ConfigError, load_profile
-from hicom.data.mixture import DataError
+from hicom.config import PARAMS_FILE, load_profile
+from hicom.core.errors import ConfigError, DataError
 from hicom.data.video import FramePreprocessor
 from hicom.model import baseline_of, build_model
 from hicom.model.compressor import LlavaOVProjector
-from hicom.profiling import (PARAM_FIELDS, QUESTION_PARTS, RATIO_FIELDS, ROW_FIELDS, PeakMemory, ProfileSettings,
-                             load_eval_results, log_to_tracker, model_pair, random_prompt, render_clips,
-                             resolve_tokens, run_profile, write_outputs)
+from hicom.profiling import (
+    PARAM_FIELDS,
+    QUESTION_PARTS,
+    RATIO_FIELDS,
+    ROW_FIELDS,
+    PeakMemory,
+    ProfileSettings,
+    load_eval_results,
+    log_to_tracker,
+    model_pair,
+    random_prompt,
+    render_clips,
+    resolve_tokens,
+    run_profile,
+    write_outputs,
+)
 from hicom.report import measure_tokens
 from hicom.tracking import Tracker
 

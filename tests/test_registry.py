@@ -14,14 +14,24 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from hicom.cli import main
+from hicom.config import load_profile
+from hicom.core.errors import ConfigError
 from hicom.data.synthetic import WorldConfig, make_scene, mcq, write_video
 from hicom.data.tokenizer import train_tokenizer
 from hicom.data.video import FramePreprocessor
 from hicom.model import build_model
 from hicom.model.checkpoint import save_model
-from hicom.registry import (CHALLENGER, CHAMPION, GateConfig, efficiency_metrics, eval_metrics, gate_decision,
-                            profile_row, promote, register_version)
-from hicom.config import ConfigError, load_profile
+from hicom.registry import (
+    CHALLENGER,
+    CHAMPION,
+    GateConfig,
+    efficiency_metrics,
+    eval_metrics,
+    gate_decision,
+    profile_row,
+    promote,
+    register_version,
+)
 
 IMAGE = load_profile("tiny").vision.config["image_size"]  # the tiny towers' input side
 

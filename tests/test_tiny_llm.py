@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import Qwen2ForCausalLM
 
-from hicom.config import ConfigError
+from hicom.core.errors import ConfigError
 from hicom.data.synthetic import WorldConfig, generate_world
 from hicom.data.tokenizer import load_tokenizer, train_tokenizer
 from hicom.model import build_model

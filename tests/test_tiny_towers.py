@@ -1,16 +1,16 @@
+import dataclasses
 import json
 
 import pytest
 import torch
 from transformers import SiglipTextModel, SiglipVisionModel
 
-from hicom.config import ConfigError
+from hicom.core.errors import ConfigError
 from hicom.data.synthetic import WorldConfig, generate_world
 from hicom.data.tokenizer import train_tokenizer
 from hicom.data.video import FramePreprocessor
 from hicom.model import build_model
 from hicom.model.tiny_towers import TowerTrainConfig, pretrain_towers
-import dataclasses
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,12 @@ import torch
 import yaml
 from transformers import SiglipConfig, SiglipModel
 
-from hicom.config import PARAMS_FILE, ConfigError, compressor_from_preset, load_profile
+from hicom.config import PARAMS_FILE, compressor_from_preset, load_profile
+from hicom.core.errors import ConfigError
 from hicom.data.synthetic import WorldConfig, generate_world
 from hicom.data.tokenizer import train_tokenizer
 from hicom.data.video import FramePreprocessor
-from hicom.model import CheckpointError, HIComCompressor, build_model, save_compressor
+from hicom.model import HIComCompressor, build_model, save_compressor
 from hicom.model.checkpoint import save_model
 from hicom.train.config import STAGES, load_train_config
 from hicom.train.optim import configure_trainable

@@ -21,6 +21,7 @@ from pathlib import Path
 import jinja2
 
 from flows.executors.base import JobState, StageJob
+from hicom.core.files import atomic_write_text
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "infra" / "slurm"
 _log = logging.getLogger(__name__)
@@ -134,9 +135,7 @@ class SlurmExecutor:
         log_path = Path(job.log_path)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         script = log_path.with_suffix(".sbatch")
-        tmp = script.with_name(f".{script.name}.tmp")
-        tmp.write_text(self.render(job))
-        os.replace(tmp, script)  # a half-written script is never submitted
+        atomic_write_text(script, self.render(job))  # a half-written script is never submitted
         offset = log_path.stat().st_size if log_path.exists() else 0  # stream only this attempt's lines
         out = self._slurm("sbatch", "--parsable", str(script))
         handle = out.strip().split(";")[0]

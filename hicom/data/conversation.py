@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hicom.model.modeling_hicom import IGNORE_INDEX, PLACEHOLDER_IDS
+from hicom.core.types import IGNORE_INDEX, PLACEHOLDER_IDS
 
 TAGS = {"image": "<image>", "video": "<video>"}
 ROLES = {"human": "user", "gpt": "assistant", "user": "user", "assistant": "assistant"}

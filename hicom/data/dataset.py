@@ -12,10 +12,15 @@ from pathlib import Path
 
 import torch
 
+from hicom.core.types import IGNORE_INDEX, VisualItem
+from hicom.data.conversation import (
+    ConversationError,
+    Encoded,
+    encode_sample,
+    tokenise_guides,
+)
 from hicom.data.feature_cache import FeatureCache
-from hicom.data.conversation import ConversationError, Encoded, encode_sample, tokenise_guides
 from hicom.data.video import FramePreprocessor, VideoReadError, read_video
-from hicom.model.modeling_hicom import IGNORE_INDEX, VisualItem
 
 
 class RejectLog:

@@ -19,14 +19,11 @@ ranks writing the same entry never leave a half-written file under the final nam
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import logging
 import os
 import re
-import tempfile
-import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -35,8 +32,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from hicom.core.files import atomic_write, atomic_write_bytes, file_digest
 from hicom.data.video import DECODERS, DEFAULT_IMAGE_FPS, FramePreprocessor
-from hicom.model.checkpoint import atomic_write_bytes
 
 logger = logging.getLogger("hicom.cache")
 
@@ -98,58 +95,6 @@ class FramePolicy:
     def digest(self) -> str:
         """sha256 hex of the fields as canonical JSON: the same in every process and Python version."""
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-# (resolved path, stat signature) -> sha256 hex; per process, so forked loader workers inherit it.
-_digests: dict[tuple, str] = {}
-_digests_lock = threading.Lock()
-
-
-def file_digest(path: str | os.PathLike) -> str:
-    """sha256 hex of a video file's bytes, or of a frame directory's sorted file names and bytes.
-
-    A directory covers its top-level regular files (what read_video can read) and ignores
-    subdirectories. The result is memoised on the resolved path and the stat (device, inode,
-    size, mtime_ns, ctime_ns) of the file or of every file in the directory, so a large video is
-    hashed once per process rather than once per epoch, and any rewrite or replacement re-hashes.
-    """
-    path = Path(path)
-    try:
-        resolved = path.resolve(strict=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(errno.ENOENT, "no such video file or frame directory", str(path)) from None
-    if resolved.is_dir():
-        files = sorted((entry.name, entry.stat()) for entry in os.scandir(resolved) if entry.is_file())
-        signature = tuple((name, _stat_signature(st)) for name, st in files)
-    else:
-        signature = _stat_signature(resolved.stat())
-    memo_key = (str(resolved), signature)
-    with _digests_lock:
-        digest = _digests.get(memo_key)
-    if digest is None:
-        digest = _hash_path(resolved)
-        with _digests_lock:
-            _digests[memo_key] = digest
-    return digest
-
-
-def _stat_signature(st: os.stat_result) -> tuple[int, ...]:
-    # The inode catches a file replaced by rename; ctime cannot be set back by the user like mtime.
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
-def _hash_path(path: Path) -> str:
-    """The uncached hash behind file_digest; names are length-prefixed so no two directory layouts collide."""
-    if not path.is_dir():
-        with open(path, "rb") as fh:
-            return hashlib.file_digest(fh, "sha256").hexdigest()
-    hasher = hashlib.sha256(b"frame-directory\0")
-    for name in sorted(entry.name for entry in os.scandir(path) if entry.is_file()):
-        encoded = os.fsencode(name)
-        hasher.update(len(encoded).to_bytes(8, "little") + encoded)
-        with open(path / name, "rb") as fh:
-            hasher.update(hashlib.file_digest(fh, "sha256").digest())
-    return hasher.hexdigest()
 
 
 def module_fingerprint(module: nn.Module, with_embeds: bool) -> str:
@@ -316,15 +261,7 @@ def _write_entry(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     # Copies, so no two entries share storage (safetensors refuses that) and no GPU tensor is kept.
     tensors = {name: t.detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
                for name, t in tensors.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
 
 
 def _count_entries(directory: Path | None) -> tuple[int, int]:

@@ -16,11 +16,9 @@ from pathlib import Path
 
 import yaml
 
+from hicom.core.errors import DataError
+
 STRATEGY = re.compile(r"^(all|first:(\d+)|end:(\d+)|random:(\d+)|random:(\d+(?:\.\d+)?)%)$")
-
-
-class DataError(ValueError):
-    """Annotation or mixture input is wrong; the message names the file (and line) and the problem."""
 
 
 @dataclass(frozen=True)

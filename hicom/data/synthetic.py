@@ -13,17 +13,17 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import random
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 
 import av
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
+
+from hicom.core.files import atomic_write, atomic_write_bytes
 
 SHAPES = ("circle", "square", "triangle", "cross")
 COLOURS = {
@@ -273,19 +273,6 @@ def render_frame(scene: Scene, t: int) -> np.ndarray:
     return frame
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary name beside the target, so a crash never leaves a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_video(scene: Scene, path) -> None:
     """Lossless H.264 mp4 (yuv420p, scene.fps).
 
@@ -302,12 +289,12 @@ def write_video(scene: Scene, path) -> None:
             for t in range(scene.num_frames):
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(render_frame(scene, t), format="rgb24")))
             container.mux(stream.encode(None))
-    _atomic(Path(path), write)
+    atomic_write(path, write)
 
 
 def write_image(scene: Scene, t: int, path) -> None:
     """Lossless PNG of frame t."""
-    _atomic(Path(path), lambda tmp: Image.fromarray(render_frame(scene, t)).save(tmp, format="PNG"))
+    atomic_write(path, lambda tmp: Image.fromarray(render_frame(scene, t)).save(tmp, format="PNG"))
 
 
 # ---------------------------------------------------------------- language
@@ -608,7 +595,7 @@ def _jsonl_bytes(records: list[dict]) -> bytes:
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
-    _atomic(path, lambda tmp: tmp.write_bytes(data))
+    atomic_write_bytes(path, data)
 
 
 def generate_world(cfg: WorldConfig, out_dir, progress: bool = True) -> dict:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from hicom.model.checkpoint import atomic_write_bytes
+from hicom.core.files import atomic_write_bytes
 
 DECODERS = ("decord", "pyav")
 # Distribution name of each decoder, for decoder_info.

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hicom.data.mixture import DataError
+from hicom.core.errors import DataError
 from hicom.evaluate.answers import letters_for
 
 BENCHMARKS = ("videomme", "mvbench", "egoschema", "mlvu", "synthetic")

@@ -21,17 +21,29 @@ from pathlib import Path
 
 import torch
 
-from hicom.config import ConfigError
+from hicom.core.errors import ConfigError
+from hicom.core.files import atomic_write_bytes
+from hicom.core.types import IGNORE_INDEX, VisualItem
 from hicom.data.conversation import encode_prompt, encode_sample, tokenise_guides
 from hicom.data.dataset import pad_sequences
-from hicom.data.video import DEFAULT_IMAGE_FPS, FramePreprocessor, VideoReadError, read_video
+from hicom.data.video import (
+    DEFAULT_IMAGE_FPS,
+    FramePreprocessor,
+    VideoReadError,
+    read_video,
+)
 from hicom.evaluate.answers import extract_choice
 from hicom.evaluate.benchmarks import BREAKDOWNS, Sample, read_srt, subtitles_at
 from hicom.evaluate.prompts import TEMPLATES, PromptTemplate, guide_text
 from hicom.evaluate.scoring import InstructionFilter, egoschema_submission, summarise
-from hicom.evaluate.store import PredictionLog, part_path, prediction_key, read_parts, shard, text_hash
-from hicom.model.checkpoint import atomic_write_bytes
-from hicom.model.modeling_hicom import IGNORE_INDEX, VisualItem
+from hicom.evaluate.store import (
+    PredictionLog,
+    part_path,
+    prediction_key,
+    read_parts,
+    shard,
+    text_hash,
+)
 
 GUIDANCE = ("on", "off", "both")
 PROTOCOLS = ("generate", "likelihood")

@@ -11,7 +11,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 
-from hicom.model.checkpoint import atomic_write_bytes
+from hicom.core.files import atomic_write_bytes
 
 
 class InstructionFilter:

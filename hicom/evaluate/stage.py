@@ -13,13 +13,22 @@ from pathlib import Path
 
 import torch
 
-from hicom.config import ConfigError, ModelProfile
-from hicom.data.feature_cache import file_digest
+from hicom.config import ModelProfile
+from hicom.core.errors import ConfigError
+from hicom.core.files import file_digest
 from hicom.data.tokenizer import load_tokenizer
 from hicom.data.video import FramePreprocessor, decoder_info
 from hicom.evaluate.benchmarks import read_benchmark
-from hicom.evaluate.mcq import (EvalConfig, Job, barrier, broadcast_from_rank0, distributed_context, merge_and_score,
-                                run_shard, variants_for)
+from hicom.evaluate.mcq import (
+    EvalConfig,
+    Job,
+    barrier,
+    broadcast_from_rank0,
+    distributed_context,
+    merge_and_score,
+    run_shard,
+    variants_for,
+)
 from hicom.evaluate.prompts import TEMPLATES
 
 # Numbers of a variant's summary that become metrics (breakdowns and the validity split are added per value).

@@ -13,7 +13,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from hicom.data.mixture import DataError
+from hicom.core.errors import DataError
 
 PARTS_DIR = "parts"
 

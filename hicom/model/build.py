@@ -6,10 +6,17 @@ import dataclasses
 from pathlib import Path
 
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM, SiglipTextConfig, SiglipTextModel, SiglipVisionConfig, \
-    SiglipVisionModel
+from transformers import (
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    SiglipTextConfig,
+    SiglipTextModel,
+    SiglipVisionConfig,
+    SiglipVisionModel,
+)
 
-from hicom.config import CompressorConfig, ConfigError, ModelProfile, TowerSpec
+from hicom.config import CompressorConfig, ModelProfile, TowerSpec
+from hicom.core.errors import ConfigError
 from hicom.model.compressor import build_projector
 from hicom.model.modeling_hicom import HIComConfig, HIComForCausalLM
 

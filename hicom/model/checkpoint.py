@@ -8,14 +8,13 @@ under the final name.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from hicom.core.files import atomic_write, atomic_write_bytes, atomic_write_dir
 
 COMPRESSOR_WEIGHTS = "compressor.safetensors"
 COMPRESSOR_CONFIG = "compressor.json"
@@ -27,50 +26,14 @@ class CheckpointError(RuntimeError):
     """A checkpoint does not match the model it is loaded into; the message names the keys."""
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _temp_dir_beside(out_dir: Path) -> Path:
-    """A fresh temporary directory on the same filesystem as out_dir, so a rename can replace it."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
-
-
-def _commit_dir(tmp: Path, out_dir: Path) -> None:
-    """Move tmp to out_dir; an existing out_dir is only removed once the new one is in place."""
-    out_dir = Path(out_dir)
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, out_dir)
-
-
 def save_model(model, out_dir: str | Path, tokenizer=None) -> Path:
     """save_pretrained (safetensors) into a temporary directory, then rename it into place."""
-    tmp = _temp_dir_beside(Path(out_dir))
-    try:
+    def fill(tmp: Path) -> None:
         model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        _commit_dir(tmp, Path(out_dir))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return Path(out_dir)
+
+    return atomic_write_dir(out_dir, fill)
 
 
 def save_compressor(projector: nn.Module, out_dir: str | Path, extra: dict | None = None) -> Path:
@@ -78,14 +41,7 @@ def save_compressor(projector: nn.Module, out_dir: str | Path, extra: dict | Non
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in projector.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{COMPRESSOR_WEIGHTS}.")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata={"format": "pt"})
-        os.replace(tmp, out_dir / COMPRESSOR_WEIGHTS)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(out_dir / COMPRESSOR_WEIGHTS, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
     meta = {"compressor": projector.cfg.to_dict(), **(extra or {})}
     atomic_write_bytes(out_dir / COMPRESSOR_CONFIG, json.dumps(meta, indent=2).encode())
     return out_dir

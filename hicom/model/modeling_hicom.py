@@ -6,26 +6,32 @@ placeholder id (IMAGE_TOKEN_ID / VIDEO_TOKEN_ID); the vocabulary is never change
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as nnf
 from huggingface_hub.dataclasses import strict
 from torch import nn
-from transformers import (PreTrainedConfig, PreTrainedModel, Qwen2Config, Qwen2ForCausalLM, SiglipTextConfig,
-                          SiglipTextModel, SiglipVisionConfig, SiglipVisionModel)
+from transformers import (
+    PreTrainedConfig,
+    PreTrainedModel,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    SiglipTextConfig,
+    SiglipTextModel,
+    SiglipVisionConfig,
+    SiglipVisionModel,
+)
 from transformers import initialization as hf_init
 from transformers.configuration_utils import SubConfigSpec
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from hicom.config import CompressorConfig
+from hicom.core.types import (
+    IGNORE_INDEX,
+    PLACEHOLDER_IDS,
+    VisualItem,
+)
 from hicom.model.compressor import GlobalCompressor, build_projector
 from hicom.model.injection import Guide
-
-IGNORE_INDEX = -100
-IMAGE_TOKEN_ID = -200
-VIDEO_TOKEN_ID = -201
-PLACEHOLDER_IDS = {"image": IMAGE_TOKEN_ID, "video": VIDEO_TOKEN_ID}
 
 
 class SequenceTooLongError(ValueError):
@@ -51,26 +57,6 @@ class HIComConfig(PreTrainedConfig):
     @property
     def compressor_config(self) -> CompressorConfig:
         return CompressorConfig.from_dict(self.compressor or {}, "config.compressor")
-
-
-@dataclass
-class VisualItem:
-    """One image or video of a batch, in the order its placeholder appears."""
-
-    pixel_values: torch.Tensor | None  # (T, 3, S, S), T >= 1; None when features come from the cache
-    modality: str = "video"  # "video" | "image"
-    # (L,) the SigLIP-tokenised instruction padded to max length, or (k, L): k questions about this
-    # item, each filling its own placeholder (the item is encoded once, compressed for all k in one call)
-    guide_input_ids: torch.Tensor | None = None
-    # Frozen-tower outputs computed earlier (the feature cache): F and E, each (T, g, g, C).
-    features: torch.Tensor | None = None
-    embeds: torch.Tensor | None = None
-    cache_key: str | None = None  # where to store this item's features after computing them
-    # Frozen instruction-tower outputs for its k guides, computed earlier (the feature cache):
-    # pooled (k, d) and, where `fine` injection needs them, per-token states (k, L, d).
-    guide_pooled: torch.Tensor | None = None
-    guide_tokens: torch.Tensor | None = None
-    guide_cache_key: str | None = None  # where to store the encoded guides after computing them
 
 
 def find_cut(labels: torch.Tensor, visual_end: int, max_length: int) -> int:

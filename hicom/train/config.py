@@ -9,7 +9,8 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from hicom.config import PARAMS_FILE, ConfigError, load_params
+from hicom.config import PARAMS_FILE, load_params
+from hicom.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hicom.config import ConfigError
+from hicom.core.errors import ConfigError
 from hicom.train.config import StageSpec, TrainConfig
 
 INJECTION_KEY = "guide_injector"
