@@ -84,7 +84,7 @@ def cmd_tokenizer(args) -> int:
 
 def cmd_towers(args) -> int:
     from hicom.data.tokenizer import load_tokenizer
-    from hicom.model.tiny_towers import TowerTrainConfig, pretrain_towers
+    from hicom.pretrain.towers import TowerTrainConfig, pretrain_towers
 
     profile = load_profile(args.profile, args.params)
     if profile.vision.path:
@@ -100,7 +100,7 @@ def cmd_towers(args) -> int:
 
 def cmd_llm(args) -> int:
     from hicom.data.tokenizer import load_tokenizer
-    from hicom.model.tiny_llm import LLMTrainConfig, pretrain_llm
+    from hicom.pretrain.llm import LLMTrainConfig, pretrain_llm
 
     profile = load_profile(args.profile, args.params)
     if profile.llm.path:

@@ -106,8 +106,8 @@ def test_the_schema_lists_exactly_the_fields_of_each_settings_class():
     from hicom.curate import CurateConfig, OpenAIConfig
     from hicom.data.synthetic import WorldConfig
     from hicom.evaluate.mcq import EvalConfig
-    from hicom.model.tiny_llm import LLMTrainConfig
-    from hicom.model.tiny_towers import TowerTrainConfig
+    from hicom.pretrain.llm import LLMTrainConfig
+    from hicom.pretrain.towers import TowerTrainConfig
     from hicom.profiling import ClipSettings, ProfileSettings
     from hicom.registry import GateConfig, RegistryConfig
     from hicom.train.config import TrainConfig
