@@ -4,7 +4,7 @@
 
 Builds the profile's model from its config (random init: timings need no trained weights) and its
 baseline counterpart (the same vision tower and LLM modules, the LLaVA-OV projector), renders
-synthetic clips at the tower's input size, and measures both with hicom.profiling, the code behind
+synthetic clips at the tower's input size, and measures both with hicom.efficiency, the code behind
 `python -m hicom profile`:
 
     components   median over --repeats (after --warmup) of the vision encoder, the compressor
@@ -35,8 +35,11 @@ import torch
 from hicom.config import load_params, load_profile
 from hicom.data.video import FramePreprocessor
 from hicom.model import build_model
-from hicom.profiling import (MODELS, ClipSettings, ProfileSettings, model_pair, random_prompt, render_clips,
-                             run_profile, write_outputs)
+from hicom.efficiency.fields import MODELS
+from hicom.efficiency.inputs import model_pair, random_prompt, render_clips
+from hicom.efficiency.outputs import write_outputs
+from hicom.efficiency.run import measure_efficiency
+from hicom.efficiency.settings import ClipSettings, EfficiencySettings
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "outputs" / "reports" / "latency_bench"
@@ -44,7 +47,7 @@ TARGET = 4.0
 
 
 def shares(row: dict) -> dict[str, float]:
-    """Each part's share of the mean question, timed inside those same questions (hicom.profiling)."""
+    """Each part's share of the mean question, timed inside those same questions (hicom.efficiency)."""
     names = {"load": "video loading", "vision": "vision encoder", "compressor": "compressor (incl. text encoder)",
              "llm": "LLM (prefill + answer tokens)", "other": "other (splice, generate glue)"}
     parts = row["question_parts_ms"]
@@ -68,7 +71,7 @@ def main() -> None:
 
     params = load_params()
     profile = load_profile(args.profile)
-    base = ProfileSettings.from_dict(params.get("efficiency"))
+    base = EfficiencySettings.from_dict(params.get("efficiency"))
     image_size = profile.vision.config["image_size"]
     settings = dataclasses.replace(base, frames=(args.frames,), samples=args.samples, warmup=args.warmup,
                                    repeats=args.repeats,
@@ -82,12 +85,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="latency_bench_") as tmp:
         c = settings.clips
         clips = render_clips(c, Path(tmp))
-        result = run_profile(models, profile_name=profile.name, model_source=f"profile {profile.name!r}, random init",
-                             clips=clips, clips_source=f"{c.count} synthetic clips ({c.num_frames} frames, "
-                                                       f"{c.size}x{c.size}, lossless mp4)",
-                             prompt=random_prompt(models["hicom"].config, settings.prompt_tokens),
-                             preprocessor=FramePreprocessor(image_size), settings=settings, decoder=decoder,
-                             device=torch.device("cpu"), log=lambda msg: print(f"  {msg}"))
+        result = measure_efficiency(models, profile_name=profile.name,
+                                    model_source=f"profile {profile.name!r}, random init",
+                                    clips=clips, clips_source=f"{c.count} synthetic clips ({c.num_frames} frames, "
+                                                              f"{c.size}x{c.size}, lossless mp4)",
+                                    prompt=random_prompt(models["hicom"].config, settings.prompt_tokens),
+                                    preprocessor=FramePreprocessor(image_size), settings=settings, decoder=decoder,
+                                    device=torch.device("cpu"), log=lambda msg: print(f"  {msg}"))
     write_outputs(result, OUT)
 
     rows = {r["model"]: r for r in result["rows"]}

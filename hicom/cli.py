@@ -84,7 +84,7 @@ def cmd_tokenizer(args) -> int:
 
 def cmd_towers(args) -> int:
     from hicom.data.tokenizer import load_tokenizer
-    from hicom.model.tiny_towers import TowerTrainConfig, pretrain_towers
+    from hicom.pretrain.towers import TowerTrainConfig, pretrain_towers
 
     profile = load_profile(args.profile, args.params)
     if profile.vision.path:
@@ -100,7 +100,7 @@ def cmd_towers(args) -> int:
 
 def cmd_llm(args) -> int:
     from hicom.data.tokenizer import load_tokenizer
-    from hicom.model.tiny_llm import LLMTrainConfig, pretrain_llm
+    from hicom.pretrain.llm import LLMTrainConfig, pretrain_llm
 
     profile = load_profile(args.profile, args.params)
     if profile.llm.path:
@@ -233,26 +233,25 @@ def cmd_profile(args) -> int:
     from hicom.data.tokenizer import load_tokenizer
     from hicom.data.video import FramePreprocessor
     from hicom.model import HIComForCausalLM, build_model
-    from hicom.profiling import (
-        MODELS,
-        ProfileSettings,
-        load_eval_results,
-        log_to_tracker,
+    from hicom.efficiency.accuracy import load_eval_results
+    from hicom.efficiency.fields import MODELS
+    from hicom.efficiency.inputs import (
         model_pair,
         random_prompt,
         render_clips,
         resolve_device,
         resolve_dtype,
-        run_profile,
         tokenised_prompt,
-        write_outputs,
     )
+    from hicom.efficiency.outputs import log_to_tracker, write_outputs
+    from hicom.efficiency.run import measure_efficiency
+    from hicom.efficiency.settings import EfficiencySettings
     from hicom.tracking import Tracker
 
     profile = load_profile(args.profile, args.params)
     overrides = {key: value for key, value in (("frames", args.frames), ("samples", args.samples),
                                                ("warmup", args.warmup), ("repeats", args.repeats)) if value is not None}
-    settings = ProfileSettings.from_dict({**_section(args, "efficiency"), **overrides})
+    settings = EfficiencySettings.from_dict({**_section(args, "efficiency"), **overrides})
     eval_entries = load_eval_results(args.eval_results or [])  # a wrong path fails before the measurements
     decoder = _section(args, "data").get("decoder") or "decord"
     device = resolve_device(args.device)
@@ -294,10 +293,10 @@ def cmd_profile(args) -> int:
             clips = render_clips(c, Path(tmp))
             clips_source = (f"{c.count} synthetic clips ({c.num_frames} frames, {c.size}x{c.size}, {c.fps} fps, "
                             f"lossless mp4) rendered by hicom.data.synthetic")
-        result = run_profile(models, profile_name=profile.name, model_source=source, clips=clips,
-                             clips_source=clips_source, prompt=prompt, preprocessor=preprocessor, settings=settings,
-                             decoder=decoder, device=device, eval_entries=eval_entries,
-                             default_frames=profile.num_frames, log=print)
+        result = measure_efficiency(models, profile_name=profile.name, model_source=source, clips=clips,
+                                    clips_source=clips_source, prompt=prompt, preprocessor=preprocessor,
+                                    settings=settings, decoder=decoder, device=device, eval_entries=eval_entries,
+                                    default_frames=profile.num_frames, log=print)
     files = write_outputs(result, args.out)
     # Opened after measuring, so the run's system-metrics sampler cannot disturb the timings.
     with Tracker(enabled=not args.no_track, experiment=args.experiment, run_name="profile",

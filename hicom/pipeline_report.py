@@ -9,13 +9,14 @@ precedence over artifacts, for stages that ran without tracking.
 from __future__ import annotations
 
 import datetime
-import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from hicom.core.errors import ConfigError
 from hicom.core.files import atomic_write_bytes, read_json_object
+from hicom.efficiency.fields import MODELS
+from hicom.plots import accuracy_vs_tokens_png, latency_breakdown_png, loss_curves_png
 from hicom.registry import (
     ACCURACY_PREFIX,
     LATENCY,
@@ -31,7 +32,6 @@ from hicom.registry import (
 )
 
 TRAIN_STAGES = ("align", "cond_pretrain", "sft")  # loss curves in this order; other stages with a loss follow
-MODEL_NAMES = {"hicom": "HICom", "llava_ov": "LLaVA-OV baseline"}
 A6_COLUMNS = (("visual_tokens", "visual tokens", "{:.0f}"), ("vision_ms", "vision ms", "{:.1f}"),
               ("compressor_ms", "compressor ms (incl. text)", "{:.1f}"), ("llm_ttft_ms", "LLM TTFT ms", "{:.1f}"),
               ("s_per_video", "s/video", "{:.3f}"), ("llm_prefill_flops", "prefill GFLOPs", "{:.2f}"),
@@ -174,7 +174,7 @@ def efficiency_section(profile: dict | None) -> list[str]:
         return ["No efficiency profile: no stage logged a profile.json and none was given (--profile-results)."]
     rows = profile["rows"]
     lines = _table(["model", "frames"] + [title for _, title, _ in A6_COLUMNS],
-                   [[MODEL_NAMES.get(r.get("model"), str(r.get("model"))), _num(r.get("frames"))]
+                   [[MODELS.get(r.get("model"), str(r.get("model"))), _num(r.get("frames"))]
                     + [_num(r.get(key) / 1e9 if key == "llm_prefill_flops" and isinstance(r.get(key), (int, float))
                             else r.get(key), fmt) for key, _, fmt in A6_COLUMNS] for r in rows])
     env = profile.get("environment") or {}
@@ -185,32 +185,8 @@ def efficiency_section(profile: dict | None) -> list[str]:
     return lines
 
 
-def _png(figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    return buffer.getvalue()
-
-
-def loss_curves_png(losses: dict[str, list[tuple[int, float]]]) -> bytes:
-    """One panel per training stage: loss against optimizer step."""
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    figure = Figure(figsize=(4 * len(losses), 3.4), layout="constrained")
-    for i, (stage, history) in enumerate(losses.items()):
-        ax = figure.add_subplot(1, len(losses), i + 1)
-        ax.plot([step for step, _ in history], [loss for _, loss in history], marker=".", color="#4c72b0")
-        ax.set_title(stage)
-        ax.set_xlabel("optimizer step")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel("loss" if i == 0 else "")
-        ax.grid(alpha=0.3)
-    figure.suptitle("Training loss per stage")
-    return _png(figure)
-
-
 def accuracy_points(data: PipelineData, label: str | None = None) -> list[dict]:
-    """Points for hicom.profiling.accuracy_vs_tokens_png: one per benchmark, at the visual tokens of the frame
+    """Points for hicom.plots.accuracy_vs_tokens_png: one per benchmark, at the visual tokens of the frame
     count it was evaluated at. The profile stage resolves them when it was given the results (its
     `accuracy_vs_tokens`); otherwise a benchmark is placed at the profiled HICom row of its `settings.frames`."""
     points = list((data.profile or {}).get("accuracy_vs_tokens") or [])
@@ -227,8 +203,6 @@ def accuracy_points(data: PipelineData, label: str | None = None) -> list[dict]:
 # -- one pipeline run ----------------------------------------------------------------------------
 def write_pipeline_report(data: PipelineData, out_dir: str | Path) -> dict[str, Path]:
     """report.md, report.html and the PNGs it shows, written atomically into out_dir."""
-    from hicom.profiling import accuracy_vs_tokens_png, latency_breakdown_png
-
     out = Path(out_dir)
     parent = data.parent
     files: dict[str, Path] = {}
@@ -314,8 +288,6 @@ def _html(markdown_text: str, title: str) -> str:
 def compare_runs(run_ids: list[str], out_dir: str | Path, efficiency_frames: int = 32) -> tuple[str, dict[str, Path]]:
     """One table (accuracy per benchmark, tokens, latency, final losses, the params that differ) and one plot
     (accuracy vs visual tokens) for several pipeline runs. Returns (markdown, files)."""
-    from hicom.profiling import accuracy_vs_tokens_png
-
     if len(run_ids) < 2:
         raise ConfigError(f"compare: give at least two pipeline runs, got {len(run_ids)}")
     runs = [collect(run_id, efficiency_frames=efficiency_frames) for run_id in run_ids]

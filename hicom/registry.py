@@ -38,7 +38,7 @@ ACCURACY_PREFIX = "accuracy/"  # + benchmark name
 EFFICIENCY_PREFIX = "efficiency/"  # + a numeric field of the profile row
 VISUAL_TOKENS = "efficiency/visual_tokens"
 LATENCY = "efficiency/s_per_video"
-# profile.json (hicom.profiling): {"rows": [{"model": "hicom" | "llava_ov", "frames": N, "visual_tokens": ...,
+# profile.json (hicom.efficiency): {"rows": [{"model": "hicom" | "llava_ov", "frames": N, "visual_tokens": ...,
 # "s_per_video": ..., "vision_ms": ..., ...}, ...]}; the gate reads the HICom row at the configured frame count.
 PROFILE_MODEL = "hicom"
 # What the served model imports (hicom.serving); pinned to the versions it was logged with. Passing them

@@ -106,9 +106,9 @@ def test_the_schema_lists_exactly_the_fields_of_each_settings_class():
     from hicom.curate import CurateConfig, OpenAIConfig
     from hicom.data.synthetic import WorldConfig
     from hicom.evaluate.mcq import EvalConfig
-    from hicom.model.tiny_llm import LLMTrainConfig
-    from hicom.model.tiny_towers import TowerTrainConfig
-    from hicom.profiling import ClipSettings, ProfileSettings
+    from hicom.pretrain.llm import LLMTrainConfig
+    from hicom.pretrain.towers import TowerTrainConfig
+    from hicom.efficiency.settings import ClipSettings, EfficiencySettings
     from hicom.registry import GateConfig, RegistryConfig
     from hicom.train.config import TrainConfig
 
@@ -125,6 +125,6 @@ def test_the_schema_lists_exactly_the_fields_of_each_settings_class():
     assert keys(schema["data"]["synthetic"]) == fields(WorldConfig)
     assert keys(schema["curate"]) == fields(CurateConfig) and keys(schema["curate"]["openai"]) == fields(OpenAIConfig)
     assert keys(schema["evaluate"]) == fields(EvalConfig)
-    assert keys(schema["efficiency"]) == fields(ProfileSettings)
+    assert keys(schema["efficiency"]) == fields(EfficiencySettings)
     assert keys(schema["efficiency"].fields["clips"]) == fields(ClipSettings)
     assert keys(schema["registry"]) == fields(RegistryConfig) and keys(schema["registry"]["gate"]) == fields(GateConfig)

@@ -12,22 +12,13 @@ from hicom.core.errors import ConfigError, DataError
 from hicom.data.video import FramePreprocessor
 from hicom.model import baseline_of, build_model
 from hicom.model.compressor import LlavaOVProjector
-from hicom.profiling import (
-    PARAM_FIELDS,
-    QUESTION_PARTS,
-    RATIO_FIELDS,
-    ROW_FIELDS,
-    PeakMemory,
-    ProfileSettings,
-    load_eval_results,
-    log_to_tracker,
-    model_pair,
-    random_prompt,
-    render_clips,
-    resolve_tokens,
-    run_profile,
-    write_outputs,
-)
+from hicom.efficiency.accuracy import load_eval_results, resolve_tokens
+from hicom.efficiency.fields import PARAM_FIELDS, QUESTION_PARTS, RATIO_FIELDS, ROW_FIELDS
+from hicom.efficiency.inputs import model_pair, random_prompt, render_clips
+from hicom.efficiency.measure import PeakMemory
+from hicom.efficiency.outputs import log_to_tracker, write_outputs
+from hicom.efficiency.run import measure_efficiency
+from hicom.efficiency.settings import EfficiencySettings
 from hicom.report import measure_tokens
 from hicom.tracking import Tracker
 
@@ -41,10 +32,10 @@ def profiled(tmp_path_factory):
     """One small profile of the tiny model (2 frame counts, 1 sample), shared by the tests that read it."""
     torch.manual_seed(0)
     profile = load_profile("tiny")
-    settings = ProfileSettings.from_dict(SMALL)
+    settings = EfficiencySettings.from_dict(SMALL)
     clips = render_clips(settings.clips, tmp_path_factory.mktemp("clips"))
     models = model_pair(build_model(profile), torch.device("cpu"), torch.float32)
-    result = run_profile(models, profile_name="tiny", model_source="test", clips=clips, clips_source="test clip",
+    result = measure_efficiency(models, profile_name="tiny", model_source="test", clips=clips, clips_source="test clip",
                          prompt=random_prompt(models["hicom"].config, settings.prompt_tokens),
                          preprocessor=FramePreprocessor(profile.vision.config["image_size"]), settings=settings,
                          decoder="pyav", device=torch.device("cpu"))
@@ -177,14 +168,14 @@ def test_malformed_eval_results_name_the_file_and_field(tmp_path, content, messa
 
 def test_settings_reject_unknown_fields_and_bad_counts():
     with pytest.raises(ConfigError, match=r"efficiency: unknown field\(s\) \['sample'\]"):
-        ProfileSettings.from_dict({"sample": 3})
+        EfficiencySettings.from_dict({"sample": 3})
     with pytest.raises(ConfigError, match="efficiency.repeats: must be an integer >= 1, got 0"):
-        ProfileSettings.from_dict({"repeats": 0})
+        EfficiencySettings.from_dict({"repeats": 0})
     with pytest.raises(ConfigError, match="efficiency.frames"):
-        ProfileSettings.from_dict({"frames": [32, 0]})
+        EfficiencySettings.from_dict({"frames": [32, 0]})
     with pytest.raises(ConfigError, match="efficiency.clips.size: must be even"):
-        ProfileSettings.from_dict({"clips": {"size": 63}})
-    assert ProfileSettings.from_dict(yaml.safe_load(PARAMS_FILE.read_text())["efficiency"]).frames == (32, 64, 128)
+        EfficiencySettings.from_dict({"clips": {"size": 63}})
+    assert EfficiencySettings.from_dict(yaml.safe_load(PARAMS_FILE.read_text())["efficiency"]).frames == (32, 64, 128)
 
 
 @pytest.fixture
@@ -223,10 +214,10 @@ def test_cli_missing_eval_results_file_is_a_clear_error_before_profiling(small_p
 def test_cli_profiles_a_saved_model_with_a_tokenised_question(small_params, tiny_profile, tmp_path):
     from hicom.data.tokenizer import train_tokenizer
     from hicom.model import save_model
-    from hicom.profiling import PROFILE_QUESTION
+    from hicom.efficiency.inputs import EFFICIENCY_QUESTION
 
     towers = tmp_path / "towers"  # stands in for a SigLIP directory: instruction tokenizer + preprocessor
-    tokenizer = train_tokenizer([PROFILE_QUESTION, "a red circle moves left"] * 4, 300, towers)
+    tokenizer = train_tokenizer([EFFICIENCY_QUESTION, "a red circle moves left"] * 4, 300, towers)
     FramePreprocessor(tiny_profile.vision.config["image_size"]).save_pretrained(towers)
     save_model(build_model(tiny_profile), tmp_path / "model", tokenizer)
     out = tmp_path / "out"

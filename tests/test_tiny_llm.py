@@ -8,7 +8,7 @@ from hicom.core.errors import ConfigError
 from hicom.data.synthetic import WorldConfig, generate_world
 from hicom.data.tokenizer import load_tokenizer, train_tokenizer
 from hicom.model import build_model
-from hicom.model.tiny_llm import LLMTrainConfig, pretrain_llm, world_dialogues
+from hicom.pretrain.llm import LLMTrainConfig, pretrain_llm, world_dialogues
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from hicom.data.synthetic import WorldConfig, generate_world
 from hicom.data.tokenizer import train_tokenizer
 from hicom.data.video import FramePreprocessor
 from hicom.model import build_model
-from hicom.model.tiny_towers import TowerTrainConfig, pretrain_towers
+from hicom.pretrain.towers import TowerTrainConfig, pretrain_towers
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ from transformers import SiglipConfig, SiglipModel
 from hicom.config import ModelProfile
 from hicom.core.errors import ConfigError
 from hicom.core.files import atomic_write_bytes
+from hicom.data.synthetic import caption, read_world, render_frame
 from hicom.data.video import FramePreprocessor
 from hicom.model.checkpoint import save_model
 
@@ -37,8 +38,6 @@ class TowerTrainConfig:
 
 
 def _pairs(scenes: list, rng: random.Random, n: int, preprocessor: FramePreprocessor):
-    from hicom.data.synthetic import caption, render_frame
-
     frames, texts = [], []
     for _ in range(n):
         scene = rng.choice(scenes)
@@ -60,8 +59,6 @@ def retrieval_top1(model: SiglipModel, pixel_values: torch.Tensor, text_ids: tor
 
 def pretrain_towers(profile: ModelProfile, world_dir: str | Path, tokenizer, out_dir: str | Path,
                     cfg: TowerTrainConfig = TowerTrainConfig(), log=print) -> dict:
-    from hicom.data.synthetic import read_world
-
     text_cfg = dict(profile.text.config)
     if len(tokenizer) > text_cfg.get("vocab_size", 0) or text_cfg.get("pad_token_id") != tokenizer.pad_token_id:
         raise ConfigError(f"profile {profile.name!r} text tower (vocab_size={text_cfg.get('vocab_size')}, "
