@@ -10,14 +10,11 @@ from typing import Any
 
 import yaml
 
+from flows.dvc import DvcError
+from flows.errors import PipelineError
+from flows.executors import EXECUTORS
 from flows.executors.base import StageFailed
-from flows.pipeline import (
-    EXECUTORS,
-    PROJECT_ROOT,
-    DvcError,
-    PipelineError,
-    load_checked_params,
-)
+from flows.settings import PROJECT_ROOT, load_checked_params
 from hicom.core.errors import ConfigError
 
 WORK_POOLS = {"hicom-process": "process", "hicom-kubernetes": "kubernetes"}  # the pools prefect.yaml names
@@ -84,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                          help="an ablation from params.yaml pipeline.ablations (repeatable)")
     run_cmd.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                          help="override a params.yaml key for this run (repeatable)")
-    run_cmd.add_argument("--executor", choices=EXECUTORS, default=None)
+    run_cmd.add_argument("--executor", choices=list(EXECUTORS), default=None)
     serve = sub.add_parser("serve", help="serve the scheduled retraining from this process (cron from params.yaml)")
     serve.add_argument("--name", default="retrain-served")
     sub.add_parser("deploy", help="create the work pools and deploy prefect.yaml (needs a Prefect server)")
