@@ -47,7 +47,8 @@ def is_bytecode(path: Path) -> bool:
 def fingerprint(stage: Stage, params: dict, hashes: ContentHashes) -> str:
     """The stage's cache key: its command, its params slice, and the content of every dep (data and code).
 
-    The same inputs DVC keys a stage on; the code version is the content of the code deps dvc.yaml lists.
+    The same inputs DVC keys a stage on; the code version is the content of the code deps dvc.yaml lists,
+    which flows/code_deps.py derives from what the stage's command imports (hashed, like DVC, without bytecode).
     """
     deps = {}
     for dep in stage.deps:
