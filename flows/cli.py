@@ -1,4 +1,5 @@
-"""`python -m flows run | serve | deploy`: run the retrain flow here, serve its schedule, or deploy prefect.yaml."""
+"""`python -m flows run | serve | deploy | deps`: run the retrain flow here, serve its schedule, deploy prefect.yaml,
+or check/write dvc.yaml's code deps."""
 from __future__ import annotations
 
 import argparse
@@ -10,14 +11,11 @@ from typing import Any
 
 import yaml
 
+from flows.dvc import DvcError
+from flows.errors import PipelineError
+from flows.executors import EXECUTORS
 from flows.executors.base import StageFailed
-from flows.pipeline import (
-    EXECUTORS,
-    PROJECT_ROOT,
-    DvcError,
-    PipelineError,
-    load_checked_params,
-)
+from flows.settings import PROJECT_ROOT, load_checked_params
 from hicom.core.errors import ConfigError
 
 WORK_POOLS = {"hicom-process": "process", "hicom-kubernetes": "kubernetes"}  # the pools prefect.yaml names
@@ -76,6 +74,29 @@ def deploy() -> None:
           "start a worker with `prefect worker start --pool hicom-process`")
 
 
+def code_deps(root: Path, write: bool) -> int:
+    """Check (1 when any differ) or write dvc.yaml's code deps; each stage that differs is named."""
+    from flows.code_deps import stage_code, write_code_deps
+
+    stages = stage_code(root)
+    if write:
+        changed = write_code_deps(root, stages)
+        print(f"deps: dvc.yaml code deps rewritten for {', '.join(changed)}" if changed
+              else "deps: dvc.yaml code deps are current")
+        return 0
+    stale = [s for s in stages if set(s.listed) != set(s.derived)]
+    for stage in stale:
+        missing = stage.uncovered
+        print(f"deps: stage {stage.name!r} lists {', '.join(stage.listed) or 'no code'}; its command imports "
+              f"{', '.join(stage.derived)}" + (f" (not covered now: {', '.join(missing)})" if missing else ""),
+              file=sys.stderr)
+    if stale:
+        print("deps: run `python -m flows deps --write` to rewrite them", file=sys.stderr)
+        return 1
+    print("deps: dvc.yaml code deps are current")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -84,14 +105,20 @@ def main(argv: list[str] | None = None) -> int:
                          help="an ablation from params.yaml pipeline.ablations (repeatable)")
     run_cmd.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                          help="override a params.yaml key for this run (repeatable)")
-    run_cmd.add_argument("--executor", choices=EXECUTORS, default=None)
+    run_cmd.add_argument("--executor", choices=list(EXECUTORS), default=None)
     serve = sub.add_parser("serve", help="serve the scheduled retraining from this process (cron from params.yaml)")
     serve.add_argument("--name", default="retrain-served")
     sub.add_parser("deploy", help="create the work pools and deploy prefect.yaml (needs a Prefect server)")
+    deps = sub.add_parser("deps", help="dvc.yaml code deps from what each stage's command imports")
+    mode = deps.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--check", action="store_true", help="fail when a stage lists other code deps")
+    mode.add_argument("--write", action="store_true", help="rewrite each stage's code deps in dvc.yaml")
     args = parser.parse_args(argv)
     try:
         if args.command == "deploy":
             deploy()
+        elif args.command == "deps":
+            return code_deps(PROJECT_ROOT, write=args.write)
         elif args.command == "serve":
             from prefect.schedules import Cron
 

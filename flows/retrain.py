@@ -30,13 +30,15 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 from prefect.tasks import exponential_backoff
 
-from flows.executors.base import Executor, JobState, StageFailed, StageJob, run_job
-from flows.pipeline import (EXECUTORS, PROJECT_ROOT, TRANSIENT_EXIT_CODES, ContentHashes, PipelineError,
-                            PipelineSettings, Stage, Variant, commit_and_push, dvc_status, fingerprint,
-                            load_checked_params, load_stages, lock_entry, make_variant, plan_variant, remote_url,
-                            restore_outs, variant_params, write_variant_params)
+from flows.dvc import commit_and_push, dvc_status, lock_entry, remote_url, restore_outs
+from flows.executors import executor_kind, make_executor
+from flows.executors.base import TRANSIENT_EXIT_CODES, JobState, StageFailed, StageJob, run_job
+from flows.hashes import ContentHashes, fingerprint
+from flows.settings import PROJECT_ROOT, PipelineSettings, load_checked_params
+from flows.stages import (EFFICIENCY_COMMAND, EVALUATE_COMMAND, PIPELINE_REPORT_COMMAND, PROMOTE_COMMAND,
+                          REGISTER_COMMAND, Stage, load_stages)
+from flows.variants import RunVariant, make_variant, plan_variant, variant_params, write_variant_params
 
-REGISTER_COMMAND = "register"  # the stage whose JSON out names the new model version (promotion reads it)
 RUNS_DIR = "outputs/runs"  # per pipeline run: logs/, promotion.json, report/
 CACHE_KEY_VERSION = "v1"  # bump when a stage task's result format changes
 PROGRESS_EVERY_S = 30.0
@@ -57,26 +59,7 @@ class PipelineRun:
         return self.root / RUNS_DIR / self.name
 
 
-# -- executors -----------------------------------------------------------------------------------
-def make_executor(kind: str, module: str) -> Executor:
-    """The executor for `kind`; cluster executors run hicom only (a stand-in module runs locally)."""
-    if kind == "local":
-        from flows.executors.local import LocalExecutor
-
-        return LocalExecutor(module=module)
-    if module != "hicom":
-        raise PipelineError(f"executor {kind!r} runs `python -m hicom` stages only, not {module!r}")
-    if kind == "slurm":
-        from flows.executors.slurm import SlurmExecutor
-
-        return SlurmExecutor()
-    if kind == "kubernetes":
-        from flows.executors.k8s import KubernetesExecutor
-
-        return KubernetesExecutor()
-    raise PipelineError(f"unknown executor {kind!r} (choose one of: {', '.join(EXECUTORS)})")
-
-
+# -- stage CLIs -----------------------------------------------------------------------------------
 def tracks_itself(module: str, command: str) -> bool:
     """Whether `python -m module command` takes --parent-run-id (and so logs its own child run)."""
     parser = importlib.import_module(f"{module}.cli").build_parser()
@@ -148,7 +131,7 @@ def _execute(stage: Stage, run: PipelineRun, clear_outs: bool, child_run: bool) 
                 f"({stage.nproc_per_node} process(es)); log: {log_path}")
     started = time.monotonic()
     with _child_run(stage, run, argv, log_path, enabled=child_run and not tracked_by_cli):
-        result = run_job(executor, job, poll_interval_s=1.0 if run.executor == "local" else 15.0,
+        result = run_job(executor, job, poll_interval_s=executor_kind(run.executor).poll_interval_s,
                          on_poll=_Progress(stage.name, log_path, logger))
         if not result.ok:
             raise StageFailed(result)
@@ -229,7 +212,7 @@ def run_pipeline(stages: list[Stage], params: dict, run: PipelineRun) -> dict:
     register = next((s for s in stages if s.command == REGISTER_COMMAND), None)
     if register is not None:
         registered = json.loads((run.root / register.outs[0]).read_text())
-        records["promote"] = _action(run, "promote", ["promote", "--name", str(registered["name"]),
+        records["promote"] = _action(run, "promote", [PROMOTE_COMMAND, "--name", str(registered["name"]),
                                                      "--version", str(registered["version"]),
                                                      "--out", str(run.run_dir / "promotion.json")], stages)
     if run.parent_run_id:
@@ -240,11 +223,11 @@ def run_pipeline(stages: list[Stage], params: dict, run: PipelineRun) -> dict:
 def _report_argv(run: PipelineRun, stages: list[Stage]) -> list[str]:
     """pipeline-report of this run, given the evaluation and profile files themselves: a cached stage logged
     nothing under this run's MLflow parent."""
-    argv = ["pipeline-report", "--run-id", run.parent_run_id, "--out", str(run.run_dir / "report")]
-    results = [path for s in stages if s.command == "evaluate" for path in s.metrics]
+    argv = [PIPELINE_REPORT_COMMAND, "--run-id", run.parent_run_id, "--out", str(run.run_dir / "report")]
+    results = [path for s in stages if s.command == EVALUATE_COMMAND for path in s.metrics]
     if results:
         argv += ["--eval", *results]
-    profile = next((s for s in stages if s.command == "profile"), None)
+    profile = next((s for s in stages if s.command == EFFICIENCY_COMMAND), None)
     if profile is not None:
         argv += ["--profile-results", f"{profile.outs[0]}/profile.json"]
     return argv
@@ -321,7 +304,7 @@ class RunPlan:
 
     root: Path
     settings: PipelineSettings
-    variant: Variant
+    variant: RunVariant
     params: dict
     executor: str
     stages: list[Stage]
@@ -336,8 +319,7 @@ def plan_run(root: Path, ablations: list[str] | None, overrides: dict[str, Any] 
     variant = make_variant(ablations, overrides)
     changed, skip = variant_params(params, settings, variant)
     kind = executor or os.environ.get("HICOM_EXECUTOR") or settings.executor
-    if kind not in EXECUTORS:
-        raise PipelineError(f"executor {kind!r} is not one of {', '.join(EXECUTORS)}")
+    executor_kind(kind)  # an unknown kind fails here, naming the known ones
     stages = plan_variant(load_stages(root), params, changed, skip, variant, f"params.{variant.name}.yaml")
     if not variant.is_baseline:  # an ablation is compared, not served: it registers nothing
         stages = [s for s in stages if s.command != REGISTER_COMMAND]

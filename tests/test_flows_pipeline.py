@@ -5,20 +5,11 @@ import copy
 import pytest
 import yaml
 
-from flows.pipeline import (
-    PROJECT_ROOT,
-    ContentHashes,
-    PipelineError,
-    PipelineSettings,
-    Stage,
-    fingerprint,
-    load_checked_params,
-    load_stages,
-    make_variant,
-    parse_cmd,
-    plan_variant,
-    variant_params,
-)
+from flows.errors import PipelineError
+from flows.hashes import ContentHashes, fingerprint
+from flows.settings import PROJECT_ROOT, PipelineSettings, load_checked_params
+from flows.stages import Stage, load_stages, parse_cmd
+from flows.variants import make_variant, plan_variant, variant_params
 from hicom.core.errors import ConfigError
 
 
@@ -77,6 +68,7 @@ def test_torchrun_commands_give_their_process_count():
     ({"retries": "two"}, r"pipeline\.retries: expected int, got 'two'"),
     ({"retries": True}, r"pipeline\.retries: expected int"),
     ({"executor": "ssh"}, r"pipeline\.executor: 'ssh' is not one of local, slurm, kubernetes"),
+    ({"benchmarks": {"videome": {"data": "v.json"}}}, r"pipeline\.benchmarks\.videome: unknown benchmark"),
     ({"schedule": {"cron": "0 3 * *"}}, r"pipeline\.schedule: '0 3 \* \*' \(UTC\) is not a valid cron"),
     ({"resources": {"train": {"processes_per_node": 0}}}, r"pipeline\.resources\.train\.processes_per_node: must be"),
     ({"ablations": {"x": {"sett": {}}}}, r"pipeline\.ablations\.x\.sett: unknown key"),

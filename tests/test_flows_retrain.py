@@ -73,7 +73,7 @@ def set_param(root: Path, key: str, value) -> None:
 
 
 def dvc_status(root: Path) -> dict:
-    from flows.pipeline import dvc_status as status
+    from flows.dvc import dvc_status as status
 
     return status(root)
 
@@ -207,7 +207,7 @@ def test_bad_params_fail_before_any_stage_runs_naming_the_key(project, change, m
 
 
 def test_an_unknown_ablation_fails_before_any_stage_runs(project):
-    from flows.pipeline import PipelineError
+    from flows.errors import PipelineError
 
     with pytest.raises(PipelineError, match="ablation 'longest' is not defined"):
         retrain(project, ablations=["longest"])
@@ -230,7 +230,7 @@ def test_deploy_creates_the_work_pools_and_the_scheduled_deployments(prefect_ser
     from prefect.client.orchestration import get_client
 
     from flows.cli import deploy
-    from flows.pipeline import PROJECT_ROOT, load_checked_params
+    from flows.settings import PROJECT_ROOT, load_checked_params
 
     _, settings = load_checked_params(PROJECT_ROOT / "params.yaml")
     deploy()

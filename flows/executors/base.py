@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
 
+# Stage exit codes that mean "try again unchanged" (sysexits EX_TEMPFAIL), besides NODE_FAIL/PREEMPTED.
+TRANSIENT_EXIT_CODES = frozenset({75})
+
 
 class JobState(str, enum.Enum):
     """Final and transient states, named after Slurm's (the richest of the three backends)."""

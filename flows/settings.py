@@ -1,0 +1,155 @@
+"""params.yaml `pipeline:` as checked settings, and params.yaml loaded and validated once for a flow."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flows.errors import PipelineError
+from flows.executors import EXECUTORS
+from hicom.config import load_params, validate_params
+from hicom.evaluate.benchmarks import BENCHMARKS
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Where a command runs: torchrun processes come from its dvc.yaml cmd; nodes/GPUs matter on clusters."""
+
+    nodes: int = 1
+    processes_per_node: int = 1
+    gpus_per_node: int = 0
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """A named change (Tables A3-A5): params to set, and stages to skip (their output replaced by a path)."""
+
+    set: dict[str, Any] = field(default_factory=dict)
+    skip: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """params.yaml `pipeline:`, checked strictly (unknown keys and wrong types are errors naming the key)."""
+
+    experiment: str = "hicom-pipeline"
+    executor: str = "local"
+    schedule_cron: str = "0 3 * * 1"
+    schedule_timezone: str = "UTC"
+    benchmarks: dict[str, dict] = field(default_factory=dict)
+    resources: dict[str, Resources] = field(default_factory=dict)
+    retries: int = 2
+    retry_delay_s: float = 30.0
+    stage_timeout_s: int = 6 * 3600
+    timeout_s: int = 24 * 3600
+    ablations: dict[str, Ablation] = field(default_factory=dict)
+
+    @classmethod
+    def from_params(cls, params: dict) -> PipelineSettings:
+        data = params.get("pipeline")
+        if data is None:
+            return cls()
+        _expect(data, dict, "pipeline")
+        _known(data, ("experiment", "executor", "schedule", "benchmarks", "resources", "retries", "retry_delay_s",
+                      "stage_timeout_s", "timeout_s", "ablations"), "pipeline")
+        kwargs: dict[str, Any] = {}
+        for key in ("experiment", "executor"):
+            if key in data:
+                kwargs[key] = _expect(data[key], str, f"pipeline.{key}")
+        if kwargs.get("executor", "local") not in EXECUTORS:
+            raise PipelineError(f"pipeline.executor: {kwargs['executor']!r} is not one of {', '.join(EXECUTORS)}")
+        for key in ("retries", "stage_timeout_s", "timeout_s"):
+            if key in data:
+                kwargs[key] = _expect(data[key], int, f"pipeline.{key}", minimum=0 if key == "retries" else 1)
+        if "retry_delay_s" in data:
+            kwargs["retry_delay_s"] = float(_expect(data["retry_delay_s"], (int, float), "pipeline.retry_delay_s",
+                                                    minimum=0))
+        if "schedule" in data:
+            schedule = _expect(data["schedule"], dict, "pipeline.schedule")
+            _known(schedule, ("cron", "timezone"), "pipeline.schedule")
+            kwargs["schedule_cron"] = _expect(schedule.get("cron", cls.schedule_cron), str, "pipeline.schedule.cron")
+            kwargs["schedule_timezone"] = _expect(schedule.get("timezone", cls.schedule_timezone), str,
+                                                  "pipeline.schedule.timezone")
+            _check_cron(kwargs["schedule_cron"], kwargs["schedule_timezone"])
+        if "benchmarks" in data:
+            benchmarks = _expect(data["benchmarks"], dict, "pipeline.benchmarks")
+            for name, spec in benchmarks.items():
+                if name not in BENCHMARKS:
+                    raise PipelineError(f"params.yaml: pipeline.benchmarks.{name}: unknown benchmark "
+                                        f"(known: {', '.join(BENCHMARKS)})")
+                _expect(spec, dict, f"pipeline.benchmarks.{name}")
+                _known(spec, ("data", "protocol"), f"pipeline.benchmarks.{name}")
+                _expect(spec.get("data"), str, f"pipeline.benchmarks.{name}.data")
+                if "protocol" in spec:  # evaluate --protocol (dvc.yaml passes it where its command names it)
+                    _expect(spec["protocol"], str, f"pipeline.benchmarks.{name}.protocol")
+            kwargs["benchmarks"] = benchmarks
+        if "resources" in data:
+            resources = {}
+            for command, spec in _expect(data["resources"], dict, "pipeline.resources").items():
+                where = f"pipeline.resources.{command}"
+                _expect(spec, dict, where)
+                _known(spec, ("nodes", "processes_per_node", "gpus_per_node"), where)
+                resources[command] = Resources(**{k: _expect(v, int, f"{where}.{k}", minimum=0 if k == "gpus_per_node"
+                                                             else 1) for k, v in spec.items()})
+            kwargs["resources"] = resources
+        if "ablations" in data:
+            ablations = {}
+            for name, spec in _expect(data["ablations"], dict, "pipeline.ablations").items():
+                where = f"pipeline.ablations.{name}"
+                _expect(spec, dict, where)
+                _known(spec, ("set", "skip"), where)
+                sets = _expect(spec.get("set", {}), dict, f"{where}.set")
+                skip = _expect(spec.get("skip", {}), dict, f"{where}.skip")
+                for stage, path in skip.items():
+                    _expect(path, str, f"{where}.skip.{stage}")
+                ablations[name] = Ablation(set=dict(sets), skip=dict(skip))
+            kwargs["ablations"] = ablations
+        return cls(**kwargs)
+
+    def resources_for(self, command: str) -> Resources:
+        return self.resources.get(command, Resources())
+
+
+def _expect(value: Any, types, where: str, minimum: float | None = None):
+    """`value` if it has one of `types` (bool is not an int here), else a PipelineError naming `where`."""
+    types = types if isinstance(types, tuple) else (types,)
+    if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+        names = " or ".join(t.__name__ for t in types)
+        raise PipelineError(f"params.yaml: {where}: expected {names}, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise PipelineError(f"params.yaml: {where}: must be at least {minimum}, got {value!r}")
+    return value
+
+
+def _known(data: dict, keys: tuple[str, ...], where: str) -> None:
+    unknown = sorted(set(data) - set(keys))
+    if unknown:
+        raise PipelineError(f"params.yaml: {where}.{unknown[0]}: unknown key (known: {', '.join(keys)})")
+
+
+def _check_cron(cron: str, timezone: str) -> None:
+    from prefect.client.schemas.schedules import CronSchedule
+
+    try:
+        CronSchedule(cron=cron, timezone=timezone)
+    except ValueError as exc:
+        raise PipelineError(f"params.yaml: pipeline.schedule: {cron!r} ({timezone}) is not a valid cron schedule: "
+                            f"{exc.errors()[0]['msg'] if hasattr(exc, 'errors') else exc}") from None
+
+
+def load_checked_params(params_file: Path) -> tuple[dict, PipelineSettings]:
+    """params.yaml validated as a whole (hicom's schema, then `pipeline:`): fails before any work starts."""
+    params = load_params(params_file)
+    validate_params(params, params_file)
+    return params, PipelineSettings.from_params(params)
+
+
+def get_key(params: dict, key: str, where: str) -> Any:
+    node: Any = params
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise PipelineError(f"{where}: {key!r} is not a key of params.yaml")
+        node = node[part]
+    return node
