@@ -238,7 +238,8 @@ class HIComForCausalLM(HIComPreTrainedModel):
             start += count
         return out
 
-    def encode_items(self, items: list[VisualItem], with_embeds: bool) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    def encode_items(self, items: list[VisualItem],
+                     with_embeds: bool) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         """(F, E or None) per item from its pixel_values, all frames in one vision-tower call."""
         features, embeds = self.encode_frames(torch.cat([it.pixel_values for it in items]), with_embeds)
         out, start = [], 0
