@@ -38,7 +38,7 @@ from hicom.config import load_profile
 from hicom.data.synthetic import WorldConfig, make_scene, write_video
 from hicom.data.tokenizer import train_tokenizer
 from hicom.data.video import FramePreprocessor
-from hicom.evaluate.benchmarks import Sample
+from hicom.evaluate.readers import Sample
 from hicom.evaluate.mcq import EvalConfig, Job, Variant, run_shard
 from hicom.model import build_model
 

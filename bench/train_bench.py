@@ -209,7 +209,6 @@ class StageBench:
     def run_pass(self, batches: list[list[int]], cache: FeatureCache | None) -> dict:
         """One timed pass over the micro-batches; returns samples/s and per-micro-batch part times."""
         model, clock = self.model, self.clock
-        model.feature_cache = cache
         dataset = ConversationDataset(self.samples, self.tokenizer, self.preprocessor, self.settings,
                                       self.rejects, self.guide_tokenizer, cache)
         pad_id = self.tokenizer.pad_token_id
@@ -224,6 +223,8 @@ class StageBench:
             if batch is None:  # every sample rejected: a zero step, as the trainer does
                 loss = sum((p * 0).sum() for p in self.trainable)
             else:
+                if cache is not None:
+                    batch["visual_items"] = cache.complete(model, batch["visual_items"])
                 loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                              labels=batch["labels"], visual_items=batch["visual_items"]).loss
                 samples += len(batch["ids"])
@@ -242,7 +243,6 @@ class StageBench:
             row["total"] = t3 - t0
             rows.append(row)
         elapsed = time.perf_counter() - began
-        model.feature_cache = None
         return {"samples": samples, "seconds": elapsed, "samples_per_s": samples / elapsed, "rows": rows,
                 "mean_loss": float(np.mean(losses)) if losses else None,
                 "cache": cache.stats() if cache is not None else None}

@@ -67,18 +67,18 @@ class RegistryConfig:
 
     model_name: str = "hicom-video-qa"
     efficiency_frames: int = 32  # the profile row (HICom at this many frames) that gives tokens and latency
-    prompt_template: str = "synthetic"  # how the served model lays out options (hicom.evaluate.prompts.TEMPLATES)
+    prompt_template: str = "synthetic"  # how the served model lays out options (hicom.evaluate.benchmarks.BENCHMARKS)
     gate: GateConfig = dataclasses.field(default_factory=GateConfig)
 
     @classmethod
     def from_dict(cls, data: dict | None) -> RegistryConfig:
-        from hicom.evaluate.prompts import TEMPLATES
+        from hicom.evaluate.benchmarks import BENCHMARKS
 
         data = dict(data or {})
         check_section("registry", data)
-        if data.get("prompt_template", cls.prompt_template) not in TEMPLATES:
+        if data.get("prompt_template", cls.prompt_template) not in BENCHMARKS:
             raise ConfigError(f"registry.prompt_template: {data['prompt_template']!r} is not one of "
-                              f"{sorted(TEMPLATES)}")
+                              f"{sorted(BENCHMARKS)}")
         gate = GateConfig(**{k: float(v) for k, v in (data.pop("gate", None) or {}).items()})
         return cls(gate=gate, **data)
 

@@ -38,7 +38,7 @@ class VideoQAModel(mlflow.pyfunc.PythonModel):
     """Greedy video question answering with a trained HICom model.
 
     model_config: num_frames, decoder (decord | pyav), guide_max_length, max_new_tokens, template (a
-    hicom.evaluate.prompts.TEMPLATES name: how options are laid out in the prompt).
+    hicom.evaluate.benchmarks.BENCHMARKS name: its prompt template lays out the options).
     """
 
     def load_context(self, context) -> None:
@@ -70,12 +70,13 @@ class VideoQAModel(mlflow.pyfunc.PythonModel):
         from hicom.data.conversation import encode_prompt, tokenise_guides
         from hicom.data.video import read_video
         from hicom.evaluate.answers import extract_choice
-        from hicom.evaluate.benchmarks import Sample
-        from hicom.evaluate.prompts import TEMPLATES, guide_text
+        from hicom.evaluate.benchmarks import BENCHMARKS
+        from hicom.evaluate.prompts import guide_text
+        from hicom.evaluate.readers import Sample
 
         options = _options(row.get("options"))
         sample = Sample(id="served", video=Path(row["video"]), question=row["question"], options=options, answer=None)
-        prompt = TEMPLATES[self.template].render(sample) if options else sample.question
+        prompt = BENCHMARKS[self.template].template.render(sample) if options else sample.question
         pixels = self.preprocessor(read_video(sample.video, self.num_frames, decoder=self.decoder).frames)
         guide = None
         if self.guide_tokenizer is not None:

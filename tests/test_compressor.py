@@ -162,3 +162,21 @@ def test_injection_parameters_are_exactly_the_injector_modules():
     same_width = HIComCompressor(compressor_from_preset("release", {"global": {"head_dim": 16}}), C, C, D)
     assert Injection.DIRECT is same_width.cfg.local.injection
     assert not [n for n, _ in same_width.named_parameters() if "guide_injector" in n]
+
+
+MODES = ["off", "direct", "coarse", "fine"]
+
+
+@pytest.mark.parametrize("local_mode,global_mode", list(itertools.product(MODES, repeat=2)))
+def test_every_trainable_parameter_gets_a_gradient_when_the_text_width_differs_from_the_vision_width(
+        local_mode, global_mode):
+    assert TEXT != C
+    comp = make(local={"injection": local_mode}, **{"global": {"injection": global_mode, "num_queries": 6,
+                                                               "head_dim": 16}}).train()
+    f, e = features()
+    comp(f, e, guide(1)).square().mean().backward()
+    # direct injection replaces the global queries by the instruction, so the learnable ones go unread
+    unread = {"global_compressor.query"} if global_mode == "direct" else set()
+    without = [n for n, p in comp.named_parameters()
+               if n not in unread and (p.grad is None or not p.grad.abs().sum() > 0)]
+    assert not without, f"parameters without a gradient: {without}"

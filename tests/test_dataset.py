@@ -142,8 +142,9 @@ def test_feature_cache_hits_skip_decoding_and_both_towers_and_leave_the_loss_unc
 
     def loss(ds, with_cache):
         batch = collate([ds[0], ds[1]], pad_id=tok.pad_token_id)
-        model.feature_cache = cache if with_cache else None
         with torch.no_grad():
+            if with_cache:
+                batch["visual_items"] = cache.complete(model, batch["visual_items"])
             return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                          labels=batch["labels"], visual_items=batch["visual_items"]).loss, batch
 

@@ -7,8 +7,9 @@ import pytest
 
 from hicom.core.errors import DataError
 from hicom.data.synthetic import mcq_prompt
-from hicom.evaluate.benchmarks import Sample, read_benchmark, read_srt, subtitles_at
-from hicom.evaluate.prompts import TEMPLATES, guide_text
+from hicom.evaluate.benchmarks import BENCHMARKS, read_benchmark
+from hicom.evaluate.prompts import guide_text
+from hicom.evaluate.readers import Sample, read_srt, subtitles_at
 
 VIDEOMME_ROWS = [
     {"video_id": "001", "duration": "short", "domain": "Knowledge", "sub_category": "Humanity & History",
@@ -46,12 +47,12 @@ def test_videomme_parquet_gives_letterless_options_breakdown_fields_and_the_vide
 
 def test_videomme_prompt_is_the_release_wording_with_subtitles_in_front(tmp_path):
     sample = read_benchmark("videomme", write_videomme(tmp_path), tmp_path / "videos")[0]
-    assert TEMPLATES["videomme"].render(sample) == (
+    assert BENCHMARKS["videomme"].template.render(sample) == (
         "Select the best answer to the following multiple-choice question based on the video. Respond with only "
         "the letter (A, B, C, or D) of the correct option.\nHow many people are shown?\nA. One.\nB. Two.\n"
         "C. Three.\nD. Four.\nAnswer with the option's letter from the given choices directly and only give the "
         "best option. The best answer is: ")
-    with_subs = TEMPLATES["videomme"].render(sample, ["Hello there.", "Two of us."])
+    with_subs = BENCHMARKS["videomme"].template.render(sample, ["Hello there.", "Two of us."])
     assert with_subs.startswith("This video's subtitles are listed below:\nHello there.\nTwo of us.\nSelect the best")
     assert guide_text(sample) == "How many people are shown?"  # the bare question guides compression
 
@@ -120,7 +121,7 @@ def test_mvbench_task_files_give_per_task_samples_with_their_video_folders_bound
     assert episodic.frame_fps == 3.0 and episodic.answer == "D"
     shuffle = samples["object_shuffle/0"]
     assert (shuffle.start, shuffle.end, shuffle.frame_fps, shuffle.answer) == (None, None, None, "B")
-    assert TEMPLATES["mvbench"].render(shuffle) == (
+    assert BENCHMARKS["mvbench"].template.render(shuffle) == (
         "Question: Where is the ball?\nOptions:\n(A) Left\n(B) Right\nAnswer with the option's letter from the "
         "given choices directly and only give the best option.")
 
@@ -151,7 +152,7 @@ def test_egoschema_scores_only_the_public_subset_and_reads_five_options(tmp_path
     assert [s.answer for s in samples] == ["D", None, "A"]
     assert samples[0].video == root / "good_clips_git" / "uid-0.mp4"
     assert samples[0].options == [f"option text {k}" for k in range(5)]
-    assert TEMPLATES["egoschema"].render(samples[0]).splitlines()[-2:] == [
+    assert BENCHMARKS["egoschema"].template.render(samples[0]).splitlines()[-2:] == [
         "(E) option text 4",
         "Answer with the option's letter from the given choices directly and only give the best option. "
         "The best answer is: "]
@@ -173,7 +174,7 @@ def test_mlvu_dev_files_give_one_task_per_question_type_and_videos_in_their_task
     assert [(s.id, s.groups["task"], s.answer) for s in samples] == [("1_plotQA/0", "plotQA", "B"),
                                                                       ("4_count/0", "count", "D")]
     assert samples[0].video == tmp_path / "MLVU" / "video" / "1_plotQA" / "movie101_66.mp4"
-    assert TEMPLATES["mlvu"].render(samples[1]) == (
+    assert BENCHMARKS["mlvu"].template.render(samples[1]) == (
         "Question: How many times does the dog bark?\nOptions: \n(A) 1\n(B) 2\n(C) 3\n(D) 4\n\nAnswer with the "
         "option's letter from the given choices directly and only give the best option.")
 
@@ -184,7 +185,7 @@ def test_synthetic_prompt_is_the_one_instruction_tuning_saw(tmp_path):
     path = tmp_path / "mcq_test.jsonl"
     path.write_text(json.dumps(row) + "\n")
     sample = read_benchmark("synthetic", path)[0]
-    assert TEMPLATES["synthetic"].render(sample) == mcq_prompt(row["question"], row["options"])
+    assert BENCHMARKS["synthetic"].template.render(sample) == mcq_prompt(row["question"], row["options"])
     assert sample.video == tmp_path / "videos" / "s0.mp4" and sample.groups == {"kind": "object"}
 
 

@@ -16,6 +16,10 @@ weights and the frame policy, so changing any of the three makes a miss rather t
 A guide entry's key hashes the (k, L) instruction token ids; its directory names the text tower.
 Every file is written to a unique temporary sibling and renamed into place, so a crash or two
 ranks writing the same entry never leave a half-written file under the final name.
+
+Caching is a step of the pipeline, before the model's forward: the dataset fills a batch's items
+from the hits, and `FeatureCache.complete` computes the misses with the model's towers and stores
+them. The model itself never sees the cache.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ import json
 import logging
 import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -33,6 +37,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from hicom.core.files import atomic_write, atomic_write_bytes, file_digest
+from hicom.core.types import VisualItem
 from hicom.data.video import DECODERS, DEFAULT_IMAGE_FPS, FramePreprocessor
 
 logger = logging.getLogger("hicom.cache")
@@ -157,8 +162,37 @@ class FeatureCache:
         """The cache of a HICom model's frozen towers: the vision tower's outputs (E included when the
         model has an instruction tower) and, for a guided stage, the instruction tower's."""
         text = model.text_tower
-        return cls(root, module_fingerprint(model.vision_tower, with_embeds=text is not None), policy,
+        return cls(root, module_fingerprint(model.vision_tower, with_embeds=_stores_embeds(model)), policy,
                    module_fingerprint(text, with_embeds=False) if guided and text is not None else None)
+
+    def complete(self, model: nn.Module, items: list[VisualItem]) -> list[VisualItem]:
+        """The items with the frozen towers' outputs that the cache missed computed by `model` and stored,
+        so the model's forward runs no tower for them (the hits were filled in by the dataset).
+
+        One vision-tower call for every item without features (E included whenever the model has an
+        instruction tower, so every stage can reuse the entry), and - in a guided stage - one
+        instruction-tower call for every item without its encoded guides. Items without a cache key
+        are left to the model.
+        """
+        frames = [i for i, it in enumerate(items) if it.features is None and it.cache_key is not None]
+        guides = []
+        if self.guide_directory is not None and model.projector.uses_instruction:
+            needs_tokens = model.projector.needs_guide_tokens
+            guides = [i for i, it in enumerate(items)
+                      if it.guide_cache_key is not None and it.guide_input_ids is not None
+                      and (it.guide_pooled is None or (needs_tokens and it.guide_tokens is None))]
+        items = list(items)
+        if frames:
+            for i, (features, embeds) in zip(frames, model.encode_items([items[i] for i in frames],
+                                                                        _stores_embeds(model))):
+                self.put(items[i].cache_key, features, embeds)
+                items[i] = replace(items[i], features=features, embeds=embeds)
+        if guides:
+            encoded = model.encode_item_guides([items[i].guide_input_ids for i in guides])
+            for i, (pooled, tokens) in zip(guides, encoded):
+                self.put_guides(items[i].guide_cache_key, pooled, tokens)
+                items[i] = replace(items[i], guide_pooled=pooled, guide_tokens=tokens)
+        return items
 
     def path(self, key: str) -> Path:
         return _entry_path(self.directory, key)
@@ -221,6 +255,12 @@ class FeatureCache:
         return {"hits": self.hits, "misses": self.misses, "entries": entries, "bytes": total,
                 "guide_hits": self.guide_hits, "guide_misses": self.guide_misses,
                 "guide_entries": guide_entries, "guide_bytes": guide_total}
+
+
+def _stores_embeds(model: nn.Module) -> bool:
+    """Entries keep E whenever the model has an instruction tower: then some stage of it injects the
+    instruction at the local level, or could, and reuses the entry."""
+    return model.text_tower is not None
 
 
 def _describe(directory: Path, description: dict) -> None:

@@ -33,9 +33,10 @@ from hicom.data.video import (
     read_video,
 )
 from hicom.evaluate.answers import extract_choice
-from hicom.evaluate.benchmarks import BREAKDOWNS, Sample, read_srt, subtitles_at
-from hicom.evaluate.prompts import TEMPLATES, PromptTemplate, guide_text
-from hicom.evaluate.scoring import InstructionFilter, egoschema_submission, summarise
+from hicom.evaluate.benchmarks import BENCHMARKS, Benchmark
+from hicom.evaluate.prompts import PromptTemplate, guide_text
+from hicom.evaluate.readers import Sample, read_srt, subtitles_at
+from hicom.evaluate.scoring import InstructionFilter, summarise
 from hicom.evaluate.store import (
     PredictionLog,
     part_path,
@@ -138,8 +139,12 @@ class Job:
     variants: list[Variant] = field(default_factory=lambda: [Variant()])
 
     @property
+    def entry(self) -> Benchmark:
+        return BENCHMARKS[self.benchmark]
+
+    @property
     def template(self) -> PromptTemplate:
-        return TEMPLATES[self.benchmark]
+        return self.entry.template
 
     @property
     def generation(self) -> str:
@@ -332,7 +337,8 @@ def _rank_options(model, samples: list[Sample], tokenizer, guide_tokenizer, feat
 
 # -- merging and scoring (rank 0) -------------------------------------------------------------------
 def merge_and_score(job: Job, world: int = 1) -> dict:
-    """Join every part into predictions.jsonl, score each variant, write results.json (and EgoSchema's CSV)."""
+    """Join every part into predictions.jsonl, score each variant, write results.json (and the benchmark's
+    submission file, where it has one)."""
     stored = read_parts(job.out)
     missing = {}
     for rank in range(world):
@@ -355,15 +361,15 @@ def merge_and_score(job: Job, world: int = 1) -> dict:
                             "correct": None if sample.answer is None else choice == sample.answer,
                             "num_options": len(sample.options), "groups": sample.groups,
                             "instruction_valid": valid.is_valid(sample.question), "question": sample.question})
-        summary = summarise(records, BREAKDOWNS[job.benchmark],
-                            task_field="task" if job.benchmark in ("mvbench", "mlvu") else None)
+        entry = job.entry
+        summary = summarise(records, entry.breakdowns, task_field=entry.task_field)
         summary["missing"] = len(job.samples) - len(records)
-        if job.benchmark == "egoschema":
+        if entry.submission is not None:
             by_id = {r["id"]: r for r in records}
             rows = [by_id.get(s.id, {"id": s.id, "choice": None}) for s in job.samples]
-            name = "submission.csv" if variant == job.variants[0] else f"submission_{variant.name}.csv"
+            name = entry.submission.file_for(variant.name, primary=variant == job.variants[0])
             summary["submission"] = {"file": name, "questions": len(rows),
-                                     "no_answer": egoschema_submission(rows, job.out / name)}
+                                     "no_answer": entry.submission.write(rows, job.out / name)}
         summaries[variant.name] = summary
         predictions += records
     atomic_write_bytes(job.out / "predictions.jsonl",

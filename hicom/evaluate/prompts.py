@@ -1,4 +1,5 @@
-"""Each benchmark's multiple-choice prompt, as the public release words it, and its hash.
+"""A multiple-choice prompt template (each benchmark's, as its public release words it, is in its
+hicom.evaluate.benchmarks entry) and its hash.
 
 The user turn is `<video>\\n` + this prompt (the chat template adds the rest); the instruction
 that guides compression is the bare question, without options or answer-format lines.
@@ -9,11 +10,9 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
-from hicom.data.synthetic import MCQ_INSTRUCTION
 from hicom.evaluate.answers import letters_for
-from hicom.evaluate.benchmarks import Sample
+from hicom.evaluate.readers import Sample
 
-_BEST = "Answer with the option's letter from the given choices directly and only give the best option."
 SUBTITLE_HEADER = "This video's subtitles are listed below:\n{subtitles}\n"
 
 
@@ -43,26 +42,6 @@ class PromptTemplate:
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
-
-
-TEMPLATES = {
-    "videomme": PromptTemplate(
-        header="Select the best answer to the following multiple-choice question based on the video. "
-               "Respond with only the letter (A, B, C, or D) of the correct option.\n",
-        question="{question}", options_header="", option="{letter}. {text}",
-        footer=_BEST + " The best answer is: "),
-    "mvbench": PromptTemplate(header="", question="Question: {question}", options_header="Options:\n",
-                              option="({letter}) {text}", footer=_BEST),
-    "egoschema": PromptTemplate(
-        header="Select the best answer to the following multiple-choice question based on the video.\n",
-        question="{question}", options_header="Options:\n", option="({letter}) {text}",
-        footer=_BEST + " The best answer is: "),
-    "mlvu": PromptTemplate(header="", question="Question: {question}", options_header="Options: \n",
-                           option="({letter}) {text}", footer="\n" + _BEST),
-    # hicom.data.synthetic.mcq_prompt, which instruction tuning saw
-    "synthetic": PromptTemplate(header="", question="{question}", options_header="", option="{letter}. {text}",
-                                footer=MCQ_INSTRUCTION),
-}
 
 
 def guide_text(sample: Sample) -> str:

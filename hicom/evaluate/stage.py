@@ -29,7 +29,6 @@ from hicom.evaluate.mcq import (
     run_shard,
     variants_for,
 )
-from hicom.evaluate.prompts import TEMPLATES
 
 # Numbers of a variant's summary that become metrics (breakdowns and the validity split are added per value).
 SUMMARY_METRICS = ("accuracy", "accuracy_answered", "total", "answered", "unanswered", "missing", "chance", "task_mean")
@@ -128,7 +127,7 @@ def _evaluate(run: EvalRun, rank: int, world: int) -> dict | None:
 
 
 def _params(run: EvalRun, job: Job, model_version: str, data_digest: str, world: int, dtype: str) -> dict:
-    template = TEMPLATES[run.benchmark]
+    template = job.template
     return {
         "benchmark": run.benchmark, "variants": ",".join(v.name for v in job.variants), "guidance": run.guidance,
         "protocol": run.protocol,

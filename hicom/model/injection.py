@@ -60,10 +60,13 @@ class GuideInjector(nn.Module):
         super().__init__()
         self.mode = Injection(mode)
         self.query_dim = query_dim
-        # The release keeps the text embedding as-is when its width matches the queries.
-        self.text_proj = mlp(text_dim, query_dim, query_dim) if text_dim != query_dim else nn.Identity()
+        # Every injecting mode reads the instruction at the queries' width: text_proj maps it there
+        # (the release keeps it as-is when the widths match). A mode that injects nothing has no
+        # projection, so no parameter of an injector goes without a gradient.
+        needs_proj = self.mode is not Injection.OFF and text_dim != query_dim
+        self.text_proj = mlp(text_dim, query_dim, query_dim) if needs_proj else nn.Identity()
         if self.mode is Injection.COARSE:
-            self.coarse_proj = mlp(text_dim, 2 * query_dim, 2 * query_dim)
+            self.coarse_proj = mlp(query_dim, 2 * query_dim, 2 * query_dim)
             self.norm = nn.LayerNorm(query_dim, eps=1e-6)
         elif self.mode is Injection.FINE:
             if query_dim % head_dim:
@@ -92,7 +95,8 @@ class GuideInjector(nn.Module):
             g = self.text_proj(guide.pooled.to(query.dtype))  # (k, d)
             return g[:, None, :].expand(k, *query.shape)
         if self.mode is Injection.COARSE:
-            gamma, beta = self.coarse_proj(guide.pooled.to(query.dtype))[:, None, :].chunk(2, dim=-1)
+            g = self.text_proj(guide.pooled.to(query.dtype))  # (k, d)
+            gamma, beta = self.coarse_proj(g)[:, None, :].chunk(2, dim=-1)
             return self.norm(query * (1 + gamma) + beta)
         # fine: every query attends over its instruction's token states
         if guide.tokens is None:

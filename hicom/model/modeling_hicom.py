@@ -216,7 +216,7 @@ class HIComForCausalLM(HIComPreTrainedModel):
                 emb = None
             elif emb is None:
                 raise ValueError(f"visual item {items.index(item)}: the compressor needs joint-space embeddings (E) "
-                                 "but the cached features carry none; use a cache built with embeddings")
+                                 "but the item's features came without them; encode them with embeddings")
             is_image = item.modality == "image"
             if not guided:  # no instruction: one compression serves every question
                 tokens = self.projector(feats, emb, None, is_image=is_image)
@@ -225,9 +225,33 @@ class HIComForCausalLM(HIComPreTrainedModel):
                 outputs += list(self.projector(feats, emb, guide, is_image=is_image).unbind(0))
         return outputs
 
+    def encode_item_guides(self, guide_ids: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """(pooled (k, d), per-token states (k, L, d) or None) per item's (k, L) or (L,) instruction ids, from
+        one text-tower call for all of them."""
+        flat = [ids.reshape(-1, ids.shape[-1]) for ids in guide_ids]
+        fresh = self.encode_guides(torch.cat(flat))
+        out, start = [], 0
+        for ids in flat:
+            count = ids.shape[0]
+            out.append((fresh.pooled[start:start + count],
+                        None if fresh.tokens is None else fresh.tokens[start:start + count]))
+            start += count
+        return out
+
+    def encode_items(self, items: list[VisualItem],
+                     with_embeds: bool) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """(F, E or None) per item from its pixel_values, all frames in one vision-tower call."""
+        features, embeds = self.encode_frames(torch.cat([it.pixel_values for it in items]), with_embeds)
+        out, start = [], 0
+        for it in items:
+            t = it.pixel_values.shape[0]
+            out.append((features[start:start + t], None if embeds is None else embeds[start:start + t]))
+            start += t
+        return out
+
     def _item_guides(self, items: list[VisualItem], guide_ids: list[torch.Tensor | None]) -> list[Guide]:
-        """Each item's k stacked guides: from the item when cached, else one text-tower call for all the
-        others (stored in the attached feature cache under the item's guide key)."""
+        """Each item's k stacked guides: from the item where encoded earlier, else one text-tower call for
+        all the others."""
         missing = [i for i, ids in enumerate(guide_ids) if ids is None]
         if missing:
             raise ValueError(f"visual items {missing}: the compressor injects an instruction but no guide_input_ids")
@@ -235,39 +259,18 @@ class HIComForCausalLM(HIComPreTrainedModel):
         states = [(it.guide_pooled, it.guide_tokens) for it in items]
         todo = [i for i, (pooled, tokens) in enumerate(states) if pooled is None or (needs_tokens and tokens is None)]
         if todo:
-            cache = getattr(self, "feature_cache", None)
-            fresh = self.encode_guides(torch.cat([guide_ids[i] for i in todo]))
-            start = 0
-            for i in todo:
-                count = guide_ids[i].shape[0]
-                states[i] = (fresh.pooled[start:start + count],
-                             None if fresh.tokens is None else fresh.tokens[start:start + count])
-                if cache is not None and cache.guide_directory is not None and items[i].guide_cache_key is not None:
-                    cache.put_guides(items[i].guide_cache_key, *states[i])
-                start += count
+            for i, state in zip(todo, self.encode_item_guides([guide_ids[i] for i in todo])):
+                states[i] = state
         return [Guide(pooled=pooled, tokens=tokens if needs_tokens else None, mask=self.guide_mask(ids))
                 for (pooled, tokens), ids in zip(states, guide_ids)]
 
     def _tower_outputs(self, items: list[VisualItem]) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-        """(F, E) per item: from the item when cached, else one tower call for all the others.
-
-        With a feature cache attached (`self.feature_cache`), newly computed outputs are stored
-        under the item's cache key; E is then always computed so every stage can reuse the entry.
-        """
-        cache = getattr(self, "feature_cache", None)
+        """(F, E) per item: from the item where encoded earlier, else one tower call for all the others."""
         todo = [i for i, it in enumerate(items) if it.features is None]
         out: list = [(it.features, it.embeds) for it in items]
         if todo:
-            with_embeds = self.projector.needs_embeds or (cache is not None and self.text_tower is not None)
-            features, embeds = self.encode_frames(torch.cat([items[i].pixel_values for i in todo]), with_embeds)
-            start = 0
-            for i in todo:
-                t = items[i].pixel_values.shape[0]
-                f, e = features[start:start + t], None if embeds is None else embeds[start:start + t]
-                out[i] = (f, e)
-                if cache is not None and items[i].cache_key is not None:
-                    cache.put(items[i].cache_key, f, e)
-                start += t
+            for i, outputs in zip(todo, self.encode_items([items[i] for i in todo], self.projector.needs_embeds)):
+                out[i] = outputs
         return out
 
     # -- splicing ---------------------------------------------------------------------------

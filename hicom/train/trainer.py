@@ -191,7 +191,6 @@ def train_stage(run: StageRun) -> dict:
     if run.feature_cache is not None:
         policy = FramePolicy.from_preprocessor(preprocessor, cfg.num_frames, run.decoder)
         cache = FeatureCache.for_model(run.feature_cache, model, policy, stage.guided)
-        model.feature_cache = cache
     dataset = ConversationDataset(samples, tokenizer, preprocessor, settings, rejects, guide_tokenizer, cache)
     model.config.max_length = cfg.max_length
 
@@ -253,6 +252,8 @@ def _loop(engine, dataset, run: StageRun, rank, world, accum, total_steps, track
             if batch is None:  # every sample of this micro-batch was rejected: a zero step keeps ranks in step
                 loss = sum((p * 0).sum() for p in engine.module.parameters() if p.requires_grad)
             else:
+                if dataset.feature_cache is not None:  # the towers' outputs the cache missed, computed and stored
+                    batch["visual_items"] = dataset.feature_cache.complete(engine.module, batch["visual_items"])
                 out = engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                              labels=batch["labels"], visual_items=batch["visual_items"])
                 loss = out.loss
