@@ -34,13 +34,14 @@ import psutil
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from hicom.config import CompressorConfig
+from hicom.model.configuration_hicom import CompressorConfig
 from hicom.core.errors import ConfigError, DataError
 from hicom.core.files import atomic_write_bytes, read_json_object
 from hicom.core.types import VIDEO_TOKEN_ID, VisualItem
 from hicom.data.video import FramePreprocessor, decoder_info, read_video
 from hicom.model.compressor import build_projector
-from hicom.model.modeling_hicom import HIComConfig, HIComForCausalLM
+from hicom.model.configuration_hicom import HIComConfig
+from hicom.model.modeling_hicom import HIComForCausalLM
 from hicom.report import count
 
 MODELS = {"hicom": "HICom", "llava_ov": "LLaVA-OV baseline"}

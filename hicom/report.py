@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hicom.config import ModelProfile
+from hicom.model.configuration_hicom import ModelProfile
 from hicom.model.build import baseline_of, build_model
 from hicom.model.injection import Guide
 

@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from hicom.config import ModelProfile
+from hicom.model.configuration_hicom import ModelProfile
 from hicom.core.types import IGNORE_INDEX, VIDEO_TOKEN_ID, VisualItem
 from hicom.model import build_model
 

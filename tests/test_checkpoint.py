@@ -7,7 +7,8 @@ import yaml
 from safetensors.torch import load_file, save_file
 from transformers import Qwen2ForCausalLM, SiglipConfig, SiglipModel
 
-from hicom.config import PARAMS_FILE, compressor_from_preset, load_profile
+from hicom.config import PARAMS_FILE, load_profile
+from hicom.model.configuration_hicom import compressor_from_preset
 from hicom.core.errors import ConfigError
 from hicom.core.types import VIDEO_TOKEN_ID, VisualItem
 from hicom.model import (

@@ -3,7 +3,7 @@ import itertools
 import pytest
 import torch
 
-from hicom.config import CompressorConfig, Injection, compressor_from_preset
+from hicom.model.configuration_hicom import CompressorConfig, Injection, compressor_from_preset
 from hicom.core.errors import ConfigError
 from hicom.model.compressor import (
     HIComCompressor,

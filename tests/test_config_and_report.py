@@ -4,7 +4,8 @@ import sys
 import pytest
 import yaml
 
-from hicom.config import PARAMS_FILE, Injection, load_profile
+from hicom.config import PARAMS_FILE, load_profile
+from hicom.model.configuration_hicom import Injection
 from hicom.core.errors import ConfigError
 from hicom.report import build_report, format_report
 

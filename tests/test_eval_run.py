@@ -14,7 +14,8 @@ import yaml
 from transformers import SiglipConfig, SiglipModel
 
 from hicom.cli import main
-from hicom.config import PARAMS_FILE, compressor_from_preset, load_profile
+from hicom.config import PARAMS_FILE, load_profile
+from hicom.model.configuration_hicom import compressor_from_preset
 from hicom.data.synthetic import WorldConfig, make_scene, mcq_prompt, write_video
 from hicom.data.tokenizer import load_tokenizer, train_tokenizer
 from hicom.data.video import FramePreprocessor

@@ -12,7 +12,8 @@ import torch
 import yaml
 from transformers import SiglipConfig, SiglipModel
 
-from hicom.config import PARAMS_FILE, compressor_from_preset, load_profile
+from hicom.config import PARAMS_FILE, load_profile
+from hicom.model.configuration_hicom import compressor_from_preset
 from hicom.core.errors import ConfigError
 from hicom.data.synthetic import WorldConfig, generate_world
 from hicom.data.tokenizer import train_tokenizer

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from hicom.config import ModelProfile
+from hicom.model.configuration_hicom import ModelProfile
 from hicom.core.errors import ConfigError
 from hicom.core.files import file_digest
 from hicom.data.tokenizer import load_tokenizer

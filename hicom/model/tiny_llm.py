@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from hicom.config import ModelProfile
+from hicom.model.configuration_hicom import ModelProfile
 from hicom.core.errors import ConfigError
 from hicom.core.files import atomic_write_bytes
 from hicom.data.conversation import normalise_turns

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hicom.config import ModelProfile
+from hicom.model.configuration_hicom import ModelProfile
 from hicom.core.errors import ConfigError, DataError
 from hicom.core.files import atomic_write_bytes
 from hicom.data.dataset import (
