@@ -23,9 +23,9 @@ from typing import Any
 
 import yaml
 
-from hicom.config import load_params, validate_params
 from hicom.core.errors import ConfigError
 from hicom.core.files import atomic_write_text
+from hicom.params import Params
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 VARIANTS_DIR = "outputs/variants"  # an ablation variant's own outputs: VARIANTS_DIR/<variant>/...
@@ -165,8 +165,7 @@ def _check_cron(cron: str, timezone: str) -> None:
 
 def load_checked_params(params_file: Path) -> tuple[dict, PipelineSettings]:
     """params.yaml validated as a whole (hicom's schema, then `pipeline:`): fails before any work starts."""
-    params = load_params(params_file)
-    validate_params(params, params_file)
+    params = Params.load(params_file).raw
     return params, PipelineSettings.from_params(params)
 
 
@@ -345,7 +344,7 @@ def variant_params(params: dict, settings: PipelineSettings, variant: Variant) -
             raise PipelineError(f"{where}: {key!r} cannot vary per run (it shapes dvc.yaml's commands); "
                                 "change params.yaml instead")
         _set_key(changed, key, value, where)
-    validate_params(changed, f"params.yaml with variant {variant.name!r}")
+    Params(changed, label=f"params.yaml with variant {variant.name!r}")  # validated as a command would read it
     return changed, skip
 
 

@@ -28,6 +28,7 @@ from hicom.registry import (
     metric_history,
     pipeline_runs,
     profile_row,
+    results_file,
 )
 
 TRAIN_STAGES = ("align", "cond_pretrain", "sft")  # loss curves in this order; other stages with a loss follow
@@ -82,12 +83,6 @@ class PipelineData:
             except ConfigError:
                 pass
         return out
-
-
-def results_file(path: str | Path) -> Path:
-    """An evaluation output directory or its results.json."""
-    path = Path(path)
-    return path / "results.json" if path.is_dir() else path
 
 
 def collect(run_id: str, *, eval_paths=(), profile_file: str | Path | None = None,

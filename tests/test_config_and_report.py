@@ -4,9 +4,9 @@ import sys
 import pytest
 import yaml
 
-from hicom.config import PARAMS_FILE, load_profile
-from hicom.model.configuration_hicom import Injection
 from hicom.core.errors import ConfigError
+from hicom.model.configuration_hicom import Injection
+from hicom.params import PARAMS_FILE, Params
 from hicom.report import build_report, format_report
 
 
@@ -21,7 +21,7 @@ def test_profiles_resolve_to_typed_configs(tiny_profile, paper_profile):
 
 def test_unknown_profile_is_named(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown profile 'paper-70b' \(defined: \['mid', 'paper-7b', 'tiny'\]\)"):
-        load_profile("paper-70b")
+        Params.load().profile("paper-70b")
 
 
 @pytest.mark.parametrize("edit,message", [
@@ -36,14 +36,14 @@ def test_wrong_params_name_the_field(tmp_path, edit, message):
     edit(params["profiles"]["tiny"]["model"])
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     with pytest.raises(ConfigError, match=message):
-        load_profile("tiny", tmp_path / "params.yaml")
+        Params.load(tmp_path / "params.yaml").profile("tiny")
 
 
 def test_malformed_params_file_is_named(tmp_path):
     bad = tmp_path / "params.yaml"
     bad.write_text("profiles: [unclosed")
     with pytest.raises(ConfigError, match="params.yaml: not valid YAML"):
-        load_profile("tiny", bad)
+        Params.load(bad).profile("tiny")
 
 
 def test_paper_profile_reproduces_the_papers_token_counts_and_parameter_sizes(paper_profile):

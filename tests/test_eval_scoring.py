@@ -4,12 +4,12 @@ import json
 import pytest
 from mlflow.utils.validation import _validate_metric_name
 
-from hicom.config import load_params
 from hicom.core.errors import ConfigError, DataError
 from hicom.evaluate.mcq import EvalConfig, Variant, variants_for
 from hicom.evaluate.scoring import InstructionFilter, egoschema_submission, summarise
 from hicom.evaluate.stage import metrics_of
 from hicom.evaluate.store import PredictionLog, read_parts, read_records, shard
+from hicom.params import Params
 from hicom.tracking import metric_name
 
 
@@ -47,7 +47,7 @@ def test_questions_without_a_public_answer_are_not_scored_and_an_empty_group_has
 
 
 def test_default_patterns_tag_generic_instructions_invalid_and_specific_ones_valid():
-    patterns = EvalConfig.from_dict(load_params()["evaluate"]).invalid_instructions
+    patterns = Params.load().evaluate.invalid_instructions
     tagger = InstructionFilter(patterns)
     for generic in ("What is this video mainly about?", "Describe this video.", "What's the video about?",
                     "What is the main topic of the video?", "Which of the following best describes the video?"):

@@ -7,11 +7,11 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from hicom.cli import main
-from hicom.config import PARAMS_FILE, load_profile
 from hicom.core.errors import ConfigError, DataError
 from hicom.data.video import FramePreprocessor
 from hicom.model import baseline_of, build_model
 from hicom.model.compressor import LlavaOVProjector
+from hicom.params import PARAMS_FILE, Params
 from hicom.profiling import (
     PARAM_FIELDS,
     QUESTION_PARTS,
@@ -40,7 +40,7 @@ SMALL = {"frames": list(FRAMES), "samples": 1, "warmup": 0, "repeats": 1, "max_n
 def profiled(tmp_path_factory):
     """One small profile of the tiny model (2 frame counts, 1 sample), shared by the tests that read it."""
     torch.manual_seed(0)
-    profile = load_profile("tiny")
+    profile = Params.load().profile("tiny")
     settings = ProfileSettings.from_dict(SMALL)
     clips = render_clips(settings.clips, tmp_path_factory.mktemp("clips"))
     models = model_pair(build_model(profile), torch.device("cpu"), torch.float32)
@@ -53,7 +53,7 @@ def profiled(tmp_path_factory):
 
 def tokens_at(frames: int) -> tuple[int, int]:
     """(HICom, baseline) visual tokens of the tiny profile, as the report counts them on the meta device."""
-    profile = load_profile("tiny")
+    profile = Params.load().profile("tiny")
     return (measure_tokens(build_model(profile, device="meta"), frames),
             measure_tokens(build_model(baseline_of(profile), device="meta"), frames))
 

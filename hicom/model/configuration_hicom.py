@@ -13,7 +13,12 @@ from enum import Enum
 from typing import Any
 
 from huggingface_hub.dataclasses import strict
-from transformers import PreTrainedConfig, Qwen2Config, SiglipTextConfig, SiglipVisionConfig
+from transformers import (
+    PreTrainedConfig,
+    Qwen2Config,
+    SiglipTextConfig,
+    SiglipVisionConfig,
+)
 from transformers.configuration_utils import SubConfigSpec
 
 from hicom.core.errors import ConfigError
