@@ -11,7 +11,6 @@ Run it with `make run` / `python -m flows run` (flows/cli.py), or through the de
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import importlib
@@ -78,10 +77,9 @@ def make_executor(kind: str, module: str) -> Executor:
 
 
 def tracks_itself(module: str, command: str) -> bool:
-    """Whether `python -m module command` takes --parent-run-id (and so logs its own child run)."""
-    parser = importlib.import_module(f"{module}.cli").build_parser()
-    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
-    return command in commands and any("--parent-run-id" in a.option_strings for a in commands[command]._actions)
+    """Whether `python -m module command` logs its own child run (takes --parent-run-id): its command registry says."""
+    commands = importlib.import_module(f"{module}.commands").COMMANDS
+    return command in commands and commands[command].TRACKED
 
 
 # -- the stage task ------------------------------------------------------------------------------
@@ -244,9 +242,9 @@ def _report_argv(run: PipelineRun, stages: list[Stage]) -> list[str]:
     results = [path for s in stages if s.command == "evaluate" for path in s.metrics]
     if results:
         argv += ["--eval", *results]
-    profile = next((s for s in stages if s.command == "profile"), None)
-    if profile is not None:
-        argv += ["--profile-results", f"{profile.outs[0]}/profile.json"]
+    efficiency = next((s for s in stages if s.command == "efficiency"), None)
+    if efficiency is not None:
+        argv += ["--efficiency", f"{efficiency.outs[0]}/profile.json"]
     return argv
 
 
