@@ -8,6 +8,7 @@ from transformers import SiglipConfig, SiglipModel, SiglipTextModel, SiglipVisio
 
 from hicom.cli import main
 from hicom.core.errors import ConfigError
+from hicom.core.sections import build_section
 from hicom.curate import (
     CurateConfig,
     GroundTruthGenerator,
@@ -170,10 +171,12 @@ def test_openai_generator_retries_caches_and_rejects_malformed_replies(world, tm
 
 
 def test_curate_config_rejects_unknown_fields_and_generators():
-    with pytest.raises(ConfigError, match=r"unknown field\(s\) \['top_n'\]"):
-        CurateConfig.from_dict({"categories": ["x"], "top_n": 3})
-    with pytest.raises(ConfigError, match="generator: 'gpt' is not one of"):
-        CurateConfig.from_dict({"categories": ["x"], "generator": "gpt"})
+    with pytest.raises(ConfigError, match=r"^curate.top_n: unknown key"):
+        build_section(CurateConfig, {"categories": ["x"], "top_n": 3}, "curate")
+    with pytest.raises(ConfigError, match="^curate.generator: expected one of groundtruth, openai, got 'gpt'"):
+        build_section(CurateConfig, {"categories": ["x"], "generator": "gpt"}, "curate")
+    with pytest.raises(ConfigError, match="^curate.categories: at least one"):
+        build_section(CurateConfig, {"categories": []}, "curate")
 
 
 def test_curate_command_runs_on_a_world_given_relative_paths(world, tmp_path, capsys, monkeypatch):
