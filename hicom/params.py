@@ -21,6 +21,7 @@ from hicom.data.settings import DataSettings
 from hicom.evaluate.mcq import EvalConfig
 from hicom.model.configuration_hicom import (
     PRESETS,
+    CompressorConfig,
     ModelProfile,
     TowerSpec,
     compressor_from_preset,
@@ -46,9 +47,9 @@ TOP_LEVEL_KEYS = ("profile", "profiles", *SECTIONS, "pipeline")
 class ModelSection:
     """profiles.NAME.model as written in params.yaml; Params.profile gives it resolved, as a ModelProfile."""
 
-    vision: TowerSpec
-    text: TowerSpec
-    llm: TowerSpec
+    vision: TowerSpec | None = None  # None: Params.profile names it missing (a flow's params may leave towers out)
+    text: TowerSpec | None = None
+    llm: TowerSpec | None = None
     preset: Literal[PRESET_NAMES] = "paper"
     num_frames: int = 32
     guide_max_length: int = 64
@@ -108,7 +109,7 @@ class Params:
             raise ConfigError(f"pipeline: expected a mapping, got {self.pipeline!r}")
         self._require_profile(raw["profile"], "profile", prefixed=False)
 
-    def _parse_profile(self, name: str, spec: Any) -> ModelProfile:
+    def _parse_profile(self, name: str, spec: Any) -> tuple[ModelSection, CompressorConfig]:
         where = f"profiles.{name}"
         if not isinstance(spec, dict):
             raise ConfigError(f"{where}: expected a mapping, got {spec!r}")
@@ -123,14 +124,7 @@ class Params:
         except ConfigError as exc:  # the model's and compressor's own checks name only the field inside them
             message = str(exc)
             raise ConfigError(message if message.startswith("profiles.") else f"{where}.model.{message}") from None
-        base = self.path.resolve().parent  # tower paths are relative to params.yaml, never to the cwd
-
-        def tower(spec: TowerSpec) -> TowerSpec:
-            return TowerSpec(config=dict(spec.config), path=None if spec.path is None else str((base / spec.path).resolve()))
-
-        return ModelProfile(name=name, vision=tower(model.vision), text=tower(model.text), llm=tower(model.llm),
-                            compressor=compressor, preset=model.preset, num_frames=model.num_frames,
-                            guide_max_length=model.guide_max_length)
+        return model, compressor
 
     @staticmethod
     def _parse_train(name: str, train: Any) -> dict[str, dict]:
@@ -159,7 +153,18 @@ class Params:
         """The named profile's model (default: params.yaml's `profile:`), tower paths resolved."""
         name = name or self.default_profile
         self._require_profile(name, "profile")
-        return self._profiles[name]
+        model, compressor = self._profiles[name]
+        base = self.path.resolve().parent  # tower paths are relative to params.yaml, never to the cwd
+
+        def tower(key: str) -> TowerSpec:
+            spec = getattr(model, key)
+            if spec is None:
+                raise ConfigError(f"{self.label}: profiles.{name}.model.{key}: missing")
+            return TowerSpec(config=dict(spec.config), path=None if spec.path is None else str((base / spec.path).resolve()))
+
+        return ModelProfile(name=name, vision=tower("vision"), text=tower("text"), llm=tower("llm"),
+                            compressor=compressor, preset=model.preset, num_frames=model.num_frames,
+                            guide_max_length=model.guide_max_length)
 
     def train(self, profile: str, stage: str, overrides: dict | None = None) -> TrainConfig:
         """profiles.<profile>.train.common merged with profiles.<profile>.train.<stage> and overrides."""

@@ -198,7 +198,7 @@ def small_params(tmp_path):
 
 def test_cli_profiles_the_tiny_model_without_tracking(small_params, tmp_path, capsys):
     out = tmp_path / "out"
-    code = main(["--params", str(small_params), "profile", "--profile", "tiny", "--frames", "4", "--samples", "1",
+    code = main(["--params", str(small_params), "efficiency", "--profile", "tiny", "--frames", "4", "--samples", "1",
                  "--warmup", "0", "--repeats", "1", "--threads", "1", "--no-track", "--out", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
@@ -213,7 +213,7 @@ def test_cli_profiles_the_tiny_model_without_tracking(small_params, tmp_path, ca
 
 def test_cli_missing_eval_results_file_is_a_clear_error_before_profiling(small_params, tmp_path, capsys):
     missing = tmp_path / "nowhere" / "results.json"
-    code = main(["--params", str(small_params), "profile", "--profile", "tiny", "--frames", "4", "--no-track",
+    code = main(["--params", str(small_params), "efficiency", "--profile", "tiny", "--frames", "4", "--no-track",
                  "--eval-results", str(missing), "--out", str(tmp_path / "out")])
     assert code == 2
     assert f"error: --eval-results: {missing}: no such file" in capsys.readouterr().err
@@ -230,7 +230,7 @@ def test_cli_profiles_a_saved_model_with_a_tokenised_question(small_params, tiny
     FramePreprocessor(tiny_profile.vision.config["image_size"]).save_pretrained(towers)
     save_model(build_model(tiny_profile), tmp_path / "model", tokenizer)
     out = tmp_path / "out"
-    code = main(["--params", str(small_params), "profile", "--profile", "tiny", "--model", str(tmp_path / "model"),
+    code = main(["--params", str(small_params), "efficiency", "--profile", "tiny", "--model", str(tmp_path / "model"),
                  "--towers", str(towers), "--frames", "4", "--samples", "1", "--warmup", "0", "--repeats", "1",
                  "--no-track", "--out", str(out)])
     assert code == 0

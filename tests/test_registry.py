@@ -74,7 +74,7 @@ def registered(world):
     """`python -m hicom register` once: version 1 of NAME, from the tiny model, with eval and profile results."""
     root = world["root"]
     rc = main(["register", "--model", str(root / "model"), "--towers", str(root / "towers"), "--name", NAME,
-               "--eval", str(root / "eval"), "--profile-results", str(root / "profile.json"),
+               "--eval", str(root / "eval"), "--efficiency", str(root / "profile.json"),
                "--out", str(root / "registered.json")])
     assert rc == 0
     return json.loads((root / "registered.json").read_text())
