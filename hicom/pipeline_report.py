@@ -166,7 +166,7 @@ def eval_section(evals: list[dict]) -> list[str]:
 
 def efficiency_section(profile: dict | None) -> list[str]:
     if not profile:
-        return ["No efficiency profile: no stage logged a profile.json and none was given (--profile-results)."]
+        return ["No efficiency profile: no stage logged a profile.json and none was given (--efficiency)."]
     rows = profile["rows"]
     lines = _table(["model", "frames"] + [title for _, title, _ in A6_COLUMNS],
                    [[MODEL_NAMES.get(r.get("model"), str(r.get("model"))), _num(r.get("frames"))]
