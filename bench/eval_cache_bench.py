@@ -34,13 +34,13 @@ from pathlib import Path
 
 import torch
 
-from hicom.config import load_profile
 from hicom.data.synthetic import WorldConfig, make_scene, write_video
 from hicom.data.tokenizer import train_tokenizer
 from hicom.data.video import FramePreprocessor
-from hicom.evaluate.readers import Sample
 from hicom.evaluate.mcq import EvalConfig, Job, Variant, run_shard
+from hicom.evaluate.readers import Sample
 from hicom.model import build_model
+from hicom.params import Params
 
 QUESTIONS = ("What colour is the circle?", "Which object moves to the left?", "How many objects appear?")
 OPTIONS = ["red", "green", "blue", "white"]
@@ -56,7 +56,7 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    profile = load_profile("tiny")
+    profile = Params.load().profile("tiny")
     frames = args.frames or profile.num_frames
     model = build_model(profile).eval()
     texts = [*QUESTIONS, *OPTIONS, "Answer with the option's letter from the given choices directly."]

@@ -32,14 +32,14 @@ from pathlib import Path
 
 import torch
 
-from hicom.config import load_params, load_profile
 from hicom.data.video import FramePreprocessor
-from hicom.model import build_model
 from hicom.efficiency.fields import MODELS
 from hicom.efficiency.inputs import model_pair, random_prompt, render_clips
 from hicom.efficiency.outputs import write_outputs
 from hicom.efficiency.run import measure_efficiency
-from hicom.efficiency.settings import ClipSettings, EfficiencySettings
+from hicom.efficiency.settings import ClipSettings
+from hicom.model import build_model
+from hicom.params import Params
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "outputs" / "reports" / "latency_bench"
@@ -69,15 +69,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     began = time.perf_counter()
 
-    params = load_params()
-    profile = load_profile(args.profile)
-    base = EfficiencySettings.from_dict(params.get("efficiency"))
+    params = Params.load()
+    profile = params.profile(args.profile)
+    base = params.efficiency
     image_size = profile.vision.config["image_size"]
     settings = dataclasses.replace(base, frames=(args.frames,), samples=args.samples, warmup=args.warmup,
                                    repeats=args.repeats,
                                    clips=ClipSettings(count=min(args.samples, 2), num_frames=max(64, args.frames),
                                                       fps=8, size=image_size + image_size % 2))
-    decoder = (params.get("data") or {}).get("decoder") or "decord"
+    decoder = params.data.decoder
     torch.manual_seed(0)
     models = model_pair(build_model(profile), torch.device("cpu"), torch.float32)
     print(f"latency_bench: profile {profile.name!r} at {args.frames} frames, {args.threads} thread(s), "

@@ -49,7 +49,6 @@ import numpy as np
 import torch
 import transformers
 
-from hicom.config import PARAMS_FILE, load_params, load_profile
 from hicom.core.files import atomic_write_bytes
 from hicom.data.dataset import ConversationDataset, RejectLog, SampleSettings, collate
 from hicom.data.feature_cache import FeatureCache, FramePolicy
@@ -57,7 +56,8 @@ from hicom.data.mixture import load_mixture
 from hicom.data.tokenizer import load_tokenizer
 from hicom.data.video import FramePreprocessor
 from hicom.model import build_model
-from hicom.train.config import STAGES, load_train_config
+from hicom.params import PARAMS_FILE, Params
+from hicom.train.config import STAGES
 from hicom.train.optim import build_optimizer, configure_trainable
 from hicom.train.trainer import epoch_indices
 
@@ -96,7 +96,7 @@ def check_inputs() -> None:
 
 def check_media(stage: str) -> None:
     """Fail before any timing when a stage's mixture points at no existing media (stale shards)."""
-    cfg = load_train_config(PROFILE, stage, PARAMS_FILE)
+    cfg = Params.load(PARAMS_FILE).train(PROFILE, stage)
     samples = load_mixture(cfg.data, seed=cfg.seed)
     media = [s.get("video") or s.get("image") for s in samples]
     present = sum(isinstance(m, str) and Path(m).exists() for m in media)
@@ -155,8 +155,9 @@ class StageBench:
         self.stage = stage
         spec = STAGES[stage]
         overrides = {"micro_batch": micro_batch} if micro_batch else None
-        self.cfg = cfg = load_train_config(PROFILE, stage, PARAMS_FILE, overrides)
-        profile = load_profile(PROFILE, PARAMS_FILE)
+        params = Params.load(PARAMS_FILE)
+        self.cfg = cfg = params.train(PROFILE, stage, overrides)
+        profile = params.profile(PROFILE)
         profile = dataclasses.replace(profile, vision=dataclasses.replace(profile.vision, path=str(TOWERS)),
                                       text=dataclasses.replace(profile.text, path=str(TOWERS)))
         torch.manual_seed(cfg.seed)
@@ -344,7 +345,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()  # the towers' load reports are noise here
     transformers.logging.disable_progress_bar()
-    decoder = (load_params(PARAMS_FILE).get("data") or {}).get("decoder") or "decord"
+    decoder = Params.load(PARAMS_FILE).data.decoder
     began = time.perf_counter()
     print(f"train_bench: profile {PROFILE}, stages {', '.join(stages)}, {args.steps} micro-batches x "
           f"{args.repeats} repeats per arm, decoder {decoder}, torch {torch.__version__}, "

@@ -11,7 +11,6 @@ Run it with `make run` / `python -m flows run` (flows/cli.py), or through the de
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import importlib
@@ -32,12 +31,31 @@ from prefect.tasks import exponential_backoff
 
 from flows.dvc import commit_and_push, dvc_status, lock_entry, remote_url, restore_outs
 from flows.executors import executor_kind, make_executor
-from flows.executors.base import TRANSIENT_EXIT_CODES, JobState, StageFailed, StageJob, run_job
+from flows.executors.base import (
+    TRANSIENT_EXIT_CODES,
+    JobState,
+    StageFailed,
+    StageJob,
+    run_job,
+)
 from flows.hashes import ContentHashes, fingerprint
 from flows.settings import PROJECT_ROOT, PipelineSettings, load_checked_params
-from flows.stages import (EFFICIENCY_COMMAND, EVALUATE_COMMAND, PIPELINE_REPORT_COMMAND, PROMOTE_COMMAND,
-                          REGISTER_COMMAND, Stage, load_stages)
-from flows.variants import RunVariant, make_variant, plan_variant, variant_params, write_variant_params
+from flows.stages import (
+    EFFICIENCY_COMMAND,
+    EVALUATE_COMMAND,
+    PIPELINE_REPORT_COMMAND,
+    PROMOTE_COMMAND,
+    REGISTER_COMMAND,
+    Stage,
+    load_stages,
+)
+from flows.variants import (
+    RunVariant,
+    make_variant,
+    plan_variant,
+    variant_params,
+    write_variant_params,
+)
 
 RUNS_DIR = "outputs/runs"  # per pipeline run: logs/, promotion.json, report/
 CACHE_KEY_VERSION = "v1"  # bump when a stage task's result format changes
@@ -61,10 +79,9 @@ class PipelineRun:
 
 # -- stage CLIs -----------------------------------------------------------------------------------
 def tracks_itself(module: str, command: str) -> bool:
-    """Whether `python -m module command` takes --parent-run-id (and so logs its own child run)."""
-    parser = importlib.import_module(f"{module}.cli").build_parser()
-    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
-    return command in commands and any("--parent-run-id" in a.option_strings for a in commands[command]._actions)
+    """Whether `python -m module command` logs its own child run (takes --parent-run-id): its command registry says."""
+    commands = importlib.import_module(f"{module}.commands").COMMANDS
+    return command in commands and commands[command].TRACKED
 
 
 # -- the stage task ------------------------------------------------------------------------------
@@ -227,9 +244,9 @@ def _report_argv(run: PipelineRun, stages: list[Stage]) -> list[str]:
     results = [path for s in stages if s.command == EVALUATE_COMMAND for path in s.metrics]
     if results:
         argv += ["--eval", *results]
-    profile = next((s for s in stages if s.command == EFFICIENCY_COMMAND), None)
-    if profile is not None:
-        argv += ["--profile-results", f"{profile.outs[0]}/profile.json"]
+    efficiency = next((s for s in stages if s.command == EFFICIENCY_COMMAND), None)
+    if efficiency is not None:
+        argv += ["--efficiency", f"{efficiency.outs[0]}/profile.json"]
     return argv
 
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from flows.errors import PipelineError
 from flows.executors import EXECUTORS
-from hicom.config import load_params, validate_params
 from hicom.evaluate.benchmarks import BENCHMARKS
+from hicom.params import Params
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -141,8 +141,7 @@ def _check_cron(cron: str, timezone: str) -> None:
 
 def load_checked_params(params_file: Path) -> tuple[dict, PipelineSettings]:
     """params.yaml validated as a whole (hicom's schema, then `pipeline:`): fails before any work starts."""
-    params = load_params(params_file)
-    validate_params(params, params_file)
+    params = Params.load(params_file).raw
     return params, PipelineSettings.from_params(params)
 
 

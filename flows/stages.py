@@ -19,7 +19,7 @@ _GLOB_CHARS = re.compile(r"[*?\[]")
 
 # The hicom commands the flow looks for among the stages, or runs itself after them: one place to rename one.
 EVALUATE_COMMAND = "evaluate"  # its metrics files are the report's results
-EFFICIENCY_COMMAND = "profile"  # its profile.json is the report's efficiency table
+EFFICIENCY_COMMAND = "efficiency"  # its profile.json is the report's efficiency table
 REGISTER_COMMAND = "register"  # its JSON out names the new model version (promotion reads it)
 PROMOTE_COMMAND = "promote"  # the promotion gate, a flow-only step
 PIPELINE_REPORT_COMMAND = "pipeline-report"  # the run's report, a flow-only step

@@ -14,8 +14,8 @@ import yaml
 from flows.errors import PipelineError
 from flows.settings import PipelineSettings, get_key
 from flows.stages import Stage
-from hicom.config import validate_params
 from hicom.core.files import atomic_write_text
+from hicom.params import Params
 
 VARIANTS_DIR = "outputs/variants"  # a run variant's own outputs: VARIANTS_DIR/<variant>/...
 
@@ -75,7 +75,7 @@ def variant_params(params: dict, settings: PipelineSettings, variant: RunVariant
             raise PipelineError(f"{where}: {key!r} cannot vary per run (it shapes dvc.yaml's commands); "
                                 "change params.yaml instead")
         _set_key(changed, key, value, where)
-    validate_params(changed, f"params.yaml with variant {variant.name!r}")
+    Params(changed, label=f"params.yaml with variant {variant.name!r}")  # validated as a command would read it
     return changed, skip
 
 

@@ -24,6 +24,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -32,7 +33,7 @@ from tqdm import tqdm
 from hicom.core.errors import ConfigError
 from hicom.core.files import atomic_write_bytes
 from hicom.data.dataset import RejectLog
-from hicom.data.video import FramePreprocessor, VideoReadError, read_video
+from hicom.data.video import DECODERS, FramePreprocessor, VideoReadError, read_video
 
 GENERATORS = ("groundtruth", "openai")
 
@@ -61,28 +62,15 @@ class CurateConfig:
     random_extra: int = 10000
     frames: int = 8  # frames scored per video
     pairs_per_video: int = 3
-    generator: str = "groundtruth"
+    generator: Literal[GENERATORS] = "groundtruth"
     shard_size: int = 5000
     seed: int = 0
-    decoder: str = "decord"
+    decoder: Literal[DECODERS] = "decord"
     openai: OpenAIConfig = field(default_factory=OpenAIConfig)
 
-    @classmethod
-    def from_dict(cls, data: dict, where: str = "curate") -> "CurateConfig":
-        data = dict(data)
-        allowed = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(data) - allowed)
-        if unknown:
-            raise ConfigError(f"{where}: unknown field(s) {unknown}")
-        if data.get("generator", "groundtruth") not in GENERATORS:
-            raise ConfigError(f"{where}.generator: {data['generator']!r} is not one of {GENERATORS}")
-        if not data.get("categories"):
-            raise ConfigError(f"{where}.categories: at least one category description is needed")
-        oa = data.pop("openai", {}) or {}
-        unknown = sorted(set(oa) - set(OpenAIConfig.__dataclass_fields__))
-        if unknown:
-            raise ConfigError(f"{where}.openai: unknown field(s) {unknown}")
-        return cls(categories=tuple(data.pop("categories")), openai=OpenAIConfig(**oa), **data)
+    def __post_init__(self):
+        if not self.categories:
+            raise ConfigError("curate.categories: at least one category description is needed")
 
 
 # -- scoring ------------------------------------------------------------------------------------

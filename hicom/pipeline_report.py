@@ -29,6 +29,7 @@ from hicom.registry import (
     metric_history,
     pipeline_runs,
     profile_row,
+    results_file,
 )
 
 TRAIN_STAGES = ("align", "cond_pretrain", "sft")  # loss curves in this order; other stages with a loss follow
@@ -82,12 +83,6 @@ class PipelineData:
             except ConfigError:
                 pass
         return out
-
-
-def results_file(path: str | Path) -> Path:
-    """An evaluation output directory or its results.json."""
-    path = Path(path)
-    return path / "results.json" if path.is_dir() else path
 
 
 def collect(run_id: str, *, eval_paths=(), profile_file: str | Path | None = None,
@@ -171,7 +166,7 @@ def eval_section(evals: list[dict]) -> list[str]:
 
 def efficiency_section(profile: dict | None) -> list[str]:
     if not profile:
-        return ["No efficiency profile: no stage logged a profile.json and none was given (--profile-results)."]
+        return ["No efficiency profile: no stage logged a profile.json and none was given (--efficiency)."]
     rows = profile["rows"]
     lines = _table(["model", "frames"] + [title for _, title, _ in A6_COLUMNS],
                    [[MODELS.get(r.get("model"), str(r.get("model"))), _num(r.get("frames"))]

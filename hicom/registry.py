@@ -29,8 +29,8 @@ from mlflow.protos.databricks_pb2 import (  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID  # noqa: E402
 
-from hicom.config import check_section
 from hicom.core.errors import ConfigError
+from hicom.core.files import read_json_object
 from hicom.tracking import PROJECT_ROOT, Tracker, default_tracking_uri
 
 CHALLENGER, CHAMPION = "challenger", "champion"
@@ -70,20 +70,42 @@ class RegistryConfig:
     prompt_template: str = "synthetic"  # how the served model lays out options (hicom.evaluate.benchmarks.BENCHMARKS)
     gate: GateConfig = dataclasses.field(default_factory=GateConfig)
 
-    @classmethod
-    def from_dict(cls, data: dict | None) -> RegistryConfig:
+    def __post_init__(self):
         from hicom.evaluate.benchmarks import BENCHMARKS
 
-        data = dict(data or {})
-        check_section("registry", data)
-        if data.get("prompt_template", cls.prompt_template) not in BENCHMARKS:
-            raise ConfigError(f"registry.prompt_template: {data['prompt_template']!r} is not one of "
-                              f"{sorted(BENCHMARKS)}")
-        gate = GateConfig(**{k: float(v) for k, v in (data.pop("gate", None) or {}).items()})
-        return cls(gate=gate, **data)
+        if self.prompt_template not in BENCHMARKS:
+            raise ConfigError(f"registry.prompt_template: {self.prompt_template!r} is not one of {sorted(BENCHMARKS)}")
 
 
 # -- metrics of a candidate ----------------------------------------------------------------------
+def results_file(path: str | Path) -> Path:
+    """An evaluation output directory or its results.json."""
+    path = Path(path)
+    return path / "results.json" if path.is_dir() else path
+
+
+def candidate_metrics(eval_paths, efficiency_file: str | Path | None,
+                      efficiency_frames: int) -> tuple[dict[str, float], dict[str, Path]]:
+    """The gate's metrics of a candidate and the files they came from ({artifact path: file}).
+
+    eval_paths: evaluate stage outputs (or their results.json), one per benchmark; efficiency_file: the
+    efficiency stage's profile.json, read at its HICom row of `efficiency_frames` frames."""
+    metrics, attachments = {}, {}
+    for path in eval_paths:
+        file = results_file(path)
+        results = read_json_object(file)
+        found = eval_metrics(results, file)
+        if set(found) & set(metrics):
+            raise ConfigError(f"register: benchmark {results['benchmark']!r} is given twice (--eval {path})")
+        metrics.update(found)
+        attachments[f"eval/{results['benchmark']}"] = file
+    if efficiency_file:
+        row = profile_row(read_json_object(efficiency_file), efficiency_frames, efficiency_file)
+        metrics.update(efficiency_metrics(row, efficiency_file))
+        attachments["profile"] = Path(efficiency_file)
+    return metrics, attachments
+
+
 def eval_metrics(results: dict, source: str | Path = "results.json") -> dict[str, float]:
     """{"accuracy/<benchmark>": accuracy} from the content of an evaluation's results.json."""
     for key in ("benchmark", "accuracy"):

@@ -10,9 +10,9 @@ import time
 
 import torch
 
-from hicom.config import ModelProfile
 from hicom.core.types import IGNORE_INDEX, VIDEO_TOKEN_ID, VisualItem
 from hicom.model import build_model
+from hicom.model.configuration_hicom import ModelProfile
 
 
 def moving_square_clip(frames: int, size: int, seed: int = 0) -> torch.Tensor:

@@ -25,7 +25,15 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 
 import mlflow.telemetry  # noqa: E402
-from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunStatus, RunTag  # noqa: E402
+from mlflow.entities import (  # noqa: E402
+    Dataset,
+    DatasetInput,
+    InputTag,
+    Metric,
+    Param,
+    RunStatus,
+    RunTag,
+)
 from mlflow.entities.lifecycle_stage import LifecycleStage  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode  # noqa: E402
@@ -33,8 +41,12 @@ from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor  #
 from mlflow.tracking import MlflowClient  # noqa: E402
 from mlflow.tracking.context.registry import resolve_tags  # noqa: E402
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID  # noqa: E402
-from mlflow.utils.validation import (MAX_DATASET_DIGEST_SIZE, MAX_ENTITY_KEY_LENGTH,  # noqa: E402
-                                     MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH)
+from mlflow.utils.validation import (  # noqa: E402
+    MAX_DATASET_DIGEST_SIZE,
+    MAX_ENTITY_KEY_LENGTH,
+    MAX_PARAM_VAL_LENGTH,
+    MAX_TAG_VAL_LENGTH,
+)
 from sqlalchemy.engine import make_url  # noqa: E402
 
 # Drop a telemetry client that an earlier `import mlflow` (before the off-switches above) may have started.

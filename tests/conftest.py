@@ -1,17 +1,17 @@
 import pytest
 import torch
 
-from hicom.config import load_profile
+from hicom.params import Params
 
 
 @pytest.fixture(scope="session")
 def tiny_profile():
-    return load_profile("tiny")
+    return Params.load().profile("tiny")
 
 
 @pytest.fixture(scope="session")
 def paper_profile():
-    return load_profile("paper-7b")
+    return Params.load().profile("paper-7b")
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,6 @@ import yaml
 from safetensors.torch import load_file, save_file
 from transformers import Qwen2ForCausalLM, SiglipConfig, SiglipModel
 
-from hicom.config import PARAMS_FILE, compressor_from_preset, load_profile
 from hicom.core.errors import ConfigError
 from hicom.core.types import VIDEO_TOKEN_ID, VisualItem
 from hicom.model import (
@@ -20,8 +19,10 @@ from hicom.model import (
 )
 from hicom.model.build import make_config
 from hicom.model.compressor import HIComCompressor
+from hicom.model.configuration_hicom import compressor_from_preset
+from hicom.params import PARAMS_FILE, Params
 
-IMAGE = load_profile("tiny").vision.config["image_size"]  # the tiny towers' input side
+IMAGE = Params.load().profile("tiny").vision.config["image_size"]  # the tiny towers' input side
 
 
 def sample():
@@ -119,7 +120,7 @@ def _profile_with_paths(tmp_path, tiny_profile, siglip_dir, qwen_dir, **llm_over
     model["llm"]["path"] = str(qwen_dir)
     model["llm"]["config"].update(llm_override)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    return load_profile("tiny", tmp_path / "params.yaml")
+    return Params.load(tmp_path / "params.yaml").profile("tiny")
 
 
 def test_towers_load_from_local_pretrained_directories(tiny_profile, tmp_path):

@@ -3,12 +3,16 @@ import itertools
 import pytest
 import torch
 
-from hicom.config import CompressorConfig, Injection, compressor_from_preset
 from hicom.core.errors import ConfigError
 from hicom.model.compressor import (
     HIComCompressor,
     LlavaOVProjector,
     position_embedding_3d,
+)
+from hicom.model.configuration_hicom import (
+    CompressorConfig,
+    Injection,
+    compressor_from_preset,
 )
 from hicom.model.injection import Guide
 

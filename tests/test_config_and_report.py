@@ -4,8 +4,9 @@ import sys
 import pytest
 import yaml
 
-from hicom.config import PARAMS_FILE, Injection, load_profile
 from hicom.core.errors import ConfigError
+from hicom.model.configuration_hicom import Injection
+from hicom.params import PARAMS_FILE, Params
 from hicom.report import build_report, format_report
 
 
@@ -19,15 +20,15 @@ def test_profiles_resolve_to_typed_configs(tiny_profile, paper_profile):
 
 
 def test_unknown_profile_is_named(tmp_path):
-    with pytest.raises(ConfigError, match=r"unknown profile 'paper-70b' \(defined: \['mid', 'paper-7b', 'tiny'\]\)"):
-        load_profile("paper-70b")
+    with pytest.raises(ConfigError, match=r"profile: 'paper-70b' is not defined under profiles \(defined: mid, paper-7b, tiny\)"):
+        Params.load().profile("paper-70b")
 
 
 @pytest.mark.parametrize("edit,message", [
     (lambda m: m["compressor"]["global"].update(injection="filmish"), "compressor.global.injection: unknown injection mode 'filmish'"),
-    (lambda m: m.update(preset="paperr"), "unknown preset 'paperr'"),
-    (lambda m: m.update(num_frame=8), r"unknown field\(s\) \['num_frame'\]"),
-    (lambda m: m["vision"].update(pth="x"), r"profiles.tiny.model.vision: unknown field\(s\) \['pth'\]"),
+    (lambda m: m.update(preset="paperr"), "preset: expected one of paper, release, unconditional, got 'paperr'"),
+    (lambda m: m.update(num_frame=8), r"profiles.tiny.model.num_frame: unknown key"),
+    (lambda m: m["vision"].update(pth="x"), r"profiles.tiny.model.vision.pth: unknown key"),
     (lambda m: m.update(num_frames=0), "num_frames: must be a positive integer, got 0"),
 ])
 def test_wrong_params_name_the_field(tmp_path, edit, message):
@@ -35,14 +36,14 @@ def test_wrong_params_name_the_field(tmp_path, edit, message):
     edit(params["profiles"]["tiny"]["model"])
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     with pytest.raises(ConfigError, match=message):
-        load_profile("tiny", tmp_path / "params.yaml")
+        Params.load(tmp_path / "params.yaml").profile("tiny")
 
 
 def test_malformed_params_file_is_named(tmp_path):
     bad = tmp_path / "params.yaml"
     bad.write_text("profiles: [unclosed")
     with pytest.raises(ConfigError, match="params.yaml: not valid YAML"):
-        load_profile("tiny", bad)
+        Params.load(bad).profile("tiny")
 
 
 def test_paper_profile_reproduces_the_papers_token_counts_and_parameter_sizes(paper_profile):

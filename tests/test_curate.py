@@ -7,8 +7,8 @@ import pytest
 from transformers import SiglipConfig, SiglipModel, SiglipTextModel, SiglipVisionModel
 
 from hicom.cli import main
-from hicom.config import load_profile
 from hicom.core.errors import ConfigError
+from hicom.core.sections import build_section
 from hicom.curate import (
     CurateConfig,
     GroundTruthGenerator,
@@ -23,8 +23,9 @@ from hicom.data.synthetic import WorldConfig, generate_world
 from hicom.data.tokenizer import load_tokenizer, train_tokenizer
 from hicom.data.video import FramePreprocessor
 from hicom.model.checkpoint import save_model
+from hicom.params import Params
 
-IMAGE = load_profile("tiny").vision.config["image_size"]  # the tiny towers' input side
+IMAGE = Params.load().profile("tiny").vision.config["image_size"]  # the tiny towers' input side
 
 CATEGORIES = ("a red object", "a circle", "an object moving to the left")
 
@@ -35,7 +36,7 @@ def world(tmp_path_factory):
     generate_world(WorldConfig(seed=3, num_videos=30, num_frames=8, size=64), root / "world", progress=False)
     tok = train_tokenizer(["a red object", "a circle moving to the left", "what does the blue square do"] * 20,
                           300)
-    profile = load_profile("tiny")
+    profile = Params.load().profile("tiny")
     text_cfg = dict(profile.text.config, vocab_size=len(tok), pad_token_id=tok.pad_token_id)
     siglip = SiglipModel(SiglipConfig(vision_config=profile.vision.config, text_config=text_cfg))
     save_model(siglip, root / "towers", tokenizer=tok)
@@ -170,17 +171,19 @@ def test_openai_generator_retries_caches_and_rejects_malformed_replies(world, tm
 
 
 def test_curate_config_rejects_unknown_fields_and_generators():
-    with pytest.raises(ConfigError, match=r"unknown field\(s\) \['top_n'\]"):
-        CurateConfig.from_dict({"categories": ["x"], "top_n": 3})
-    with pytest.raises(ConfigError, match="generator: 'gpt' is not one of"):
-        CurateConfig.from_dict({"categories": ["x"], "generator": "gpt"})
+    with pytest.raises(ConfigError, match=r"^curate.top_n: unknown key"):
+        build_section(CurateConfig, {"categories": ["x"], "top_n": 3}, "curate")
+    with pytest.raises(ConfigError, match="^curate.generator: expected one of groundtruth, openai, got 'gpt'"):
+        build_section(CurateConfig, {"categories": ["x"], "generator": "gpt"}, "curate")
+    with pytest.raises(ConfigError, match="^curate.categories: at least one"):
+        build_section(CurateConfig, {"categories": []}, "curate")
 
 
 def test_curate_command_runs_on_a_world_given_relative_paths(world, tmp_path, capsys, monkeypatch):
     params = tmp_path / "params.yaml"
     import yaml
 
-    from hicom.config import PARAMS_FILE
+    from hicom.params import PARAMS_FILE
     data = yaml.safe_load(PARAMS_FILE.read_text())
     data["curate"].update(top_per_category=2, random_extra=3, frames=4)
     params.write_text(yaml.safe_dump(data))

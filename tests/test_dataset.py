@@ -4,7 +4,6 @@ import shutil
 import pytest
 import torch
 
-from hicom.config import load_profile
 from hicom.core.types import IGNORE_INDEX
 from hicom.data.dataset import (
     ConversationDataset,
@@ -19,8 +18,9 @@ from hicom.data.synthetic import WorldConfig, generate_world
 from hicom.data.tokenizer import train_tokenizer
 from hicom.data.video import FramePreprocessor
 from hicom.model import build_model
+from hicom.params import Params
 
-IMAGE = load_profile("tiny").vision.config["image_size"]  # the tiny towers' input side
+IMAGE = Params.load().profile("tiny").vision.config["image_size"]  # the tiny towers' input side
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ import yaml
 from transformers import SiglipConfig, SiglipModel
 
 from hicom.cli import main
-from hicom.config import PARAMS_FILE, compressor_from_preset, load_profile
 from hicom.data.synthetic import WorldConfig, make_scene, mcq_prompt, write_video
 from hicom.data.tokenizer import load_tokenizer, train_tokenizer
 from hicom.data.video import FramePreprocessor
@@ -22,8 +21,10 @@ from hicom.evaluate.benchmarks import read_benchmark
 from hicom.evaluate.mcq import EvalConfig, Job, merge_and_score, run_shard, variants_for
 from hicom.model import HIComForCausalLM, build_model
 from hicom.model.checkpoint import save_model
+from hicom.model.configuration_hicom import compressor_from_preset
+from hicom.params import PARAMS_FILE, Params
 
-IMAGE = load_profile("tiny").vision.config["image_size"]  # the tiny towers' input side
+IMAGE = Params.load().profile("tiny").vision.config["image_size"]  # the tiny towers' input side
 
 QUESTIONS = [  # (video, question, task type); two videos of three questions, one whose video is missing
     ("vidA", "What colour is the circle?", "Attribute Perception"),

@@ -4,12 +4,13 @@ import json
 import pytest
 from mlflow.utils.validation import _validate_metric_name
 
-from hicom.config import load_params
 from hicom.core.errors import ConfigError, DataError
+from hicom.core.sections import build_section
 from hicom.evaluate.mcq import EvalConfig, Variant, variants_for
 from hicom.evaluate.scoring import InstructionFilter, egoschema_submission, summarise
 from hicom.evaluate.stage import metrics_of
 from hicom.evaluate.store import PredictionLog, read_parts, read_records, shard
+from hicom.params import Params
 from hicom.tracking import metric_name
 
 
@@ -47,7 +48,7 @@ def test_questions_without_a_public_answer_are_not_scored_and_an_empty_group_has
 
 
 def test_default_patterns_tag_generic_instructions_invalid_and_specific_ones_valid():
-    patterns = EvalConfig.from_dict(load_params()["evaluate"]).invalid_instructions
+    patterns = Params.load().evaluate.invalid_instructions
     tagger = InstructionFilter(patterns)
     for generic in ("What is this video mainly about?", "Describe this video.", "What's the video about?",
                     "What is the main topic of the video?", "Which of the following best describes the video?"):
@@ -60,8 +61,8 @@ def test_default_patterns_tag_generic_instructions_invalid_and_specific_ones_val
 def test_a_pattern_that_is_not_a_regex_is_a_config_error_naming_it():
     with pytest.raises(ValueError, match=r"pattern '\(unclosed' is not a regular expression"):
         EvalConfig(invalid_instructions=("(unclosed",))
-    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['max_tokens'\]"):
-        EvalConfig.from_dict({"max_tokens": 4})
+    with pytest.raises(ConfigError, match=r"evaluate\.max_tokens: unknown key"):
+        build_section(EvalConfig, {"max_tokens": 4}, "evaluate")
 
 
 def test_egoschema_submission_lists_every_question_with_minus_one_where_no_option_was_chosen(tmp_path):

@@ -174,9 +174,9 @@ def test_prefect_yaml_resolves_to_the_schedule_in_params(project, monkeypatch):
 def test_every_ablation_in_params_gives_each_training_stage_something_to_train(project, tmp_path):
     """An ablation's params must hold together (no_injection has no injection parameters: lr_injection null),
     or its run would fail stages in, not at the start."""
-    from hicom.config import load_profile
     from hicom.model.build import build_model
-    from hicom.train.config import STAGES, load_train_config
+    from hicom.params import Params
+    from hicom.train.config import STAGES
     from hicom.train.optim import configure_trainable
 
     params, settings, stages = project
@@ -189,9 +189,9 @@ def test_every_ablation_in_params_gives_each_training_stage_something_to_train(p
         path = PROJECT_ROOT / f"params.test-{name}.yaml"  # beside params.yaml: relative paths resolve the same
         try:
             path.write_text(yaml.safe_dump(changed))
-            model = build_model(load_profile(profile, path))
+            model = build_model(Params.load(path).profile(profile))
             for stage in STAGES:
                 if stage not in skip and f"train_{stage}" not in skip:
-                    assert configure_trainable(model, STAGES[stage], load_train_config(profile, stage, path))
+                    assert configure_trainable(model, STAGES[stage], Params.load(path).train(profile, stage))
         finally:
             path.unlink()

@@ -1,12 +1,12 @@
 import pytest
 import torch
 
-from hicom.config import load_profile
 from hicom.core.types import IGNORE_INDEX, IMAGE_TOKEN_ID, VIDEO_TOKEN_ID, VisualItem
 from hicom.model import SequenceTooLongError, build_model
 from hicom.model.modeling_hicom import find_cut
+from hicom.params import Params
 
-IMAGE = load_profile("tiny").vision.config["image_size"]  # the tiny towers' input side
+IMAGE = Params.load().profile("tiny").vision.config["image_size"]  # the tiny towers' input side
 
 
 @pytest.fixture(scope="module")

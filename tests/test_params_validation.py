@@ -1,5 +1,5 @@
-"""params.yaml is checked whole before any command works: unknown keys, wrong types and missing profiles
-fail at once with a message naming the key."""
+"""params.yaml is read once and checked whole before any command works: unknown keys, wrong types and missing
+profiles fail at once with a message naming the key; each section's checks come from its dataclass."""
 import copy
 import dataclasses
 
@@ -7,23 +7,24 @@ import pytest
 import yaml
 
 from hicom.cli import main
-from hicom.config import PARAMS_FILE, PARAMS_SCHEMA, load_params, validate_params
 from hicom.core.errors import ConfigError
+from hicom.params import PARAMS_FILE, SECTIONS, Params
 
 
 @pytest.fixture
 def params():
-    return copy.deepcopy(load_params())
+    return copy.deepcopy(Params.load().raw)
+
+
+def validate_params(raw: dict) -> Params:
+    return Params(raw)
 
 
 def test_the_project_params_file_is_valid(params):
-    validate_params(params, PARAMS_FILE)
+    Params(params, PARAMS_FILE)
 
 
 @pytest.mark.parametrize("path,value,message", [
-    (("pipeline", "retries"), "x", "params.yaml: pipeline.retries: expected int, got 'x'"),
-    (("pipeline", "resources", "train", "nodes"), "two",
-     "params.yaml: pipeline.resources.train.nodes: expected int, got 'two'"),
     (("towers", "steps"), "x", "params.yaml: towers.steps: expected int, got 'x'"),
     (("towers", "seed"), True, "params.yaml: towers.seed: expected int, got True"),
     (("llm", "lr"), "fast", "params.yaml: llm.lr: expected float, got 'fast'"),
@@ -64,6 +65,10 @@ def test_yaml_floats_without_a_dot_pass_as_floats(params):
     (lambda p: p["data"]["synthetic"].update(videos=3), "params.yaml: data.synthetic.videos: unknown key"),
     (lambda p: p["profiles"]["tiny"]["train"].update(finetune={}), "params.yaml: profiles.tiny.train.finetune: unknown"),
     (lambda p: p["profiles"]["tiny"].pop("model"), "params.yaml: profiles.tiny.model: missing"),
+    (lambda p: p["profiles"]["tiny"]["model"]["vision"].update(pth="x"),
+     "params.yaml: profiles.tiny.model.vision.pth: unknown key (known: config, path)"),
+    (lambda p: p["profiles"]["tiny"]["model"].update(num_frames=0),
+     "params.yaml: profiles.tiny.model.num_frames: must be a positive integer, got 0"),
 ])
 def test_an_unknown_or_missing_key_is_named(params, mutate, message):
     mutate(params)
@@ -72,10 +77,12 @@ def test_an_unknown_or_missing_key_is_named(params, mutate, message):
     assert str(err.value).startswith(message)
 
 
-def test_a_missing_profile_is_named_whether_default_or_asked_for(params):
+def test_a_missing_profile_is_named_whether_default_or_asked_for(params, tmp_path):
     defined = ", ".join(sorted(params["profiles"]))
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
     with pytest.raises(ConfigError) as err:
-        validate_params(params, profile="paper-70b")
+        Params.load(path, profile="paper-70b")
     assert str(err.value) == f"params.yaml: --profile: 'paper-70b' is not defined under profiles (defined: {defined})"
     params["profile"] = "huge"
     with pytest.raises(ConfigError, match=r"^params.yaml: profile: 'huge' is not defined under profiles"):
@@ -95,36 +102,74 @@ def test_every_command_fails_on_bad_params_before_starting_work(params, tmp_path
     assert capsys.readouterr().err.strip() == "error: params.yaml: curate.top_per_category: expected int, got 'many'"
     assert not (tmp_path / "world").exists()
     good = tmp_path / "good.yaml"
-    good.write_text(yaml.safe_dump(load_params()))
+    good.write_text(yaml.safe_dump(Params.load().raw))
     assert main(["--params", str(good), "smoke", "--profile", "tiny-typo"]) == 2
     assert "--profile: 'tiny-typo' is not defined under profiles" in capsys.readouterr().err
 
 
-def test_the_schema_lists_exactly_the_fields_of_each_settings_class():
-    """The schema repeats the settings dataclasses' fields (config.py cannot import them: they pull in torch);
-    this keeps the two from drifting apart."""
-    from hicom.curate import CurateConfig, OpenAIConfig
-    from hicom.data.synthetic import WorldConfig
+@pytest.mark.parametrize("section", sorted(SECTIONS))
+def test_each_section_rejects_an_unknown_key_and_a_wrong_type_naming_the_key(params, section):
+    """The checks come from the section's dataclass: its fields are the keys, their annotations the types."""
+    cls = SECTIONS[section]
+    field = next(f for f in dataclasses.fields(cls) if f.type in ("int", "float", "str"))
+    params[section] = {**(params.get(section) or {}), "no_such_key": 1}
+    with pytest.raises(ConfigError, match=rf"^params.yaml: {section}.no_such_key: unknown key \(known: "):
+        validate_params(params)
+    del params[section]["no_such_key"]
+    params[section][field.name] = [1]
+    with pytest.raises(ConfigError, match=rf"^params.yaml: {section}.{field.name}: expected {field.type}, got \[1\]"):
+        validate_params(params)
+
+
+def test_sections_are_the_dataclasses_the_code_reads(params):
     from hicom.evaluate.mcq import EvalConfig
-    from hicom.pretrain.llm import LLMTrainConfig
-    from hicom.pretrain.towers import TowerTrainConfig
-    from hicom.efficiency.settings import ClipSettings, EfficiencySettings
-    from hicom.registry import GateConfig, RegistryConfig
-    from hicom.train.config import TrainConfig
 
-    def fields(cls):
-        return {f.name for f in dataclasses.fields(cls)}
+    loaded = validate_params(params)
+    assert isinstance(loaded.evaluate, EvalConfig) and loaded.evaluate.max_new_tokens == params["evaluate"]["max_new_tokens"]
+    assert loaded.data.synthetic.num_videos == params["data"]["synthetic"]["num_videos"]
+    assert loaded.curate.categories == tuple(params["curate"]["categories"])
+    assert loaded.train("tiny", "sft").epochs == params["profiles"]["tiny"]["train"]["sft"]["epochs"]
+    assert loaded.pipeline == params["pipeline"]  # flows' section, checked by flows
 
-    def keys(spec):
-        return set(getattr(spec, "fields", spec))
 
-    schema = PARAMS_SCHEMA
-    assert keys(schema["profiles"].spec.spec["train"]["sft"]) == fields(TrainConfig)
-    assert keys(schema["towers"]) == fields(TowerTrainConfig)
-    assert keys(schema["llm"]) == fields(LLMTrainConfig)
-    assert keys(schema["data"]["synthetic"]) == fields(WorldConfig)
-    assert keys(schema["curate"]) == fields(CurateConfig) and keys(schema["curate"]["openai"]) == fields(OpenAIConfig)
-    assert keys(schema["evaluate"]) == fields(EvalConfig)
-    assert keys(schema["efficiency"]) == fields(EfficiencySettings)
-    assert keys(schema["efficiency"].fields["clips"]) == fields(ClipSettings)
-    assert keys(schema["registry"]) == fields(RegistryConfig) and keys(schema["registry"]["gate"]) == fields(GateConfig)
+@pytest.mark.parametrize("path,value,message", [
+    (("retries",), "x", "params.yaml: pipeline.retries: expected int, got 'x'"),
+    (("resources", "train", "nodes"), "two", "params.yaml: pipeline.resources.train.nodes: expected int, got 'two'"),
+])
+def test_the_pipeline_section_is_checked_by_flows(params, path, value, message):
+    from flows.settings import PipelineSettings
+
+    *parents, key = path
+    section = params["pipeline"]
+    for name in parents:
+        section = section[name]
+    section[key] = value
+    loaded = validate_params(params)  # hicom keeps `pipeline:` as given
+    with pytest.raises(ConfigError) as err:
+        PipelineSettings.from_params(loaded.raw)
+    assert str(err.value).startswith(message)
+
+
+def test_one_command_reads_params_yaml_once(tmp_path, monkeypatch):
+    """`hicom train` parses the file once; the profile reaches the trainer without another read."""
+    import pathlib
+
+    import hicom.train.trainer as trainer
+
+    path = tmp_path / "params.yaml"
+    path.write_text(PARAMS_FILE.read_text().replace("configs/data/", str(PARAMS_FILE.parent / "configs/data") + "/"))
+    reads = []
+    real_read_text = pathlib.Path.read_text
+
+    def counting_read_text(self, *args, **kwargs):
+        if self.name == "params.yaml":
+            reads.append(self)
+        return real_read_text(self, *args, **kwargs)
+
+    runs = []
+    monkeypatch.setattr(pathlib.Path, "read_text", counting_read_text)
+    monkeypatch.setattr(trainer, "train_stage", runs.append)
+    assert main(["--params", str(path), "train", "--stage", "sft", "--profile", "tiny", "--out", str(tmp_path / "o"),
+                 "--tokenizer", str(tmp_path), "--no-track"]) == 0
+    assert reads == [path]
+    assert runs[0].profile.name == "tiny" and runs[0].cfg.epochs == 12 and runs[0].decoder == "decord"

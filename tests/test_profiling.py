@@ -7,18 +7,24 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from hicom.cli import main
-from hicom.config import PARAMS_FILE, load_profile
 from hicom.core.errors import ConfigError, DataError
+from hicom.core.sections import build_section
 from hicom.data.video import FramePreprocessor
-from hicom.model import baseline_of, build_model
-from hicom.model.compressor import LlavaOVProjector
 from hicom.efficiency.accuracy import load_eval_results, resolve_tokens
-from hicom.efficiency.fields import PARAM_FIELDS, QUESTION_PARTS, RATIO_FIELDS, ROW_FIELDS
+from hicom.efficiency.fields import (
+    PARAM_FIELDS,
+    QUESTION_PARTS,
+    RATIO_FIELDS,
+    ROW_FIELDS,
+)
 from hicom.efficiency.inputs import model_pair, random_prompt, render_clips
 from hicom.efficiency.measure import PeakMemory
 from hicom.efficiency.outputs import log_to_tracker, write_outputs
 from hicom.efficiency.run import measure_efficiency
 from hicom.efficiency.settings import EfficiencySettings
+from hicom.model import baseline_of, build_model
+from hicom.model.compressor import LlavaOVProjector
+from hicom.params import PARAMS_FILE, Params
 from hicom.report import measure_tokens
 from hicom.tracking import Tracker
 
@@ -31,8 +37,8 @@ SMALL = {"frames": list(FRAMES), "samples": 1, "warmup": 0, "repeats": 1, "max_n
 def profiled(tmp_path_factory):
     """One small profile of the tiny model (2 frame counts, 1 sample), shared by the tests that read it."""
     torch.manual_seed(0)
-    profile = load_profile("tiny")
-    settings = EfficiencySettings.from_dict(SMALL)
+    profile = Params.load().profile("tiny")
+    settings = build_section(EfficiencySettings, SMALL, "efficiency")
     clips = render_clips(settings.clips, tmp_path_factory.mktemp("clips"))
     models = model_pair(build_model(profile), torch.device("cpu"), torch.float32)
     result = measure_efficiency(models, profile_name="tiny", model_source="test", clips=clips, clips_source="test clip",
@@ -44,7 +50,7 @@ def profiled(tmp_path_factory):
 
 def tokens_at(frames: int) -> tuple[int, int]:
     """(HICom, baseline) visual tokens of the tiny profile, as the report counts them on the meta device."""
-    profile = load_profile("tiny")
+    profile = Params.load().profile("tiny")
     return (measure_tokens(build_model(profile, device="meta"), frames),
             measure_tokens(build_model(baseline_of(profile), device="meta"), frames))
 
@@ -167,15 +173,15 @@ def test_malformed_eval_results_name_the_file_and_field(tmp_path, content, messa
 
 
 def test_settings_reject_unknown_fields_and_bad_counts():
-    with pytest.raises(ConfigError, match=r"efficiency: unknown field\(s\) \['sample'\]"):
-        EfficiencySettings.from_dict({"sample": 3})
+    with pytest.raises(ConfigError, match=r"efficiency\.sample: unknown key"):
+        build_section(EfficiencySettings, {"sample": 3}, "efficiency")
     with pytest.raises(ConfigError, match="efficiency.repeats: must be an integer >= 1, got 0"):
-        EfficiencySettings.from_dict({"repeats": 0})
+        build_section(EfficiencySettings, {"repeats": 0}, "efficiency")
     with pytest.raises(ConfigError, match="efficiency.frames"):
-        EfficiencySettings.from_dict({"frames": [32, 0]})
+        build_section(EfficiencySettings, {"frames": [32, 0]}, "efficiency")
     with pytest.raises(ConfigError, match="efficiency.clips.size: must be even"):
-        EfficiencySettings.from_dict({"clips": {"size": 63}})
-    assert EfficiencySettings.from_dict(yaml.safe_load(PARAMS_FILE.read_text())["efficiency"]).frames == (32, 64, 128)
+        build_section(EfficiencySettings, {"clips": {"size": 63}}, "efficiency")
+    assert Params.load().efficiency.frames == (32, 64, 128)
 
 
 @pytest.fixture
@@ -189,7 +195,7 @@ def small_params(tmp_path):
 
 def test_cli_profiles_the_tiny_model_without_tracking(small_params, tmp_path, capsys):
     out = tmp_path / "out"
-    code = main(["--params", str(small_params), "profile", "--profile", "tiny", "--frames", "4", "--samples", "1",
+    code = main(["--params", str(small_params), "efficiency", "--profile", "tiny", "--frames", "4", "--samples", "1",
                  "--warmup", "0", "--repeats", "1", "--threads", "1", "--no-track", "--out", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
@@ -204,7 +210,7 @@ def test_cli_profiles_the_tiny_model_without_tracking(small_params, tmp_path, ca
 
 def test_cli_missing_eval_results_file_is_a_clear_error_before_profiling(small_params, tmp_path, capsys):
     missing = tmp_path / "nowhere" / "results.json"
-    code = main(["--params", str(small_params), "profile", "--profile", "tiny", "--frames", "4", "--no-track",
+    code = main(["--params", str(small_params), "efficiency", "--profile", "tiny", "--frames", "4", "--no-track",
                  "--eval-results", str(missing), "--out", str(tmp_path / "out")])
     assert code == 2
     assert f"error: --eval-results: {missing}: no such file" in capsys.readouterr().err
@@ -213,15 +219,15 @@ def test_cli_missing_eval_results_file_is_a_clear_error_before_profiling(small_p
 
 def test_cli_profiles_a_saved_model_with_a_tokenised_question(small_params, tiny_profile, tmp_path):
     from hicom.data.tokenizer import train_tokenizer
-    from hicom.model import save_model
     from hicom.efficiency.inputs import EFFICIENCY_QUESTION
+    from hicom.model import save_model
 
     towers = tmp_path / "towers"  # stands in for a SigLIP directory: instruction tokenizer + preprocessor
     tokenizer = train_tokenizer([EFFICIENCY_QUESTION, "a red circle moves left"] * 4, 300, towers)
     FramePreprocessor(tiny_profile.vision.config["image_size"]).save_pretrained(towers)
     save_model(build_model(tiny_profile), tmp_path / "model", tokenizer)
     out = tmp_path / "out"
-    code = main(["--params", str(small_params), "profile", "--profile", "tiny", "--model", str(tmp_path / "model"),
+    code = main(["--params", str(small_params), "efficiency", "--profile", "tiny", "--model", str(tmp_path / "model"),
                  "--towers", str(towers), "--frames", "4", "--samples", "1", "--warmup", "0", "--repeats", "1",
                  "--no-track", "--out", str(out)])
     assert code == 0

@@ -14,13 +14,13 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from hicom.cli import main
-from hicom.config import load_profile
 from hicom.core.errors import ConfigError
 from hicom.data.synthetic import WorldConfig, make_scene, mcq, write_video
 from hicom.data.tokenizer import train_tokenizer
 from hicom.data.video import FramePreprocessor
 from hicom.model import build_model
 from hicom.model.checkpoint import save_model
+from hicom.params import Params
 from hicom.registry import (
     CHALLENGER,
     CHAMPION,
@@ -33,7 +33,7 @@ from hicom.registry import (
     register_version,
 )
 
-IMAGE = load_profile("tiny").vision.config["image_size"]  # the tiny towers' input side
+IMAGE = Params.load().profile("tiny").vision.config["image_size"]  # the tiny towers' input side
 
 NAME = "hicom-test"
 
@@ -55,9 +55,9 @@ def world(tmp_path_factory):
     question = mcq(scene, random.Random(1))
     texts = [question["question"], *question["options"], "The answer is (B).", "A B C D"] * 4
     tokenizer = train_tokenizer(texts, 300, root / "tokenizer")
-    from hicom.config import load_profile
+    from hicom.params import Params
     torch.manual_seed(0)
-    save_model(build_model(load_profile("tiny")), root / "model", tokenizer=tokenizer)
+    save_model(build_model(Params.load().profile("tiny")), root / "model", tokenizer=tokenizer)
     tokenizer.save_pretrained(root / "towers")
     FramePreprocessor(IMAGE).save_pretrained(root / "towers")
     (root / "eval").mkdir()
@@ -74,7 +74,7 @@ def registered(world):
     """`python -m hicom register` once: version 1 of NAME, from the tiny model, with eval and profile results."""
     root = world["root"]
     rc = main(["register", "--model", str(root / "model"), "--towers", str(root / "towers"), "--name", NAME,
-               "--eval", str(root / "eval"), "--profile-results", str(root / "profile.json"),
+               "--eval", str(root / "eval"), "--efficiency", str(root / "profile.json"),
                "--out", str(root / "registered.json")])
     assert rc == 0
     return json.loads((root / "registered.json").read_text())

@@ -9,10 +9,28 @@ import av
 import numpy as np
 import pytest
 
+from hicom.core.errors import ConfigError
+from hicom.core.sections import build_section
 from hicom.data.conversation import extract_guide
-from hicom.data.synthetic import (BACKGROUNDS, COLOURS, LETTERS, MCQ_INSTRUCTION, SHAPES, Scene, WorldConfig, caption,
-                                  generate_world, instruction_pairs, make_scene, mcq, mcq_prompt, mcq_turns,
-                                  object_radius, qa_turns, render_frame)
+from hicom.data.synthetic import (
+    BACKGROUNDS,
+    COLOURS,
+    LETTERS,
+    MCQ_INSTRUCTION,
+    SHAPES,
+    Scene,
+    WorldConfig,
+    caption,
+    generate_world,
+    instruction_pairs,
+    make_scene,
+    mcq,
+    mcq_prompt,
+    mcq_turns,
+    object_radius,
+    qa_turns,
+    render_frame,
+)
 
 SMALL = WorldConfig(seed=7, num_videos=12, test_fraction=0.25)
 TRAIN_FILES = ("align_images.jsonl", "align_videos.jsonl", "cond_pretrain.jsonl", "sft.jsonl", "sft_mcq.jsonl")
@@ -235,21 +253,21 @@ def test_manifest_counts_and_hashes_match_the_files_and_no_temporaries_remain(wo
     assert not [p for p in out.rglob(".*")]
 
 
-def test_world_config_from_dict_rejects_unknown_keys_naming_them():
-    assert WorldConfig.from_dict({"seed": 3, "num_videos": 5}) == WorldConfig(seed=3, num_videos=5)
-    with pytest.raises(ValueError, match=r"data\.synthetic: unknown key\(s\) \['num_vidoes'\]"):
-        WorldConfig.from_dict({"num_vidoes": 5})
+def test_world_config_section_rejects_unknown_keys_naming_them():
+    assert build_section(WorldConfig, {"seed": 3, "num_videos": 5}, "data.synthetic") == WorldConfig(seed=3, num_videos=5)
+    with pytest.raises(ConfigError, match=r"data\.synthetic\.num_vidoes: unknown key"):
+        build_section(WorldConfig, {"num_vidoes": 5}, "data.synthetic")
 
 
-@pytest.mark.parametrize("key,value,message", [("size", 63, r"x\.size: must be even"),
-                                               ("num_frames", 4, r"x\.num_frames: must be >= 8, got 4"),
-                                               ("test_fraction", 1.0, r"x\.test_fraction: .* got 1\.0"),
-                                               ("max_objects", 1, r"x\.max_objects: must be in \[min_objects=2"),
-                                               ("seed", "0", r"x\.seed: must be an integer, got '0'"),
-                                               ("mcq_per_video", -1, r"x\.mcq_per_video: must be >= 0, got -1")])
+@pytest.mark.parametrize("key,value,message", [("size", 63, r"data\.synthetic\.size: must be even"),
+                                               ("num_frames", 4, r"data\.synthetic\.num_frames: must be >= 8, got 4"),
+                                               ("test_fraction", 1.0, r"data\.synthetic\.test_fraction: .* got 1\.0"),
+                                               ("max_objects", 1, r"data\.synthetic\.max_objects: must be in \[min_objects=2"),
+                                               ("seed", "0", r"data\.synthetic\.seed: must be an integer, got '0'"),
+                                               ("mcq_per_video", -1, r"data\.synthetic\.mcq_per_video: must be >= 0, got -1")])
 def test_world_config_rejects_bad_values_naming_field_and_value(key, value, message):
     with pytest.raises(ValueError, match=message):
-        WorldConfig.from_dict({key: value}, where="x")
+        build_section(WorldConfig, {key: value}, "data.synthetic")
 
 
 def test_object_colours_are_well_separated_from_each_other_and_from_every_background():

@@ -15,7 +15,7 @@ from hicom.pretrain.llm import LLMTrainConfig, pretrain_llm, world_dialogues
 def trained(tmp_path_factory, tiny_profile):
     root = tmp_path_factory.mktemp("llm")
     generate_world(WorldConfig(seed=4, num_videos=30, num_frames=8, size=64), root / "w", progress=False)
-    from hicom.cli import world_texts
+    from hicom.data.tokenizer import world_texts
     tok = train_tokenizer(world_texts(root / "w"), 600, root / "tok")
     lines = []
     result = pretrain_llm(tiny_profile, root / "w", load_tokenizer(root / "tok"), root / "llm",

@@ -17,7 +17,7 @@ from hicom.pretrain.towers import TowerTrainConfig, pretrain_towers
 def trained(tmp_path_factory, tiny_profile):
     root = tmp_path_factory.mktemp("towers")
     generate_world(WorldConfig(seed=1, num_videos=80, num_frames=8, size=64), root / "w", progress=False)
-    from hicom.cli import world_texts
+    from hicom.data.tokenizer import world_texts
     tok = train_tokenizer(world_texts(root / "w"), 600)
     lines = []
     result = pretrain_towers(tiny_profile, root / "w", tok, root / "towers",

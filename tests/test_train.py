@@ -12,18 +12,19 @@ import torch
 import yaml
 from transformers import SiglipConfig, SiglipModel
 
-from hicom.config import PARAMS_FILE, compressor_from_preset, load_profile
 from hicom.core.errors import ConfigError
 from hicom.data.synthetic import WorldConfig, generate_world
 from hicom.data.tokenizer import train_tokenizer
 from hicom.data.video import FramePreprocessor
 from hicom.model import HIComCompressor, build_model, save_compressor
 from hicom.model.checkpoint import save_model
-from hicom.train.config import STAGES, load_train_config
+from hicom.model.configuration_hicom import compressor_from_preset
+from hicom.params import PARAMS_FILE, Params
+from hicom.train.config import STAGES
 from hicom.train.optim import configure_trainable
 from hicom.train.trainer import complete_checkpoints
 
-IMAGE = load_profile("tiny").vision.config["image_size"]  # the tiny towers' input side
+IMAGE = Params.load().profile("tiny").vision.config["image_size"]  # the tiny towers' input side
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,9 +35,9 @@ ROOT = Path(__file__).resolve().parent.parent
     ("sft", {"compressor": 1e-5, "injection": 1e-5, "llm": 1e-5}),
 ])
 def test_each_stage_trains_exactly_its_parameters_at_table_a1_rates(stage, groups):
-    profile = load_profile("paper-7b")
+    profile = Params.load().profile("paper-7b")
     model = build_model(profile, device="meta")
-    cfg = load_train_config("paper-7b", stage)
+    cfg = Params.load().train("paper-7b", stage)
     found = configure_trainable(model, STAGES[stage], cfg)
     assert {g.name: g.lr for g in found} == groups
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -53,7 +54,7 @@ def test_an_empty_injection_group_is_an_error_not_a_silent_no_op(tiny_profile):
     release = dataclasses.replace(tiny_profile, compressor=compressor_from_preset(
         "release", {"global": {"head_dim": 32}}))
     model = build_model(release)
-    cfg = load_train_config("tiny", "cond_pretrain")
+    cfg = Params.load().train("tiny", "cond_pretrain")
     with pytest.raises(ConfigError, match="parameter group 'injection' .* is empty"):
         configure_trainable(model, STAGES["cond_pretrain"], cfg)
 
@@ -75,9 +76,9 @@ def setup(tmp_path_factory):
     """A small world, tokenizer, random tiny towers and a params.yaml whose tiny stages use them."""
     root = tmp_path_factory.mktemp("train")
     generate_world(WorldConfig(seed=2, num_videos=16, num_frames=8, size=64), root / "world", progress=False)
-    from hicom.cli import world_texts
+    from hicom.data.tokenizer import world_texts
     tok = train_tokenizer(world_texts(root / "world"), 600, root / "tokenizer")
-    profile = load_profile("tiny")
+    profile = Params.load().profile("tiny")
     siglip = SiglipModel(SiglipConfig(vision_config=profile.vision.config, text_config=profile.text.config))
     save_model(siglip, root / "towers", tokenizer=tok)
     FramePreprocessor(IMAGE).save_pretrained(root / "towers")
@@ -161,11 +162,11 @@ def test_next_stage_loads_the_previous_compressor_strictly(setup, tmp_path):
 
 
 def test_train_settings_take_numbers_written_without_a_dot_and_name_bad_values():
-    assert load_train_config("tiny", "sft", overrides={"lr_llm": "1e-3"}).lr_llm == 1e-3
-    with pytest.raises(ConfigError, match="train.lr_compressor: expected a number, got 'fast'"):
-        load_train_config("tiny", "align", overrides={"lr_compressor": "fast"})
-    with pytest.raises(ConfigError, match=r"unknown field\(s\) \['lr'\]"):
-        load_train_config("tiny", "align", overrides={"lr": 1})
+    assert Params.load().train("tiny", "sft", overrides={"lr_llm": "1e-3"}).lr_llm == 1e-3
+    with pytest.raises(ConfigError, match="train.align.lr_compressor: expected float, got 'fast'"):
+        Params.load().train("tiny", "align", overrides={"lr_compressor": "fast"})
+    with pytest.raises(ConfigError, match=r"train.align.lr: unknown key"):
+        Params.load().train("tiny", "align", overrides={"lr": 1})
 
 
 @pytest.mark.slow

@@ -53,3 +53,23 @@ def load_tokenizer(path: str | Path):
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: tokenizer directory not found")
     return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+
+
+def world_texts(world: Path) -> Iterable[str]:
+    """Every caption, question and answer of a synthetic world, for tokenizer training."""
+    import json
+
+    from hicom.data.mixture import read_annotations
+
+    for path in sorted(world.glob("*.jsonl")):
+        if path.name == "scenes.jsonl":
+            continue
+        if path.name == "mcq_test.jsonl":
+            for line in path.read_text().splitlines():
+                row = json.loads(line)
+                yield row["question"]
+                yield from row["options"]
+            continue
+        for sample in read_annotations(path):
+            for turn in sample["conversations"]:
+                yield turn["value"].replace("<video>", "").replace("<image>", "")

@@ -1,20 +1,21 @@
 """What the measurements run on: the prompt, the clips, and the baseline counterpart of a HICom model."""
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from hicom.config import CompressorConfig
 from hicom.core.errors import ConfigError
 from hicom.core.types import VIDEO_TOKEN_ID
 from hicom.data.conversation import encode_prompt, extract_guide, tokenise_guides
 from hicom.data.synthetic import make_scene, write_video
 from hicom.efficiency.settings import ClipSettings
 from hicom.model.compressor import build_projector
-from hicom.model.modeling_hicom import HIComConfig, HIComForCausalLM
+from hicom.model.configuration_hicom import CompressorConfig, HIComConfig, ModelProfile
+from hicom.model.modeling_hicom import HIComForCausalLM
 
 # One representative multiple-choice question (the synthetic world's format) for tokenised prompts.
 EFFICIENCY_QUESTION = ("Which object appears late in the video?\nA. the red circle\nB. the blue square\n"
@@ -113,6 +114,45 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name not in choices:
         raise ConfigError(f"--dtype: {name!r} is not one of {['auto', *choices]}")
     return choices[name]
+
+
+@dataclass
+class Subject:
+    """The HICom model to measure (its baseline is derived from it), its prompt, and where it came from."""
+
+    hicom: HIComForCausalLM
+    prompt: Prompt
+    towers: Path | None  # SigLIP folder: instruction tokenizer and preprocessor; None: a random-init profile's
+    source: str
+
+
+def subject(profile: ModelProfile, model_dir: str | Path | None, towers: Path | None,
+            prompt_tokens: int) -> Subject:
+    """A trained model from model_dir (guided ones need towers: their instruction tokenizer), or else the
+    profile's model built from its config, random init (with towers, its towers loaded from there)."""
+    from hicom.data.tokenizer import load_tokenizer
+    from hicom.model.build import build_model
+
+    if model_dir:
+        hicom = HIComForCausalLM.from_pretrained(model_dir)
+        towers = towers or (Path(profile.text.path) if profile.text.path else None)
+        guide_tokenizer = None
+        if hicom.projector.uses_instruction:
+            if towers is None or not towers.is_dir():
+                raise ConfigError(f"efficiency: the model in {model_dir} is guided by the instruction: pass --towers "
+                                  f"DIR (the SigLIP directory with its tokenizer); got {towers}")
+            guide_tokenizer = load_tokenizer(towers)
+        prompt = tokenised_prompt(load_tokenizer(model_dir), guide_tokenizer, hicom.config.guide_max_length)
+        source = f"trained HICom from {model_dir}; baseline: its towers and LLM with a LLaVA-OV projector"
+        return Subject(hicom, prompt, towers, source)
+    if towers:
+        profile = dataclasses.replace(profile, vision=dataclasses.replace(profile.vision, path=str(towers)),
+                                      text=dataclasses.replace(profile.text, path=str(towers)))
+    hicom = build_model(profile)
+    source = (f"profile {profile.name!r} built from its config (random init"
+              f"{f', towers from {towers}' if towers else ''}); baseline: the same towers and LLM with a "
+              f"LLaVA-OV projector")
+    return Subject(hicom, random_prompt(hicom.config, prompt_tokens), towers, source)
 
 
 def model_pair(hicom: HIComForCausalLM, device: torch.device, dtype: torch.dtype) -> dict[str, HIComForCausalLM]:

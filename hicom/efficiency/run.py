@@ -14,8 +14,14 @@ from hicom.efficiency.accuracy import resolve_tokens
 from hicom.efficiency.fields import MODELS, PARTS, QUESTION_PARTS
 from hicom.efficiency.flops import prefill_flops
 from hicom.efficiency.inputs import Prompt
-from hicom.efficiency.measure import (PeakMemory, answer_question, component_params, component_seconds, environment,
-                                      room_for)
+from hicom.efficiency.measure import (
+    PeakMemory,
+    answer_question,
+    component_params,
+    component_seconds,
+    environment,
+    room_for,
+)
 from hicom.efficiency.settings import EfficiencySettings
 from hicom.efficiency.tables import ratios
 from hicom.model.modeling_hicom import HIComForCausalLM

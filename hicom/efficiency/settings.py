@@ -1,7 +1,6 @@
 """params.yaml `efficiency:`: what to measure and on which clips; strict keys, every count checked."""
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 from hicom.core.errors import ConfigError
@@ -23,10 +22,10 @@ class ClipSettings:
 
     def world_config(self) -> WorldConfig:
         try:
-            return WorldConfig.from_dict({"seed": self.seed, "num_videos": self.count, "num_frames": self.num_frames,
-                                          "fps": self.fps, "size": self.size}, "efficiency.clips")
+            return WorldConfig(seed=self.seed, num_videos=self.count, num_frames=self.num_frames, fps=self.fps,
+                               size=self.size)
         except ValueError as exc:
-            raise ConfigError(str(exc).replace("num_videos", "count")) from None
+            raise ConfigError(str(exc).replace("data.synthetic", "efficiency.clips").replace("num_videos", "count")) from None
 
 
 @dataclass(frozen=True)
@@ -54,17 +53,4 @@ class EfficiencySettings:
                 raise ConfigError(f"efficiency.{name}: must be an integer >= {low}, got {value!r}")
         if not (isinstance(self.memory_interval_s, (int, float)) and self.memory_interval_s > 0):
             raise ConfigError(f"efficiency.memory_interval_s: must be > 0, got {self.memory_interval_s!r}")
-
-    @classmethod
-    def from_dict(cls, data: dict | None) -> "EfficiencySettings":
-        data = dict(data or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"efficiency: unknown field(s) {unknown} (allowed: {sorted(known)})")
-        clips = data.pop("clips", None) or {}
-        clip_known = {f.name for f in dataclasses.fields(ClipSettings)}
-        if not isinstance(clips, dict) or set(clips) - clip_known:
-            raise ConfigError(f"efficiency.clips: expected a mapping with fields {sorted(clip_known)}, got {clips!r}")
-        return cls(**data, clips=ClipSettings(**clips))
 

@@ -1,7 +1,12 @@
 """The numbers side by side: baseline / HICom ratios and the markdown table in the shape of Table A6."""
 from __future__ import annotations
 
-from hicom.efficiency.fields import MEMORY_KINDS, MODELS, RATIO_FIELDS, RATIO_TABLE_FIELDS
+from hicom.efficiency.fields import (
+    MEMORY_KINDS,
+    MODELS,
+    RATIO_FIELDS,
+    RATIO_TABLE_FIELDS,
+)
 
 
 def ratios(rows: list[dict]) -> list[dict]:

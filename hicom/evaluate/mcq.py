@@ -10,7 +10,6 @@ a better extractor rescoring old replies needs no model. Unparseable replies cou
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -76,20 +75,6 @@ class EvalConfig:
             if not (isinstance(getattr(self, name), (int, float)) and getattr(self, name) > 0):
                 raise ConfigError(f"evaluate.{name}: must be a positive number, got {getattr(self, name)!r}")
         InstructionFilter(self.invalid_instructions)  # a bad pattern fails here, naming it
-
-    @classmethod
-    def from_dict(cls, data: dict) -> EvalConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"evaluate: unknown key(s) {unknown}; known: {sorted(known)}")
-        data = dict(data)
-        if "invalid_instructions" in data:
-            patterns = data["invalid_instructions"] or []
-            if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
-                raise ConfigError(f"evaluate.invalid_instructions: must be a list of strings, got {patterns!r}")
-            data["invalid_instructions"] = tuple(patterns)
-        return cls(**data)
 
     def torch_dtype(self, device: torch.device) -> torch.dtype:
         if self.dtype == "auto":

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 
-from hicom.config import ModelProfile
 from hicom.core.errors import ConfigError
 from hicom.core.files import file_digest
 from hicom.data.tokenizer import load_tokenizer
@@ -29,6 +28,7 @@ from hicom.evaluate.mcq import (
     run_shard,
     variants_for,
 )
+from hicom.model.configuration_hicom import ModelProfile
 
 # Numbers of a variant's summary that become metrics (breakdowns and the validity split are added per value).
 SUMMARY_METRICS = ("accuracy", "accuracy_answered", "total", "answered", "unanswered", "missing", "chance", "task_mean")

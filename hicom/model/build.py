@@ -15,10 +15,15 @@ from transformers import (
     SiglipVisionModel,
 )
 
-from hicom.config import CompressorConfig, ModelProfile, TowerSpec
 from hicom.core.errors import ConfigError
 from hicom.model.compressor import build_projector
-from hicom.model.modeling_hicom import HIComConfig, HIComForCausalLM
+from hicom.model.configuration_hicom import (
+    CompressorConfig,
+    HIComConfig,
+    ModelProfile,
+    TowerSpec,
+)
+from hicom.model.modeling_hicom import HIComForCausalLM
 
 # component attribute -> (profile field, config class, model class)
 TOWERS = {

@@ -18,7 +18,12 @@ import torch.nn.functional as nnf
 from einops import rearrange
 from torch import nn
 
-from hicom.config import CompressorConfig, GlobalConfig, Injection, LocalConfig
+from hicom.model.configuration_hicom import (
+    CompressorConfig,
+    GlobalConfig,
+    Injection,
+    LocalConfig,
+)
 from hicom.model.injection import Guide, GuideInjector, mlp
 
 

@@ -8,55 +8,28 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as nnf
-from huggingface_hub.dataclasses import strict
 from torch import nn
 from transformers import (
-    PreTrainedConfig,
     PreTrainedModel,
-    Qwen2Config,
     Qwen2ForCausalLM,
-    SiglipTextConfig,
     SiglipTextModel,
-    SiglipVisionConfig,
     SiglipVisionModel,
 )
 from transformers import initialization as hf_init
-from transformers.configuration_utils import SubConfigSpec
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from hicom.config import CompressorConfig
 from hicom.core.types import (
     IGNORE_INDEX,
     PLACEHOLDER_IDS,
     VisualItem,
 )
 from hicom.model.compressor import GlobalCompressor, build_projector
+from hicom.model.configuration_hicom import HIComConfig
 from hicom.model.injection import Guide
 
 
 class SequenceTooLongError(ValueError):
     """A spliced sequence cannot be cut to the length limit without losing visual tokens or every answer."""
-
-
-@strict
-class HIComConfig(PreTrainedConfig):
-    model_type = "hicom"
-    sub_configs_defaults = {
-        "vision_config": SubConfigSpec(config_class=SiglipVisionConfig),
-        "text_tower_config": SubConfigSpec(config_class=SiglipTextConfig, optional=True),
-        "llm_config": SubConfigSpec(config_class=Qwen2Config),
-    }
-    vision_config: dict | PreTrainedConfig | None = None
-    text_tower_config: dict | PreTrainedConfig | None = None
-    llm_config: dict | PreTrainedConfig | None = None
-    compressor: dict | None = None
-    guide_max_length: int = 64
-    max_length: int = 4096
-    tie_word_embeddings: bool = False
-
-    @property
-    def compressor_config(self) -> CompressorConfig:
-        return CompressorConfig.from_dict(self.compressor or {}, "config.compressor")
 
 
 def find_cut(labels: torch.Tensor, visual_end: int, max_length: int) -> int:

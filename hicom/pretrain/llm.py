@@ -20,13 +20,13 @@ import torch
 from tqdm import tqdm
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from hicom.config import ModelProfile
 from hicom.core.errors import ConfigError
 from hicom.core.files import atomic_write_bytes
 from hicom.data.conversation import normalise_turns
 from hicom.data.mixture import read_annotations
 from hicom.data.synthetic import TRAIN_FILES
 from hicom.model.checkpoint import save_model
+from hicom.model.configuration_hicom import ModelProfile
 
 
 @dataclass(frozen=True)

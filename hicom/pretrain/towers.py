@@ -20,12 +20,12 @@ import torch
 from tqdm import tqdm
 from transformers import SiglipConfig, SiglipModel
 
-from hicom.config import ModelProfile
 from hicom.core.errors import ConfigError
 from hicom.core.files import atomic_write_bytes
 from hicom.data.synthetic import caption, read_world, render_frame
 from hicom.data.video import FramePreprocessor
 from hicom.model.checkpoint import save_model
+from hicom.model.configuration_hicom import ModelProfile
 
 
 @dataclass(frozen=True)

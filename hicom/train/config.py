@@ -1,15 +1,13 @@
-"""Training stages (Table A1) and their typed settings from params.yaml.
+"""Training stages (Table A1) and their typed settings (params.yaml `profiles.NAME.train`, read by hicom.params).
 
 What a stage trains and whether it is guided is fixed here, per the paper; how (learning rates,
 batch sizes, ZeRO stage, data) comes from the profile's `train:` section.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Literal
 
-from hicom.config import PARAMS_FILE, load_params
 from hicom.core.errors import ConfigError
 
 
@@ -31,6 +29,8 @@ STAGES = {
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """One stage's settings: the profile's train.common merged with train.<stage> (hicom.params.Params.train)."""
+
     data: str  # mixture YAML (relative to params.yaml)
     lr_compressor: float
     lr_injection: float | None = None  # None: injection parameters frozen (or none exist)
@@ -43,7 +43,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     zero_stage: int = 2
-    bf16: str | bool = "auto"  # auto: on where the accelerator supports it
+    bf16: Literal["auto", True, False] = "auto"  # auto: on where the accelerator supports it
     gradient_checkpointing: bool = False
     num_frames: int = 32
     max_length: int = 4096
@@ -69,27 +69,3 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"train.{name}: must be a positive integer, got {value!r}")
-        if self.bf16 not in ("auto", True, False):
-            raise ConfigError(f"train.bf16: must be auto, true or false, got {self.bf16!r}")
-
-
-def load_train_config(profile: str, stage: str, params_path: str | Path = PARAMS_FILE,
-                      overrides: dict | None = None) -> TrainConfig:
-    """profiles.<profile>.train.common merged with profiles.<profile>.train.<stage> and overrides."""
-    if stage not in STAGES:
-        raise ConfigError(f"unknown stage {stage!r} (choose one of: {', '.join(STAGES)})")
-    params = load_params(params_path)
-    if profile not in params["profiles"]:
-        raise ConfigError(f"{params_path}: unknown profile {profile!r} (defined: {sorted(params['profiles'])})")
-    train = params["profiles"][profile].get("train") or {}
-    if stage not in train:
-        raise ConfigError(f"{params_path}: profiles.{profile}.train.{stage} is missing")
-    merged = {**(train.get("common") or {}), **train[stage], **(overrides or {})}
-    allowed = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(merged) - allowed)
-    if unknown:
-        raise ConfigError(f"profiles.{profile}.train.{stage}: unknown field(s) {unknown}")
-    if "data" not in merged or "lr_compressor" not in merged:
-        raise ConfigError(f"profiles.{profile}.train.{stage}: needs `data` and `lr_compressor`")
-    merged["data"] = str((Path(params_path).resolve().parent / merged["data"]).resolve())
-    return TrainConfig(**merged)

@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hicom.config import ModelProfile
 from hicom.core.errors import ConfigError, DataError
 from hicom.core.files import atomic_write_bytes
 from hicom.data.dataset import (
@@ -35,6 +34,7 @@ from hicom.data.mixture import load_mixture, samples_digest
 from hicom.data.tokenizer import load_tokenizer
 from hicom.data.video import FramePreprocessor, decoder_info
 from hicom.model import build_model, load_compressor, save_compressor, save_model
+from hicom.model.configuration_hicom import ModelProfile
 from hicom.train.config import STAGES, TrainConfig
 from hicom.train.optim import build_optimizer, configure_trainable
 

@@ -37,7 +37,12 @@ from hicom.data.synthetic.scenes import (
     make_scene,
     object_radius,
 )
-from hicom.data.synthetic.world import TEST_FILE, TRAIN_FILES, generate_world, read_world
+from hicom.data.synthetic.world import (
+    TEST_FILE,
+    TRAIN_FILES,
+    generate_world,
+    read_world,
+)
 
 __all__ = [
     "WorldConfig", "CELLS", "IMAGE_PROMPTS", "LETTERS", "MCQ_INSTRUCTION", "VIDEO_PROMPTS", "caption", "cell",

@@ -44,20 +44,6 @@ class WorldConfig:
             raise ValueError(f"{where}.max_objects: must be in [min_objects={self.min_objects}, {MAX_OBJECTS}], "
                              f"got {self.max_objects!r}")
 
-    @classmethod
-    def from_dict(cls, d: dict, where: str = "data.synthetic") -> "WorldConfig":
-        """Strict keys: a misspelt setting must fail loudly, not fall back to its default."""
-        if not isinstance(d, dict):
-            raise ValueError(f"{where}: expected a mapping, got {type(d).__name__}")
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(d) - set(known))
-        if unknown:
-            raise ValueError(f"{where}: unknown key(s) {unknown} (known: {', '.join(known)})")
-        try:
-            return cls(**d)
-        except ValueError as err:
-            raise ValueError(str(err).replace("data.synthetic", where, 1)) from None
-
     @property
     def num_test(self) -> int:
         """Held-out clips; at least one clip always stays in train."""

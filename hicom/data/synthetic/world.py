@@ -9,10 +9,24 @@ from pathlib import Path
 from tqdm import tqdm
 
 from hicom.core.errors import DataError
-from hicom.core.files import atomic_write_bytes, atomic_write_json, iter_jsonl, read_json_object, sha256_bytes
+from hicom.core.files import (
+    atomic_write_bytes,
+    atomic_write_json,
+    iter_jsonl,
+    read_json_object,
+    sha256_bytes,
+)
 from hicom.data.synthetic.config import WorldConfig
-from hicom.data.synthetic.language import (IMAGE_PROMPTS, VIDEO_PROMPTS, caption, instruction_pairs, mcq, mcq_prompt,
-                                           mcq_turns, qa_turns)
+from hicom.data.synthetic.language import (
+    IMAGE_PROMPTS,
+    VIDEO_PROMPTS,
+    caption,
+    instruction_pairs,
+    mcq,
+    mcq_prompt,
+    mcq_turns,
+    qa_turns,
+)
 from hicom.data.synthetic.render import write_image, write_video
 from hicom.data.synthetic.scenes import Scene, make_scene
 

@@ -11,19 +11,20 @@ from pathlib import Path
 
 import yaml
 
+from standin.commands import COMMANDS
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m standin")
     parser.add_argument("--params", default="params.yaml")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, tracked in (("make", False), ("train", True), ("evaluate", True), ("register", True),
-                          ("promote", True), ("pipeline-report", False)):
+    for name, command in COMMANDS.items():
         cmd = sub.add_parser(name)
         cmd.add_argument("--stage", default=name)
         cmd.add_argument("--in", dest="inputs", nargs="*", default=[])
         cmd.add_argument("--value", help="a params.yaml key whose value goes into the output")
         cmd.add_argument("--out", required=True)
-        if tracked:
+        if command.TRACKED:
             cmd.add_argument("--parent-run-id", default=None)
     sub.choices["promote"].add_argument("--name", required=True)  # as hicom's promote and pipeline-report
     sub.choices["promote"].add_argument("--version", required=True)

@@ -8,8 +8,15 @@ import stat
 import pytest
 
 from hicom.core.errors import ConfigError, DataError
-from hicom.core.files import (atomic_write, atomic_write_bytes, atomic_write_dir, atomic_write_json, iter_jsonl,
-                              read_json_object, sha256_file)
+from hicom.core.files import (
+    atomic_write,
+    atomic_write_bytes,
+    atomic_write_dir,
+    atomic_write_json,
+    iter_jsonl,
+    read_json_object,
+    sha256_file,
+)
 
 
 def _leftovers(folder):
