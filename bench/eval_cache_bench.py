@@ -37,9 +37,10 @@ import torch
 from hicom.data.synthetic import WorldConfig, make_scene, write_video
 from hicom.data.tokenizer import train_tokenizer
 from hicom.data.video import FramePreprocessor
-from hicom.evaluate.mcq import EvalConfig, Job, Variant, run_shard
+from hicom.evaluate.mcq import Job, Variant, run_shard
 from hicom.evaluate.readers import Sample
-from hicom.model import build_model
+from hicom.evaluate.settings import EvalConfig
+from hicom.model.build import build_model
 from hicom.params import Params
 
 QUESTIONS = ("What colour is the circle?", "Which object moves to the left?", "How many objects appear?")

@@ -38,7 +38,7 @@ from hicom.efficiency.inputs import model_pair, random_prompt, render_clips
 from hicom.efficiency.outputs import write_outputs
 from hicom.efficiency.run import measure_efficiency
 from hicom.efficiency.settings import ClipSettings
-from hicom.model import build_model
+from hicom.model.build import build_model
 from hicom.params import Params
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -55,7 +55,7 @@ from hicom.data.feature_cache import FeatureCache, FramePolicy
 from hicom.data.mixture import load_mixture
 from hicom.data.tokenizer import load_tokenizer
 from hicom.data.video import FramePreprocessor
-from hicom.model import build_model
+from hicom.model.build import build_model
 from hicom.params import PARAMS_FILE, Params
 from hicom.train.config import STAGES
 from hicom.train.optim import build_optimizer, configure_trainable

@@ -20,24 +20,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors caused by input (params, data, checkpoints): reported in one line, without a traceback."""
-    from hicom.core.errors import ConfigError, DataError
-    from hicom.data.video import VideoReadError
-    from hicom.model.checkpoint import CheckpointError
-
-    return ConfigError, DataError, VideoReadError, CheckpointError, FileNotFoundError
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from hicom.core.errors import InputError
     from hicom.params import PARAMS_FILE, Params
 
-    user_errors = _user_errors()
     try:
         params = Params.load(args.params or PARAMS_FILE, getattr(args, "profile", None))
         return COMMANDS[args.command].run(args, params)
-    except user_errors as exc:
+    except (InputError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

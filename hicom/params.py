@@ -16,10 +16,11 @@ import yaml
 
 from hicom.core.errors import ConfigError
 from hicom.core.sections import build_section, check_section
-from hicom.curate import CurateConfig
+from hicom.curate.settings import CurateConfig
 from hicom.data.settings import DataSettings
 from hicom.efficiency.settings import EfficiencySettings
-from hicom.evaluate.mcq import EvalConfig
+from hicom.evaluate.settings import EvalConfig
+from hicom.gate import RegistryConfig
 from hicom.model.configuration_hicom import (
     PRESETS,
     CompressorConfig,
@@ -27,9 +28,7 @@ from hicom.model.configuration_hicom import (
     TowerSpec,
     compressor_from_preset,
 )
-from hicom.pretrain.llm import LLMTrainConfig
-from hicom.pretrain.towers import TowerTrainConfig
-from hicom.registry import RegistryConfig
+from hicom.pretrain.settings import LLMTrainConfig, TowerTrainConfig
 from hicom.train.config import STAGES, TrainConfig
 
 PARAMS_FILE = Path(__file__).resolve().parent.parent / "params.yaml"

@@ -16,20 +16,22 @@ from pathlib import Path
 from hicom.core.errors import ConfigError
 from hicom.core.files import atomic_write_bytes, read_json_object
 from hicom.efficiency.fields import MODELS
-from hicom.plots import accuracy_vs_tokens_png, latency_breakdown_png, loss_curves_png
-from hicom.registry import (
+from hicom.gate import (
     ACCURACY_PREFIX,
     LATENCY,
     VISUAL_TOKENS,
-    RunRecord,
     efficiency_metrics,
     eval_metrics,
+    profile_row,
+    results_file,
+)
+from hicom.plots import accuracy_vs_tokens_png, latency_breakdown_png, loss_curves_png
+from hicom.registry import (
+    RunRecord,
     json_artifacts,
     log_folder,
     metric_history,
     pipeline_runs,
-    profile_row,
-    results_file,
 )
 
 TRAIN_STAGES = ("align", "cond_pretrain", "sft")  # loss curves in this order; other stages with a loss follow

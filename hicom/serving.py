@@ -44,7 +44,7 @@ class VideoQAModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         from hicom.data.tokenizer import load_tokenizer
         from hicom.data.video import FramePreprocessor
-        from hicom.model import HIComForCausalLM
+        from hicom.model.modeling_hicom import HIComForCausalLM
 
         settings = context.model_config
         self.num_frames = int(settings["num_frames"])

@@ -11,7 +11,7 @@ import time
 import torch
 
 from hicom.core.types import IGNORE_INDEX, VIDEO_TOKEN_ID, VisualItem
-from hicom.model import build_model
+from hicom.model.build import build_model
 from hicom.model.configuration_hicom import ModelProfile
 
 

@@ -9,17 +9,16 @@ from transformers import Qwen2ForCausalLM, SiglipConfig, SiglipModel
 
 from hicom.core.errors import ConfigError
 from hicom.core.types import VIDEO_TOKEN_ID, VisualItem
-from hicom.model import (
+from hicom.model.build import build_model, make_config
+from hicom.model.checkpoint import (
     CheckpointError,
-    HIComForCausalLM,
-    build_model,
     load_compressor,
     save_compressor,
     save_model,
 )
-from hicom.model.build import make_config
 from hicom.model.compressor import HIComCompressor
 from hicom.model.configuration_hicom import compressor_from_preset
+from hicom.model.modeling_hicom import HIComForCausalLM
 from hicom.params import PARAMS_FILE, Params
 
 IMAGE = Params.load().profile("tiny").vision.config["image_size"]  # the tiny towers' input side

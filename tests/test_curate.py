@@ -9,16 +9,15 @@ from transformers import SiglipConfig, SiglipModel, SiglipTextModel, SiglipVisio
 from hicom.cli import main
 from hicom.core.errors import ConfigError
 from hicom.core.sections import build_section
-from hicom.curate import (
-    CurateConfig,
+from hicom.curate.curation import (
     GroundTruthGenerator,
     MalformedReply,
-    OpenAIConfig,
     OpenAIGenerator,
     parse_pairs,
     run_curation,
     select_videos,
 )
+from hicom.curate.settings import CurateConfig, OpenAIConfig
 from hicom.data.synthetic import WorldConfig, generate_world
 from hicom.data.tokenizer import load_tokenizer, train_tokenizer
 from hicom.data.video import FramePreprocessor

@@ -17,7 +17,7 @@ from hicom.data.mixture import load_mixture
 from hicom.data.synthetic import WorldConfig, generate_world
 from hicom.data.tokenizer import train_tokenizer
 from hicom.data.video import FramePreprocessor
-from hicom.model import build_model
+from hicom.model.build import build_model
 from hicom.params import Params
 
 IMAGE = Params.load().profile("tiny").vision.config["image_size"]  # the tiny towers' input side

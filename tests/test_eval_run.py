@@ -18,10 +18,12 @@ from hicom.data.synthetic import WorldConfig, make_scene, mcq_prompt, write_vide
 from hicom.data.tokenizer import load_tokenizer, train_tokenizer
 from hicom.data.video import FramePreprocessor
 from hicom.evaluate.benchmarks import read_benchmark
-from hicom.evaluate.mcq import EvalConfig, Job, merge_and_score, run_shard, variants_for
-from hicom.model import HIComForCausalLM, build_model
+from hicom.evaluate.mcq import Job, merge_and_score, run_shard, variants_for
+from hicom.evaluate.settings import EvalConfig
+from hicom.model.build import build_model
 from hicom.model.checkpoint import save_model
 from hicom.model.configuration_hicom import compressor_from_preset
+from hicom.model.modeling_hicom import HIComForCausalLM
 from hicom.params import PARAMS_FILE, Params
 
 IMAGE = Params.load().profile("tiny").vision.config["image_size"]  # the tiny towers' input side

@@ -6,8 +6,9 @@ from mlflow.utils.validation import _validate_metric_name
 
 from hicom.core.errors import ConfigError, DataError
 from hicom.core.sections import build_section
-from hicom.evaluate.mcq import EvalConfig, Variant, variants_for
+from hicom.evaluate.mcq import Variant, variants_for
 from hicom.evaluate.scoring import InstructionFilter, egoschema_submission, summarise
+from hicom.evaluate.settings import EvalConfig
 from hicom.evaluate.stage import metrics_of
 from hicom.evaluate.store import PredictionLog, read_parts, read_records, shard
 from hicom.params import Params

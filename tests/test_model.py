@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from hicom.core.types import IGNORE_INDEX, IMAGE_TOKEN_ID, VIDEO_TOKEN_ID, VisualItem
-from hicom.model import SequenceTooLongError, build_model
-from hicom.model.modeling_hicom import find_cut
+from hicom.model.build import build_model
+from hicom.model.modeling_hicom import SequenceTooLongError, find_cut
 from hicom.params import Params
 
 IMAGE = Params.load().profile("tiny").vision.config["image_size"]  # the tiny towers' input side
@@ -141,7 +141,7 @@ def test_batched_greedy_generation_matches_one_by_one(model):
 
 
 def test_baseline_model_needs_no_text_tower(tiny_profile):
-    from hicom.model import baseline_of
+    from hicom.model.build import baseline_of
     base = build_model(baseline_of(tiny_profile)).eval()
     assert base.text_tower is None
     ids = torch.tensor([[5, VIDEO_TOKEN_ID, 6]])

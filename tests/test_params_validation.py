@@ -122,7 +122,7 @@ def test_each_section_rejects_an_unknown_key_and_a_wrong_type_naming_the_key(par
 
 
 def test_sections_are_the_dataclasses_the_code_reads(params):
-    from hicom.evaluate.mcq import EvalConfig
+    from hicom.evaluate.settings import EvalConfig
 
     loaded = validate_params(params)
     assert isinstance(loaded.evaluate, EvalConfig) and loaded.evaluate.max_new_tokens == params["evaluate"]["max_new_tokens"]

@@ -22,7 +22,7 @@ from hicom.efficiency.measure import PeakMemory
 from hicom.efficiency.outputs import log_to_tracker, write_outputs
 from hicom.efficiency.run import measure_efficiency
 from hicom.efficiency.settings import EfficiencySettings
-from hicom.model import baseline_of, build_model
+from hicom.model.build import baseline_of, build_model
 from hicom.model.compressor import LlavaOVProjector
 from hicom.params import PARAMS_FILE, Params
 from hicom.report import measure_tokens
@@ -220,7 +220,7 @@ def test_cli_missing_eval_results_file_is_a_clear_error_before_profiling(small_p
 def test_cli_profiles_a_saved_model_with_a_tokenised_question(small_params, tiny_profile, tmp_path):
     from hicom.data.tokenizer import train_tokenizer
     from hicom.efficiency.inputs import EFFICIENCY_QUESTION
-    from hicom.model import save_model
+    from hicom.model.checkpoint import save_model
 
     towers = tmp_path / "towers"  # stands in for a SigLIP directory: instruction tokenizer + preprocessor
     tokenizer = train_tokenizer([EFFICIENCY_QUESTION, "a red circle moves left"] * 4, 300, towers)

@@ -18,20 +18,17 @@ from hicom.core.errors import ConfigError
 from hicom.data.synthetic import WorldConfig, make_scene, mcq, write_video
 from hicom.data.tokenizer import train_tokenizer
 from hicom.data.video import FramePreprocessor
-from hicom.model import build_model
-from hicom.model.checkpoint import save_model
-from hicom.params import Params
-from hicom.registry import (
-    CHALLENGER,
-    CHAMPION,
+from hicom.gate import (
     GateConfig,
     efficiency_metrics,
     eval_metrics,
     gate_decision,
     profile_row,
-    promote,
-    register_version,
 )
+from hicom.model.build import build_model
+from hicom.model.checkpoint import save_model
+from hicom.params import Params
+from hicom.registry import CHALLENGER, CHAMPION, promote, register_version
 
 IMAGE = Params.load().profile("tiny").vision.config["image_size"]  # the tiny towers' input side
 

@@ -7,8 +7,9 @@ from transformers import Qwen2ForCausalLM
 from hicom.core.errors import ConfigError
 from hicom.data.synthetic import WorldConfig, generate_world
 from hicom.data.tokenizer import load_tokenizer, train_tokenizer
-from hicom.model import build_model
-from hicom.pretrain.llm import LLMTrainConfig, pretrain_llm, world_dialogues
+from hicom.model.build import build_model
+from hicom.pretrain.llm import pretrain_llm, world_dialogues
+from hicom.pretrain.settings import LLMTrainConfig
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,9 @@ from hicom.core.errors import ConfigError
 from hicom.data.synthetic import WorldConfig, generate_world
 from hicom.data.tokenizer import train_tokenizer
 from hicom.data.video import FramePreprocessor
-from hicom.model import build_model
-from hicom.pretrain.towers import TowerTrainConfig, pretrain_towers
+from hicom.model.build import build_model
+from hicom.pretrain.settings import TowerTrainConfig
+from hicom.pretrain.towers import pretrain_towers
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,9 @@ from hicom.core.errors import ConfigError
 from hicom.data.synthetic import WorldConfig, generate_world
 from hicom.data.tokenizer import train_tokenizer
 from hicom.data.video import FramePreprocessor
-from hicom.model import HIComCompressor, build_model, save_compressor
-from hicom.model.checkpoint import save_model
+from hicom.model.build import build_model
+from hicom.model.checkpoint import save_compressor, save_model
+from hicom.model.compressor import HIComCompressor
 from hicom.model.configuration_hicom import compressor_from_preset
 from hicom.params import PARAMS_FILE, Params
 from hicom.train.config import STAGES

@@ -20,7 +20,7 @@ def add_arguments(parser) -> None:
 def run(args, params) -> int:
     from transformers import SiglipTextModel, SiglipVisionModel
 
-    from hicom.curate import GroundTruthGenerator, OpenAIGenerator, run_curation
+    from hicom.curate.curation import GroundTruthGenerator, OpenAIGenerator, run_curation
     from hicom.data.tokenizer import load_tokenizer
     from hicom.data.video import FramePreprocessor
     from hicom.model.build import quiet_transformers

@@ -26,7 +26,8 @@ def add_arguments(parser) -> None:
 
 def run(args, params) -> int:
     from hicom.core.files import atomic_write_bytes, read_json_object
-    from hicom.registry import candidate_metrics, register_model
+    from hicom.gate import candidate_metrics
+    from hicom.registry import register_model
 
     cfg = params.registry
     profile = params.profile(args.profile)

@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 
-class ConfigError(ValueError):
+class InputError(Exception):
+    """Caused by the user's input (params, data, checkpoints), not by a bug: commands report it in one line."""
+
+
+class ConfigError(ValueError, InputError):
     """A configuration value is wrong; the message names the field and the value."""
 
 
-class DataError(ValueError):
+class DataError(ValueError, InputError):
     """Input data is wrong (annotations, mixtures, benchmark files); the message names the file and line."""

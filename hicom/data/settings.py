@@ -5,7 +5,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from hicom.data.synthetic import WorldConfig
-from hicom.data.video import DECODERS
+
+DECODERS = ("decord", "pyav")  # video readers; hicom.data.video implements both
 
 
 @dataclass(frozen=True)

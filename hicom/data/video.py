@@ -25,9 +25,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from hicom.core.errors import InputError
 from hicom.core.files import atomic_write_bytes
+from hicom.data.settings import DECODERS
 
-DECODERS = ("decord", "pyav")
 # Distribution name of each decoder, for decoder_info.
 _DISTRIBUTIONS = {"decord": "decord", "pyav": "av"}
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
@@ -41,7 +42,7 @@ PREPROCESSOR_CONFIG = "preprocessor_config.json"
 _FRAME_EPS = 1e-6
 
 
-class VideoReadError(RuntimeError):
+class VideoReadError(RuntimeError, InputError):
     """A visual input cannot be read; `path` names it and `reason` says why."""
 
     def __init__(self, path: str | os.PathLike, reason: str) -> None:

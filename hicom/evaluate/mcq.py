@@ -36,6 +36,7 @@ from hicom.evaluate.benchmarks import BENCHMARKS, Benchmark
 from hicom.evaluate.prompts import PromptTemplate, guide_text
 from hicom.evaluate.readers import Sample, read_srt, subtitles_at
 from hicom.evaluate.scoring import InstructionFilter, summarise
+from hicom.evaluate.settings import EvalConfig
 from hicom.evaluate.store import (
     PredictionLog,
     part_path,
@@ -47,39 +48,8 @@ from hicom.evaluate.store import (
 
 GUIDANCE = ("on", "off", "both")
 PROTOCOLS = ("generate", "likelihood")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 MISSING_FILE = "missing.rank{rank}.json"
 
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """params.yaml `evaluate:` (generation and reading settings, Table A4 patterns)."""
-
-    max_new_tokens: int = 16
-    questions_per_batch: int = 8  # questions about one video answered in one generate call
-    seed: int = 0
-    dtype: str = "auto"  # auto: bfloat16 on a GPU, float32 on the CPU
-    read_timeout_s: float = 60.0
-    barrier_timeout_s: float = 86400.0  # how long rank 0 waits for the slowest rank
-    invalid_instructions: tuple[str, ...] = ()
-
-    def __post_init__(self):
-        if not (isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1):
-            raise ConfigError(f"evaluate.max_new_tokens: must be a positive integer, got {self.max_new_tokens!r}")
-        if not (isinstance(self.questions_per_batch, int) and self.questions_per_batch >= 1):
-            raise ConfigError(f"evaluate.questions_per_batch: must be a positive integer, "
-                              f"got {self.questions_per_batch!r}")
-        if self.dtype != "auto" and self.dtype not in DTYPES:
-            raise ConfigError(f"evaluate.dtype: {self.dtype!r} is not auto or one of {sorted(DTYPES)}")
-        for name in ("read_timeout_s", "barrier_timeout_s"):
-            if not (isinstance(getattr(self, name), (int, float)) and getattr(self, name) > 0):
-                raise ConfigError(f"evaluate.{name}: must be a positive number, got {getattr(self, name)!r}")
-        InstructionFilter(self.invalid_instructions)  # a bad pattern fails here, naming it
-
-    def torch_dtype(self, device: torch.device) -> torch.dtype:
-        if self.dtype == "auto":
-            return torch.bfloat16 if device.type == "cuda" else torch.float32
-        return DTYPES[self.dtype]
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ from hicom.data.tokenizer import load_tokenizer
 from hicom.data.video import FramePreprocessor, decoder_info
 from hicom.evaluate.benchmarks import read_benchmark
 from hicom.evaluate.mcq import (
-    EvalConfig,
     Job,
     barrier,
     broadcast_from_rank0,
@@ -28,6 +27,7 @@ from hicom.evaluate.mcq import (
     run_shard,
     variants_for,
 )
+from hicom.evaluate.settings import EvalConfig
 from hicom.model.configuration_hicom import ModelProfile
 
 # Numbers of a variant's summary that become metrics (breakdowns and the validity split are added per value).
@@ -65,8 +65,8 @@ def run_evaluation(run: EvalRun) -> dict | None:
 
 
 def _evaluate(run: EvalRun, rank: int, world: int) -> dict | None:
-    from hicom.model import HIComForCausalLM
     from hicom.model.build import quiet_transformers
+    from hicom.model.modeling_hicom import HIComForCausalLM
     from hicom.tracking import Tracker
 
     frames = run.frames or run.profile.num_frames

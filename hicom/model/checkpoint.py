@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from hicom.core.errors import InputError
 from hicom.core.files import atomic_write, atomic_write_bytes, atomic_write_dir
 
 COMPRESSOR_WEIGHTS = "compressor.safetensors"
@@ -22,7 +23,7 @@ COMPRESSOR_CONFIG = "compressor.json"
 RELEASE_PREFIXES = ("model.mm_projector.", "mm_projector.")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(RuntimeError, InputError):
     """A checkpoint does not match the model it is loaded into; the message names the keys."""
 
 

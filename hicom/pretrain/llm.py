@@ -13,7 +13,6 @@ import json
 import math
 import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -27,16 +26,7 @@ from hicom.data.mixture import read_annotations
 from hicom.data.synthetic import TRAIN_FILES
 from hicom.model.checkpoint import save_model
 from hicom.model.configuration_hicom import ModelProfile
-
-
-@dataclass(frozen=True)
-class LLMTrainConfig:
-    steps: int = 400
-    batch_size: int = 32
-    seq_len: int = 128
-    lr: float = 2.0e-3
-    held_out: float = 0.05  # share of text blocks kept for perplexity
-    seed: int = 0
+from hicom.pretrain.settings import LLMTrainConfig
 
 
 def world_dialogues(world_dir: Path, tokenizer) -> list[str]:

@@ -12,7 +12,6 @@ import json
 import math
 import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,15 +25,7 @@ from hicom.data.synthetic import caption, read_world, render_frame
 from hicom.data.video import FramePreprocessor
 from hicom.model.checkpoint import save_model
 from hicom.model.configuration_hicom import ModelProfile
-
-
-@dataclass(frozen=True)
-class TowerTrainConfig:
-    steps: int = 300
-    batch_size: int = 64
-    lr: float = 1e-3
-    eval_pairs: int = 64  # held-out frames per retrieval check (chance = 1 / eval_pairs)
-    seed: int = 0
+from hicom.pretrain.settings import TowerTrainConfig
 
 
 def _pairs(scenes: list, rng: random.Random, n: int, preprocessor: FramePreprocessor):

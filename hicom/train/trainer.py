@@ -33,7 +33,8 @@ from hicom.data.feature_cache import FeatureCache, FramePolicy
 from hicom.data.mixture import load_mixture, samples_digest
 from hicom.data.tokenizer import load_tokenizer
 from hicom.data.video import FramePreprocessor, decoder_info
-from hicom.model import build_model, load_compressor, save_compressor, save_model
+from hicom.model.build import build_model
+from hicom.model.checkpoint import load_compressor, save_compressor, save_model
 from hicom.model.configuration_hicom import ModelProfile
 from hicom.train.config import STAGES, TrainConfig
 from hicom.train.optim import build_optimizer, configure_trainable

@@ -22,55 +22,21 @@ import os
 import random
 import re
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from hicom.core.errors import ConfigError
 from hicom.core.files import atomic_write_bytes
+from hicom.curate.settings import CurateConfig, OpenAIConfig
 from hicom.data.dataset import RejectLog
-from hicom.data.video import DECODERS, FramePreprocessor, VideoReadError, read_video
-
-GENERATORS = ("groundtruth", "openai")
+from hicom.data.video import FramePreprocessor, VideoReadError, read_video
 
 
 class MalformedReply(ValueError):
     """A generator reply is not a usable list of instruction-description pairs."""
 
-
-@dataclass(frozen=True)
-class OpenAIConfig:
-    base_url: str = "http://127.0.0.1:8000/v1"
-    model: str = "Qwen2-VL-72B-Instruct"
-    api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable, never from params
-    concurrency: int = 8
-    max_retries: int = 4
-    timeout_s: float = 120.0
-    frames: int = 8  # frames sent per video
-    temperature: float = 0.2
-    retry_backoff_s: float = 1.0  # first wait before a retry; doubles up to 30 s
-
-
-@dataclass(frozen=True)
-class CurateConfig:
-    categories: tuple[str, ...]
-    top_per_category: int = 1500
-    random_extra: int = 10000
-    frames: int = 8  # frames scored per video
-    pairs_per_video: int = 3
-    generator: Literal[GENERATORS] = "groundtruth"
-    shard_size: int = 5000
-    seed: int = 0
-    decoder: Literal[DECODERS] = "decord"
-    openai: OpenAIConfig = field(default_factory=OpenAIConfig)
-
-    def __post_init__(self):
-        if not self.categories:
-            raise ConfigError("curate.categories: at least one category description is needed")
 
 
 # -- scoring ------------------------------------------------------------------------------------

@@ -1,0 +1,23 @@
+"""params.yaml `towers:` and `llm:`: the tiny profile's pre-training of its SigLIP towers and its LLM."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TowerTrainConfig:
+    steps: int = 300
+    batch_size: int = 64
+    lr: float = 1e-3
+    eval_pairs: int = 64  # held-out frames per retrieval check (chance = 1 / eval_pairs)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class LLMTrainConfig:
+    steps: int = 400
+    batch_size: int = 32
+    seq_len: int = 128
+    lr: float = 2.0e-3
+    held_out: float = 0.05  # share of text blocks kept for perplexity
+    seed: int = 0
