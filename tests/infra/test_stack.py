@@ -24,7 +24,7 @@ from infra.stack.procs import ProcessTable, group_members, port_is_free
 from infra.stack.stack import (DVC_BUCKET, MLFLOW_BUCKET, SERVICES, StackConfig, configure_dvc_remote,
                                free_port_base, read_env_file, s3_client, up)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DVC = str(ROOT / ".venv" / "bin" / "dvc")
 pytestmark = pytest.mark.slow
 

@@ -27,7 +27,7 @@ from hicom.train.trainer import complete_checkpoints
 
 IMAGE = Params.load().profile("tiny").vision.config["image_size"]  # the tiny towers' input side
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.parametrize("stage,groups", [

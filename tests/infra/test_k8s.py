@@ -17,7 +17,7 @@ from prefect.utilities.templating import apply_values
 from flows.executors.base import JobState, StageJob, run_job
 from flows.executors.k8s import KubernetesExecutor, KubernetesSettings, job_name, job_state
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "infra" / "k8s"
 KUBERNETES_VERSION = "1.33.0"
 

@@ -22,7 +22,7 @@ from flows.executors.slurm import (SlurmExecutor, SlurmSettings, _Submitted, for
 from infra.slurm.local_cluster import DAEMONS, LocalCluster, install
 from infra.stack.procs import group_members
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # ---- the sbatch script ----

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-STANDIN = Path(__file__).parent / "flow_standin"
+STANDIN = Path(__file__).resolve().parents[1] / "flow_standin"
 STAGES = ["prepare", "train", "evaluate@synthetic", "register"]
 
 
