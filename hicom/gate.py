@@ -77,7 +77,7 @@ def candidate_metrics(eval_paths, efficiency_file: str | Path | None,
     if efficiency_file:
         row = profile_row(read_json_object(efficiency_file), efficiency_frames, efficiency_file)
         metrics.update(efficiency_metrics(row, efficiency_file))
-        attachments["profile"] = Path(efficiency_file)
+        attachments["efficiency"] = Path(efficiency_file)
     return metrics, attachments
 
 

@@ -7,7 +7,7 @@ from hicom.core.errors import ConfigError
 NAME = "efficiency"
 HELP = "efficiency profile of HICom vs the LLaVA-OV baseline (Table A6)"
 TRACKED = True
-RUN_NAME = "profile"  # its MLflow run (pipeline-report looks for this name)
+RUN_NAME = "efficiency"  # its MLflow run
 
 
 def add_arguments(parser) -> None:

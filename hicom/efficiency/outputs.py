@@ -48,4 +48,4 @@ def log_to_tracker(tracker, result: dict, files: dict[str, Path]) -> None:
                 metrics[f"ratio.f{q['frames']}.{key}"] = q[key]
     tracker.log_metrics(metrics)
     for path in files.values():
-        tracker.log_artifact(path, "profile")
+        tracker.log_artifact(path, "efficiency")

@@ -91,8 +91,8 @@ def test_register_writes_its_result_and_tags_the_version_with_the_gate_metrics(w
     run = client.get_run(registered["run_id"])
     assert run.info.run_name == "register" and run.data.tags["stage"] == "register"
     assert run.data.metrics["accuracy/synthetic"] == 0.35
-    logged = {a.path for folder in ("eval/synthetic", "profile") for a in client.list_artifacts(run.info.run_id, folder)}
-    assert logged == {"eval/synthetic/results.json", "profile/profile.json"}
+    logged = {a.path for folder in ("eval/synthetic", "efficiency") for a in client.list_artifacts(run.info.run_id, folder)}
+    assert logged == {"eval/synthetic/results.json", "efficiency/profile.json"}
 
 
 def test_champion_loaded_by_alias_answers_a_question_about_a_generated_clip(world, registered):

@@ -146,8 +146,8 @@ def test_profile_metrics_and_files_are_logged_to_mlflow(profiled, tmp_path):
     assert run.data.metrics["llava_ov.f8.visual_tokens"] == tokens["llava_ov", 8]
     assert run.data.metrics["ratio.f8.visual_tokens"] == pytest.approx(tokens["llava_ov", 8] / tokens["hicom", 8])
     assert run.data.params["efficiency.frames"] == "[4, 8]"
-    assert sorted(a.path for a in client.list_artifacts(tracker.run_id, "profile")) == [
-        "profile/latency_breakdown.png", "profile/profile.json", "profile/table.md"]
+    assert sorted(a.path for a in client.list_artifacts(tracker.run_id, "efficiency")) == [
+        "efficiency/latency_breakdown.png", "efficiency/profile.json", "efficiency/table.md"]
 
 
 def test_peak_memory_on_the_cpu_sees_a_large_allocation():
