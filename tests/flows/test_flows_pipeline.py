@@ -24,10 +24,10 @@ def test_every_dvc_yaml_stage_is_a_hicom_command_in_dependency_order(project):
     names = list(stages)
     assert all(s.module == "hicom" for s in stages.values())
     order = ["synth", "tokenizer", "towers", "curate", "train_align", "train_cond_pretrain", "train_sft",
-             "profile", "register"]
+             "efficiency", "register"]
     assert [n for n in names if n in order] == order
     for benchmark in settings.benchmarks:
-        assert names.index("train_sft") < names.index(f"evaluate@{benchmark}") < names.index("profile")
+        assert names.index("train_sft") < names.index(f"evaluate@{benchmark}") < names.index("efficiency")
     assert stages["train_align"].argv[:3] == ("train", "--stage", "align")
     assert stages["train_align"].nproc_per_node == settings.resources["train"].processes_per_node
     assert stages["synth"].nproc_per_node == 1
@@ -108,8 +108,8 @@ def test_an_ablation_moves_the_stages_it_changes_and_keeps_the_others(project):
     assert sft.argv[sft.argv.index("--out") + 1] == f"{prefix}/train/sft"
     assert not sft.tracked and sft.params_file == "params.v.yaml"
     assert sft.job_argv(PROJECT_ROOT)[:2] == ["--params", "params.v.yaml"]
-    profile = planned["profile"]
-    assert f"{prefix}/eval/*/results.json" in profile.argv and f"{prefix}/eval" in profile.deps
+    efficiency = planned["efficiency"]
+    assert f"{prefix}/eval/*/results.json" in efficiency.argv and f"{prefix}/eval" in efficiency.deps
     assert changed["profiles"]["tiny"]["model"]["compressor"]["local"]["grouping"] is False
     assert params["profiles"]["tiny"]["model"]["compressor"]["local"].get("grouping", True) is True
 
