@@ -263,7 +263,7 @@ def test_world_config_section_rejects_unknown_keys_naming_them():
                                                ("num_frames", 4, r"data\.synthetic\.num_frames: must be >= 8, got 4"),
                                                ("test_fraction", 1.0, r"data\.synthetic\.test_fraction: .* got 1\.0"),
                                                ("max_objects", 1, r"data\.synthetic\.max_objects: must be in \[min_objects=2"),
-                                               ("seed", "0", r"data\.synthetic\.seed: must be an integer, got '0'"),
+                                               ("seed", "0", r"data\.synthetic\.seed: expected int, got '0'"),
                                                ("mcq_per_video", -1, r"data\.synthetic\.mcq_per_video: must be >= 0, got -1")])
 def test_world_config_rejects_bad_values_naming_field_and_value(key, value, message):
     with pytest.raises(ValueError, match=message):
