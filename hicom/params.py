@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from hicom.core.errors import ConfigError
+from hicom.core.files import read_yaml
 from hicom.core.sections import build_section, check_section
 from hicom.curate.settings import CurateConfig
 from hicom.data.settings import DataSettings
@@ -75,13 +74,7 @@ class Params:
     def load(cls, path: str | Path = PARAMS_FILE, profile: str | None = None) -> Params:
         """Read and validate the file once; `profile` (a --profile given on the command line) must be defined."""
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: params file not found")
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-        params = cls(raw, path)
+        params = cls(read_yaml(path, ConfigError, "params file"), path)
         if profile is not None:
             params._require_profile(profile, "--profile")
         return params

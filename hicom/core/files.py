@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from hicom.core.errors import ConfigError
 
 
@@ -147,6 +149,17 @@ def read_json_object(path: str | os.PathLike, error: type[Exception] = ConfigErr
     if not isinstance(data, dict):
         raise error(f"{label}{path}: expected a JSON object, got {type(data).__name__}")
     return data
+
+
+def read_yaml(path: str | os.PathLike, error: type[Exception] = ConfigError, what: str = "file") -> Any:
+    """Parsed YAML from a file; a missing file or bad YAML is an error naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: {what} not found")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise error(f"{path}: not valid YAML: {exc}") from None
 
 
 def iter_jsonl(path: str | os.PathLike, error: type[Exception] = ConfigError) -> Iterator[tuple[int, Any]]:

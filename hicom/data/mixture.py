@@ -14,9 +14,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from hicom.core.errors import DataError
+from hicom.core.files import read_yaml
 
 STRATEGY = re.compile(r"^(all|first:(\d+)|end:(\d+)|random:(\d+)|random:(\d+(?:\.\d+)?)%)$")
 
@@ -82,12 +81,7 @@ def select(samples: list, strategy: str, rng: random.Random, where: str = "sampl
 
 def read_mixture(path: str | Path) -> list[MixtureEntry]:
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: mixture file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise DataError(f"{path}: not valid YAML: {exc}") from None
+    data = read_yaml(path, DataError, "mixture file")
     if not isinstance(data, dict) or not isinstance(data.get("datasets"), list):
         raise DataError(f"{path}: expected a top-level `datasets:` list")
     entries = []
