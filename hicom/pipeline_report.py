@@ -1,5 +1,6 @@
 """Reports for team dashboards: one pipeline run as markdown + HTML + PNGs (also logged to the run),
-and several pipeline runs (an ablation sweep) side by side as one table and one plot.
+and several pipeline runs (an ablation sweep) side by side as one table and one plot, with each run's
+accuracy paired question by question against the first run's.
 
 Everything is read back from MLflow through hicom.registry: the pipeline's parent run, its stage
 child runs (loss histories, the register and promote decisions) and the evaluation `results.json` /
@@ -20,9 +21,13 @@ from hicom.gate import (
     ACCURACY_PREFIX,
     LATENCY,
     VISUAL_TOKENS,
+    Paired,
+    benchmark_keys,
     efficiency_metrics,
     eval_metrics,
+    paired_comparison,
     profile_row,
+    read_evaluation,
     results_file,
 )
 from hicom.plots import accuracy_vs_tokens_png, latency_breakdown_png, loss_curves_png
@@ -137,6 +142,14 @@ def _pct(value) -> str:
     return f"{100 * value:.1f}%" if isinstance(value, (int, float)) and math.isfinite(value) else "-"
 
 
+def _pct_ci(value, ci) -> str:
+    """"48.3% [36.0, 60.1]": an accuracy with its 95% interval, where it has one."""
+    ci = ci if isinstance(ci, dict) else {}
+    if not isinstance(ci.get("low"), (int, float)) or not isinstance(ci.get("high"), (int, float)):
+        return _pct(value)
+    return f"{_pct(value)} [{100 * ci['low']:.1f}, {100 * ci['high']:.1f}]"
+
+
 def _num(value, fmt: str = "{:g}") -> str:
     return fmt.format(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
 
@@ -148,21 +161,26 @@ def _when(ms: int) -> str:
 def eval_section(evals: list[dict]) -> list[str]:
     if not evals:
         return ["No evaluation results: no stage logged a results.json and none was given (--eval)."]
-    lines = _table(["benchmark", "accuracy", "task mean", "accuracy (answered)", "questions", "unanswered",
-                    "missing", "chance"],
-                   [[r["benchmark"], _pct(r.get("accuracy")), _pct(r.get("task_mean")),
-                     _pct(r.get("accuracy_answered")), _num(r.get("total")), _num(r.get("unanswered")),
+    lines = _table(["benchmark", "accuracy [95% CI]", "task mean", "accuracy (answered)", "questions", "videos",
+                    "unanswered", "missing", "chance"],
+                   [[r["benchmark"], _pct_ci(r.get("accuracy"), r.get("accuracy_ci")),
+                     _pct_ci(r.get("task_mean"), r.get("task_mean_ci")),
+                     _pct_ci(r.get("accuracy_answered"), r.get("accuracy_answered_ci")), _num(r.get("total")),
+                     _num((r.get("accuracy_ci") or {}).get("videos")), _num(r.get("unanswered")),
                      _num(r.get("missing")), _pct(r.get("chance"))] for r in evals])
+    lines += ["", "Intervals: 95%, " + (next((r["interval"]["method"] for r in evals if "interval" in r),
+                                              "none recorded (results from before intervals were kept)")) + "."]
     for r in evals:
         groups = dict(r.get("breakdown") or {})
         if any((s or {}).get("total") for s in (r.get("validity") or {}).values()):
             groups["instruction (Table A4)"] = r["validity"]
         for name, values in groups.items():
-            rows = [[value, _pct(s.get("accuracy")), _num(s.get("total")), _num(s.get("unanswered"))]
+            rows = [[value, _pct_ci(s.get("accuracy"), s.get("accuracy_ci")), _num(s.get("total")),
+                     _num(s.get("unanswered"))]
                     for value, s in values.items() if isinstance(s, dict) and s.get("total")]
             if rows:
                 lines += ["", f"**{r['benchmark']}** by {name}:", ""]
-                lines += _table([name, "accuracy", "questions", "unanswered"], rows)
+                lines += _table([name, "accuracy [95% CI]", "questions", "unanswered"], rows)
     return lines
 
 
@@ -192,8 +210,10 @@ def accuracy_points(data: PipelineData, label: str | None = None) -> list[dict]:
         for r in data.evals:
             row = rows.get((r.get("settings") or {}).get("frames"))
             if row is not None and isinstance(r.get("accuracy"), (int, float)):
+                ci = r.get("accuracy_ci") or {}
                 points.append({"label": str(r["benchmark"]), "visual_tokens": row["visual_tokens"],
-                               "accuracy": r["accuracy"], "chance": r.get("chance")})
+                               "accuracy": r["accuracy"], "chance": r.get("chance"),
+                               "ci_low": ci.get("low"), "ci_high": ci.get("high")})
     return [{**p, "label": f"{label}: {p['label']}" if label else p["label"]} for p in points]
 
 
@@ -283,24 +303,31 @@ def _html(markdown_text: str, title: str) -> str:
 
 # -- several runs --------------------------------------------------------------------------------
 def compare_runs(run_ids: list[str], out_dir: str | Path, efficiency_frames: int = 32) -> tuple[str, dict[str, Path]]:
-    """One table (accuracy per benchmark, tokens, latency, final losses, the params that differ) and one plot
-    (accuracy vs visual tokens) for several pipeline runs. Returns (markdown, files)."""
+    """One table (accuracy with its interval per benchmark, tokens, latency, final losses, the params that differ),
+    each later run's accuracy paired with the first run's on the same questions, and one plot (accuracy vs
+    visual tokens, with error bars). Returns (markdown, files).
+
+    Refused (ConfigError, before anything is written) when two runs of one benchmark were evaluated on different
+    question sets (both hashes named) or a run's results have no per-question records (the run named)."""
     if len(run_ids) < 2:
         raise ConfigError(f"compare: give at least two pipeline runs, got {len(run_ids)}")
     runs = [collect(run_id, efficiency_frames=efficiency_frames) for run_id in run_ids]
-    benchmarks = sorted({key for data in runs for key in data.metrics() if key.startswith(ACCURACY_PREFIX)})
+    paired = paired_rows(runs)
+    benchmarks = sorted({key for data in runs for key in benchmark_keys(data.metrics())})
     stages = [s for s in TRAIN_STAGES if any(s in data.losses for data in runs)]
     param_keys = sorted({k for data in runs for k in data.parent.params})
     differing = [k for k in param_keys if len({data.parent.params.get(k) for data in runs}) > 1]
-    headers = (["run", "run id"] + differing + [b[len(ACCURACY_PREFIX):] for b in benchmarks]
+    headers = (["run", "run id"] + differing + [f"{b[len(ACCURACY_PREFIX):]} [95% CI]" for b in benchmarks]
                + [f"visual tokens @{efficiency_frames}f", f"s/video @{efficiency_frames}f"]
                + [f"{s} final loss" for s in stages] + ["model version", "promotion"])
     rows = []
     for data in runs:
         metrics, register, promote = data.metrics(), data.child("register"), data.child("promote")
+        results = {str(r["benchmark"]): r for r in data.evals}
         rows.append([f"`{data.parent.name}`", f"`{data.parent.run_id[:12]}`"]
                     + [data.parent.params.get(k, "-") for k in differing]
-                    + [_pct(metrics.get(b)) for b in benchmarks]
+                    + [_pct_ci(metrics.get(b), (results.get(b[len(ACCURACY_PREFIX):]) or {}).get("accuracy_ci"))
+                       for b in benchmarks]
                     + [_num(metrics.get(VISUAL_TOKENS), "{:.0f}"), _num(metrics.get(LATENCY), "{:.3f}")]
                     + [_num(data.losses[s][-1][1], "{:.4f}") if data.losses.get(s) else "-" for s in stages]
                     + [register.tags.get("registered_model_version", "-") if register else "-",
@@ -308,6 +335,17 @@ def compare_runs(run_ids: list[str], out_dir: str | Path, efficiency_frames: int
     out = Path(out_dir)
     files = {}
     lines = [f"# {len(runs)} pipeline runs side by side", ""] + _table(headers, rows)
+    lines += ["", f"## Paired differences against `{runs[0].parent.name}`", ""]
+    if paired:
+        lines += _table(["run", "benchmark", "difference [95% CI]", "questions (videos)", "McNemar p", "verdict"],
+                        [[f"`{name}`", p.benchmark, p.interval_text(), f"{p.n} ({p.videos})", f"{p.mcnemar_p:.3g}",
+                          paired_verdict(p)] for name, p in paired])
+        lines += ["", f"Difference = run - `{runs[0].parent.name}` on the same questions (question set "
+                      f"{', '.join(sorted({p.question_set for _, p in paired}))}); interval: {paired[0][1].method}; "
+                      "McNemar's exact test treats questions as independent and is shown, not decided on. "
+                      "\"inconclusive\": the interval includes 0."]
+    else:
+        lines.append("No benchmark was evaluated in the first run and another, so nothing is paired.")
     points = [p for data in runs for p in accuracy_points(data, data.parent.name)]
     if points:
         files["compare.png"] = out / "compare.png"
@@ -322,3 +360,27 @@ def compare_runs(run_ids: list[str], out_dir: str | Path, efficiency_frames: int
     files["compare.html"] = out / "compare.html"
     atomic_write_bytes(files["compare.html"], _html(markdown_text, "Pipeline runs side by side").encode())
     return markdown_text, files
+
+
+def paired_rows(runs: list[PipelineData]) -> list[tuple[str, Paired]]:
+    """(run name, paired comparison with the first run) per later run and benchmark both evaluated."""
+    def evaluation(data: PipelineData, results: dict):
+        return read_evaluation(results, f"run {data.parent.run_id} (`{data.parent.name}`) on {results['benchmark']}")
+
+    reference = {str(r["benchmark"]): r for r in runs[0].evals}
+    rows = []
+    for data in runs[1:]:
+        for results in data.evals:
+            if str(results["benchmark"]) in reference:
+                old = evaluation(runs[0], reference[str(results["benchmark"])])
+                rows.append((data.parent.name, paired_comparison(evaluation(data, results), old)))
+    return rows
+
+
+def paired_verdict(paired: Paired) -> str:
+    """better / worse when the interval excludes 0, else inconclusive."""
+    if paired.ci_low is not None and paired.ci_low > 0:
+        return "better"
+    if paired.ci_high is not None and paired.ci_high < 0:
+        return "worse"
+    return "inconclusive"

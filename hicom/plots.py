@@ -34,18 +34,26 @@ def latency_breakdown_png(rows: list[dict]) -> bytes:
 
 
 def accuracy_vs_tokens_png(points: list[dict]) -> bytes:
-    """One labelled point per result (visual tokens per question, accuracy); a chance line when all agree on it."""
+    """One labelled point per result (visual tokens per question, accuracy), with its 95% interval as an error bar
+    where the point has one (ci_low, ci_high); a chance line when all agree on it."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(5.5, 4))
     ax = figure.add_subplot()
     ax.scatter([p["visual_tokens"] for p in points], [p["accuracy"] for p in points], color="#4c72b0")
+    bars = [p for p in points
+            if isinstance(p.get("ci_low"), (int, float)) and isinstance(p.get("ci_high"), (int, float))]
+    if bars:
+        ax.errorbar([p["visual_tokens"] for p in bars], [p["accuracy"] for p in bars],
+                    yerr=[[p["accuracy"] - p["ci_low"] for p in bars], [p["ci_high"] - p["accuracy"] for p in bars]],
+                    fmt="none", ecolor="#4c72b0", capsize=3, label="95% interval")
     for p in points:
         ax.annotate(p["label"], (p["visual_tokens"], p["accuracy"]), textcoords="offset points", xytext=(4, 4),
                     fontsize=8)
     chances = {p["chance"] for p in points if isinstance(p.get("chance"), (int, float))}
     if len(chances) == 1:
         ax.axhline(chances.pop(), color="grey", linestyle="--", linewidth=1, label="chance")
+    if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     ax.set_xlabel("visual tokens per question")
     ax.set_ylabel("accuracy")

@@ -3,8 +3,10 @@ reading a pipeline's runs back for reports.
 
 Registration logs the final model as an MLflow 3 LoggedModel (pyfunc flavour, hicom.serving), creates
 a new version of the registered model and points the `challenger` alias at it. The version carries
-its evaluation and efficiency metrics as tags, so the gate compares two versions from the registry
-alone. Promotion moves `champion` only when the gate passes; the first version becomes champion.
+its evaluation and efficiency metrics and its question-set hashes as tags; its run keeps each
+evaluation's results.json (with the per-question records) as the artifact `eval/<benchmark>/results.json`,
+which the gate reads back to pair challenger and champion question by question. Promotion moves
+`champion` only when the gate passes; the first version becomes champion.
 """
 from __future__ import annotations
 
@@ -32,11 +34,17 @@ from hicom.core.errors import ConfigError
 from hicom.gate import (
     ACCURACY_PREFIX,
     EFFICIENCY_PREFIX,
+    GATE_PREFIX,
     LATENCY,
+    QUESTION_SET_PREFIX,
+    UNCHANGED,
     VISUAL_TOKENS,
+    Candidate,
     GateConfig,
     GateDecision,
+    benchmark_keys,
     gate_decision,
+    read_evaluation,
 )
 from hicom.tracking import PROJECT_ROOT, Tracker, default_tracking_uri
 
@@ -66,12 +74,15 @@ def serving_requirements() -> list[str]:
 
 
 def register_model(*, model_dir: str | Path, towers_dir: str | Path, name: str, metrics: dict[str, float],
-                   settings: dict, attachments: dict[str, Path] | None = None, experiment: str = "hicom",
+                   settings: dict, question_sets: dict[str, str] | None = None,
+                   attachments: dict[str, Path] | None = None, experiment: str = "hicom",
                    parent_run_id: str | None = None, profile: str | None = None) -> dict:
     """Log the model (pyfunc), register a new version of `name` with its metrics as tags, alias it `challenger`.
 
     settings: the served model's model_config (see hicom.serving.VideoQAModel).
-    attachments: {artifact path: file} logged with the register run (the evaluation and profile results).
+    question_sets: {benchmark: question-set hash} of the evaluations, kept as version tags.
+    attachments: {artifact path: file} logged with the register run (the evaluation and profile results; the
+    gate reads `eval/<benchmark>/results.json` back).
     Returns {name, version, run_id, model_uri, model_id}.
     """
     from hicom import serving
@@ -107,14 +118,16 @@ def register_model(*, model_dir: str | Path, towers_dir: str | Path, name: str, 
         client.log_batch(tracker.run_id, metrics=[Metric(k, v, now, 0, model_id=info.model_id)
                                                   for k, v in sorted(metrics.items())])
         result = register_version(name, model_uri=info.model_uri, model_id=info.model_id, run_id=tracker.run_id,
-                                  metrics=metrics)
+                                  metrics=metrics, question_sets=question_sets)
         tracker.set_tags({"registered_model_version": result["version"], "model_id": info.model_id})
     return result
 
 
-def register_version(name: str, *, model_uri: str, model_id: str, run_id: str, metrics: dict[str, float]) -> dict:
-    """A new version of `name` from a logged model, with the gate's metrics and provenance as version tags and
-    a readable description; the `challenger` alias moves to it. Returns {name, version, run_id, model_uri, model_id}.
+def register_version(name: str, *, model_uri: str, model_id: str, run_id: str, metrics: dict[str, float],
+                     question_sets: dict[str, str] | None = None) -> dict:
+    """A new version of `name` from a logged model, with the gate's metrics, question-set hashes and provenance as
+    version tags and a readable description; the `challenger` alias moves to it.
+    Returns {name, version, run_id, model_uri, model_id}.
     """
     client = _client()
     try:
@@ -126,18 +139,26 @@ def register_version(name: str, *, model_uri: str, model_id: str, run_id: str, m
     provenance = {key: run_tags[tag] for key, tag in (("git_commit", "env.git_commit"), ("git_dirty", "env.git_dirty"),
                                                       ("profile", "profile"), ("pipeline_run_id", MLFLOW_PARENT_RUN_ID))
                   if tag in run_tags}
-    shown = [f"{key}: {value:.4f}" if key.startswith(ACCURACY_PREFIX) else f"{key}: {value:g}"
-             for key, value in sorted(metrics.items())
-             if key.startswith(ACCURACY_PREFIX) or key in (VISUAL_TOKENS, LATENCY)]
+    shown = [_accuracy_text(metrics, key) for key in benchmark_keys(metrics)]
+    shown += [f"{key}: {metrics[key]:g}" for key in (VISUAL_TOKENS, LATENCY) if key in metrics]
     description = (f"Registered by run {run_id} (pipeline {provenance.get('pipeline_run_id', '-')}, git "
                    f"{provenance.get('git_commit', 'unknown')[:12]}, profile {provenance.get('profile', '-')}).\n"
                    + ("\n".join(shown) or "No evaluation or efficiency metrics were given."))
     version = client.create_model_version(name, source=model_uri, run_id=run_id, model_id=model_id,
-                                          tags={**{k: repr(v) for k, v in metrics.items()}, **provenance},
+                                          tags={**{k: repr(v) for k, v in metrics.items()}, **provenance,
+                                                **{f"{QUESTION_SET_PREFIX}{b}": h
+                                                   for b, h in (question_sets or {}).items()}},
                                           description=description)
     client.set_registered_model_alias(name, CHALLENGER, version.version)
     return {"name": name, "version": str(version.version), "run_id": run_id,
             "model_uri": f"models:/{name}/{version.version}", "model_id": model_id}
+
+
+def _accuracy_text(metrics: dict[str, float], key: str) -> str:
+    """"accuracy/b: 0.4800 [95% CI 0.3600, 0.6000], n=60", the interval where the metrics have it."""
+    low, high, n = (metrics.get(f"{key}/{part}") for part in ("ci_low", "ci_high", "n"))
+    interval = f" [95% CI {low:.4f}, {high:.4f}]" if low is not None and high is not None else ""
+    return f"{key}: {metrics[key]:.4f}{interval}" + (f", n={n:.0f}" if n is not None else "")
 
 
 def version_metrics(client: MlflowClient, name: str, version: str) -> dict[str, float]:
@@ -149,6 +170,30 @@ def version_metrics(client: MlflowClient, name: str, version: str) -> dict[str, 
             raise ConfigError(f"registered model {name!r} has no version {version!r}") from None
         raise
     return {k: float(v) for k, v in tags.items() if k.startswith((ACCURACY_PREFIX, EFFICIENCY_PREFIX))}
+
+
+def version_candidate(client: MlflowClient, name: str, version: str) -> Candidate:
+    """A version's metrics (tags) and its evaluations' per-question records (its run's eval/<benchmark>/results.json
+    artifacts), each benchmark without records named with the reason."""
+    metrics = version_metrics(client, name, version)
+    run_id = client.get_model_version(name, version).run_id
+    label = f"version {version}"
+    evaluations, unavailable = {}, {}
+    for key in benchmark_keys(metrics):
+        benchmark = key[len(ACCURACY_PREFIX):]
+        path = f"eval/{benchmark}/results.json"
+        if path not in {item.path for item in client.list_artifacts(run_id, f"eval/{benchmark}")}:
+            unavailable[benchmark] = f"its run {run_id} has no artifact {path} (registered without its evaluation)"
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=tmp)
+            results = json.loads(Path(local).read_text())
+        source = f"{label} ({path} of run {run_id})"
+        try:
+            evaluations[benchmark] = read_evaluation(results, source)
+        except ConfigError as exc:  # kept before per-question records were: the gate says why it cannot pair
+            unavailable[benchmark] = str(exc).removeprefix(f"{source}: ")
+    return Candidate(label, metrics, evaluations, unavailable)
 
 
 def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
@@ -167,38 +212,51 @@ def promote(*, name: str, version: str | None, gate: GateConfig, experiment: str
             parent_run_id: str | None = None) -> dict:
     """Run the gate for `version` (default: the `challenger`) against the `champion`; move `champion` if it passes.
 
-    The decision and its reasons are logged on a `promote` run (tags + promotion.json) and as version tags.
-    Returns {promoted, reasons, champion_version, challenger_version, previous_champion_version}.
+    The decision, its reasons and each benchmark's paired numbers (n, difference, interval, method, question set)
+    are logged on a `promote` run (tags + promotion.json) and as version tags. A challenger without per-question
+    records, or with fewer than registry.gate.min_questions, is refused before anything is logged.
+    Returns {promoted, outcome, reasons, comparisons, champion_version, challenger_version,
+    previous_champion_version}.
     """
     client = _client()
     champion_version = alias_version(client, name, CHAMPION)
     version = str(version) if version is not None else alias_version(client, name, CHALLENGER)
     if version is None:
         raise ConfigError(f"registered model {name!r} has no {CHALLENGER!r} alias: pass --version")
-    challenger = version_metrics(client, name, version)
+    challenger = version_candidate(client, name, version)
     if champion_version == version:
-        decision = GateDecision(False, [f"version {version} is already the champion"])
+        decision = GateDecision(UNCHANGED, [f"version {version} is already the champion"])
     else:
-        champion = version_metrics(client, name, champion_version) if champion_version else None
+        champion = version_candidate(client, name, champion_version) if champion_version else None
         decision = gate_decision(challenger, champion, gate)
     promoted = decision.passed
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, version)
-    result = {"promoted": promoted, "reasons": decision.reasons,
+    result = {"promoted": promoted, "outcome": decision.outcome, "reasons": decision.reasons,
+              "comparisons": decision.comparisons,
               "champion_version": version if promoted else champion_version,
               "challenger_version": version, "previous_champion_version": champion_version}
-    outcome = "promoted" if promoted else "rejected"
+    numbers = decision_tags(decision)
     with Tracker(experiment=experiment, run_name="promote", parent_run_id=parent_run_id, system_metrics=False,
                  tags={"stage": "promote", "registered_model": name, "challenger_version": version,
-                       "champion_version_before": champion_version or "none", "promotion": outcome}) as tracker:
+                       "champion_version_before": champion_version or "none",
+                       "promotion": decision.outcome}) as tracker:
         tracker.log_params({"gate": dataclasses.asdict(gate)})
         tracker.log_dict({**result, "name": name, "gate": dataclasses.asdict(gate)}, "promotion.json")
-        tracker.set_tags({"promotion.reasons": "\n".join(decision.reasons)})
-    for key, value in (("promotion", outcome), ("promotion.reasons", "\n".join(decision.reasons)),
-                       ("promotion.compared_with", champion_version or "none"),
-                       ("promotion.run_id", tracker.run_id)):
+        tracker.set_tags({"promotion.reasons": "\n".join(decision.reasons), **numbers})
+    for key, value in {"promotion": decision.outcome, "promotion.reasons": "\n".join(decision.reasons),
+                       "promotion.compared_with": champion_version or "none", "promotion.run_id": tracker.run_id,
+                       **numbers}.items():
         client.set_model_version_tag(name, version, key, value)
     return result
+
+
+def decision_tags(decision: GateDecision) -> dict[str, str]:
+    """gate/<benchmark>/<field>: each paired comparison's verdict, n, difference, interval, method and set hash."""
+    fields = ("verdict", "n", "videos", "difference", "ci_low", "ci_high", "margin", "mcnemar_p", "method",
+              "question_set")
+    return {f"{GATE_PREFIX}{benchmark}/{field}": str(numbers[field])
+            for benchmark, numbers in decision.comparisons.items() for field in fields if field in numbers}
 
 
 # -- reading a pipeline back ---------------------------------------------------------------------

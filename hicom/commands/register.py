@@ -16,7 +16,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--towers", default=None, help="SigLIP directory: instruction tokenizer and preprocessor "
                                                        "(default: the profile's text path)")
     parser.add_argument("--eval", nargs="+", default=None, metavar="DIR",
-                        help="evaluate stage outputs (or their results.json): accuracy per benchmark for the gate")
+                        help="evaluate stage outputs (or their results.json): accuracy and per-question records "
+                             "per benchmark for the gate")
     parser.add_argument("--efficiency", default=None, metavar="FILE",
                         help="the efficiency stage's profile.json: visual tokens and s/video for the gate")
     parser.add_argument("--out", required=True, help="JSON file: name, version, run_id, model_uri")
@@ -35,15 +36,15 @@ def run(args, params) -> int:
     if not towers.is_dir():
         raise ConfigError(f"register: towers directory {str(towers)!r} not found (pass --towers DIR: the SigLIP "
                           "directory with the instruction tokenizer and preprocessor_config.json)")
-    metrics, attachments = candidate_metrics(args.eval or [], args.efficiency, cfg.efficiency_frames)
+    metrics, question_sets, attachments = candidate_metrics(args.eval or [], args.efficiency, cfg.efficiency_frames)
     model_config = read_json_object(Path(args.model) / "config.json")
     settings = {"num_frames": profile.num_frames, "decoder": params.data.decoder,
                 "guide_max_length": model_config.get("guide_max_length", profile.guide_max_length),
                 "max_new_tokens": params.evaluate.max_new_tokens, "template": cfg.prompt_template}
     name = args.name or cfg.model_name
     result = register_model(model_dir=args.model, towers_dir=towers, name=name, metrics=metrics, settings=settings,
-                            attachments=attachments, experiment=args.experiment, parent_run_id=args.parent_run_id,
-                            profile=profile.name)
+                            question_sets=question_sets, attachments=attachments, experiment=args.experiment,
+                            parent_run_id=args.parent_run_id, profile=profile.name)
     atomic_write_bytes(Path(args.out), (json.dumps(result, indent=2) + "\n").encode())
     shown = ", ".join(f"{k} {v:g}" for k, v in sorted(metrics.items())) or "no metrics (no --eval/--efficiency)"
     print(f"register: {name} version {result['version']} (alias challenger) from {args.model}: {shown}; "

@@ -13,6 +13,7 @@ def load_eval_results(paths: list[str | Path]) -> list[dict]:
     `accuracy` in [0, 1].
 
     Optional: `visual_tokens` (tokens per question); the frames, from `num_frames` or `settings.frames`;
+    `accuracy_ci` (its low and high become the plot's error bar);
     `label` (else `benchmark`, else the file's folder name). Read before any profiling, so a wrong path
     fails in a second rather than after the measurements.
     """
@@ -29,9 +30,11 @@ def load_eval_results(paths: list[str | Path]) -> list[dict]:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise DataError(f"--eval-results: {path}: field {key!r} must be a positive integer, got {value!r}")
         label = data.get("label") or data.get("benchmark") or path.parent.name or path.stem
+        ci = data.get("accuracy_ci") if isinstance(data.get("accuracy_ci"), dict) else {}
         entries.append({"path": str(path), "label": str(label), "accuracy": float(accuracy),
                         "visual_tokens": counts["visual_tokens"],
-                        "num_frames": counts["num_frames"] or counts["settings.frames"], "chance": data.get("chance")})
+                        "num_frames": counts["num_frames"] or counts["settings.frames"], "chance": data.get("chance"),
+                        "ci_low": ci.get("low"), "ci_high": ci.get("high")})
     return entries
 
 

@@ -312,7 +312,7 @@ def merge_and_score(job: Job, world: int = 1) -> dict:
                                        f"nor a read error under {job.out / 'parts'}")
                 continue
             choice = extract_choice(stored_record["reply"], sample.options)
-            records.append({**stored_record, "answer": sample.answer, "choice": choice,
+            records.append({**stored_record, "video": str(sample.video), "answer": sample.answer, "choice": choice,
                             "correct": None if sample.answer is None else choice == sample.answer,
                             "num_options": len(sample.options), "groups": sample.groups,
                             "instruction_valid": valid.is_valid(sample.question), "question": sample.question})

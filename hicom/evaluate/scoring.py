@@ -4,14 +4,26 @@ accuracy counts an unanswered question as wrong (correct / questions scored); ac
 reference's Video-MME statistic (correct / answered), reported beside it, never instead. Both are None
 (null) for an empty group rather than a made-up 0. A question
 whose video could not be read is not scored: it is counted under `missing` and listed by id.
+
+Every accuracy has an interval beside it (`<name>_ci`: low, high, and the n questions and videos it rests
+on), from a cluster bootstrap over videos (hicom.core.stats). The per-question records (`questions`) and
+the hash of the question set (`question_set`: ids and correct answers) let two runs on the same questions
+be paired (hicom.gate.paired_comparison).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections import Counter
 from collections.abc import Iterable
 
+from hicom.core.errors import DataError
 from hicom.core.files import atomic_write_bytes
+from hicom.core.stats import CONFIDENCE, METHOD, RESAMPLES, SEED, cluster_bootstrap
+
+# How every interval in a summary was made (its `interval` field).
+INTERVAL = {"method": METHOD, "confidence": CONFIDENCE, "resamples": RESAMPLES, "seed": SEED, "cluster": "video"}
 
 
 class InstructionFilter:
@@ -36,22 +48,43 @@ class InstructionFilter:
         return not any(p.search(text) for p in self._compiled)
 
 
+def question_set_hash(questions: Iterable[dict]) -> str:
+    """The identity of a scored question set: its ids with their correct answers, in any order."""
+    pairs = sorted([str(q["id"]), str(q["answer"])] for q in questions)
+    return hashlib.sha256(json.dumps(pairs).encode()).hexdigest()[:16]
+
+
+def interval(records: list[dict], weights: list[float] | None = None, strata: list | None = None) -> dict:
+    """{low, high, n, videos} of correct / weights (default: per question) over these records; low and high
+    are None when fewer than two videos leave no spread to estimate."""
+    videos = [r["video"] for r in records]
+    bounds = cluster_bootstrap([bool(r["correct"]) for r in records], videos, weights=weights, strata=strata)
+    n = len(records) if weights is None else int(sum(weights))
+    low, high = bounds if bounds is not None else (None, None)
+    return {"low": low, "high": high, "n": n, "videos": len(set(videos))}
+
+
 def _stats(records: list[dict]) -> dict:
     total = len(records)
     correct = sum(bool(r["correct"]) for r in records)
     answered = sum(r["choice"] is not None for r in records)
-    return {"accuracy": correct / total if total else None, "total": total, "correct": correct,
-            "answered": answered, "unanswered": total - answered,
-            "accuracy_answered": correct / answered if answered else None}
+    return {"accuracy": correct / total if total else None, "accuracy_ci": interval(records),
+            "total": total, "correct": correct, "answered": answered, "unanswered": total - answered,
+            "accuracy_answered": correct / answered if answered else None,
+            "accuracy_answered_ci": interval(records, [float(r["choice"] is not None) for r in records])}
 
 
 def summarise(records: list[dict], breakdowns: Iterable[str] = (), task_field: str | None = None) -> dict:
     """Scores of the records that have a known answer (EgoSchema's private ones are left out).
 
-    task_field: also report `task_mean`, the unweighted mean of the per-task accuracies (MLVU's M-Avg;
-    MVBench's per-task average), beside the micro `accuracy`.
+    Each record needs id, video (the bootstrap's cluster), answer, choice, correct, num_options, groups and
+    instruction_valid. task_field: also report `task_mean`, the unweighted mean of the per-task accuracies
+    (MLVU's M-Avg; MVBench's per-task average), beside the micro `accuracy`.
     """
     scored = [r for r in records if r["answer"] is not None]
+    for r in scored:
+        if "video" not in r:
+            raise DataError(f"prediction record {r.get('id')!r} has no 'video' (the interval resamples videos)")
     out = _stats(scored)
     out["chance"] = sum(1 / r["num_options"] for r in scored) / len(scored) if scored else None
     out["choice_counts"] = dict(sorted(Counter(r["choice"] or "none" for r in scored).items()))
@@ -62,8 +95,13 @@ def summarise(records: list[dict], breakdowns: Iterable[str] = (), task_field: s
     if task_field is not None:
         tasks = out["breakdown"].get(task_field) or {}
         out["task_mean"] = sum(t["accuracy"] for t in tasks.values()) / len(tasks) if tasks else None
+        out["task_mean_ci"] = interval(scored, strata=[r["groups"][task_field] for r in scored])
     out["validity"] = {name: _stats([r for r in scored if r["instruction_valid"] is flag])
                        for name, flag in (("valid", True), ("invalid", False))}
+    out["interval"] = INTERVAL
+    out["question_set"] = question_set_hash(scored)
+    out["questions"] = [{"id": r["id"], "video": r["video"], "answer": r["answer"], "correct": bool(r["correct"])}
+                        for r in scored]
     return out
 
 

@@ -156,15 +156,23 @@ def metrics_of(benchmark: str, summaries: dict[str, dict]) -> dict[str, float]:
             name += "_"
         metrics[name] = float(value)
 
+    def put_interval(ci: dict | None, *parts) -> None:  # <name>_ci_low / _ci_high beside each accuracy
+        if ci:
+            put(ci["low"], *parts[:-1], f"{parts[-1]}_ci_low")
+            put(ci["high"], *parts[:-1], f"{parts[-1]}_ci_high")
+
     for variant, summary in summaries.items():
         prefix = (benchmark,) if variant == "default" else (benchmark, variant)
         for key in SUMMARY_METRICS:
             if key in summary:
                 put(summary[key], *prefix, key)
+            put_interval(summary.get(f"{key}_ci"), *prefix, key)
         for field, values in summary["breakdown"].items():
             for value, stats in values.items():
                 put(stats["accuracy"], *prefix, field, value)
+                put_interval(stats.get("accuracy_ci"), *prefix, field, value)
         for split, stats in summary["validity"].items():
             put(stats["accuracy"], *prefix, "validity", split, "accuracy")
+            put_interval(stats.get("accuracy_ci"), *prefix, "validity", split, "accuracy")
             put(stats["total"], *prefix, "validity", split, "total")
     return metrics

@@ -60,8 +60,8 @@ def test_yaml_floats_without_a_dot_pass_as_floats(params):
 @pytest.mark.parametrize("mutate,message", [
     (lambda p: p.update(tower={}), "params.yaml: tower: unknown top-level key (known: profile, profiles,"),
     (lambda p: p["registry"].update(owner="me"), "params.yaml: registry.owner: unknown key (known: model_name,"),
-    (lambda p: p["registry"]["gate"].update(accuracy_drop=0.1),
-     "params.yaml: registry.gate.accuracy_drop: unknown key (known: accuracy_max_drop,"),
+    (lambda p: p["registry"]["gate"].update(accuracy_max_drop=0.01),  # the one-point rule the margin replaced
+     "params.yaml: registry.gate.accuracy_max_drop: unknown key (known: accuracy_margin, min_questions,"),
     (lambda p: p["data"]["synthetic"].update(videos=3), "params.yaml: data.synthetic.videos: unknown key"),
     (lambda p: p["profiles"]["tiny"]["train"].update(finetune={}), "params.yaml: profiles.tiny.train.finetune: unknown"),
     (lambda p: p["profiles"]["tiny"].pop("model"), "params.yaml: profiles.tiny.model: missing"),
@@ -72,6 +72,19 @@ def test_yaml_floats_without_a_dot_pass_as_floats(params):
 ])
 def test_an_unknown_or_missing_key_is_named(params, mutate, message):
     mutate(params)
+    with pytest.raises(ConfigError) as err:
+        validate_params(params)
+    assert str(err.value).startswith(message)
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("accuracy_margin", 0, "params.yaml: registry.gate.accuracy_margin: must be above 0 and below 1"),
+    ("accuracy_margin", -0.01, "params.yaml: registry.gate.accuracy_margin: must be above 0 and below 1"),
+    ("accuracy_margin", 1.5, "params.yaml: registry.gate.accuracy_margin: must be above 0 and below 1"),
+    ("min_questions", 0, "params.yaml: registry.gate.min_questions: must be at least 1, got 0"),
+])
+def test_a_gate_that_cannot_decide_is_refused_naming_the_key(params, key, value, message):
+    params["registry"]["gate"][key] = value
     with pytest.raises(ConfigError) as err:
         validate_params(params)
     assert str(err.value).startswith(message)

@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from hicom.cli import main
 from hicom.core.errors import ConfigError
+from hicom.evaluate.scoring import summarise
 from hicom.pipeline_report import (
     PipelineData,
     accuracy_points,
@@ -25,15 +26,20 @@ from hicom.tracking import Tracker
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def results(accuracy, frames=32):
-    """An evaluate stage's results.json (the fields the report reads)."""
-    kinds = {"colour": {"accuracy": 0.5, "total": 10, "unanswered": 1},
-             "moment": {"accuracy": accuracy / 2, "total": 10, "unanswered": 0}}
-    return {"benchmark": "synthetic", "accuracy": accuracy, "accuracy_answered": accuracy, "total": 20,
-            "unanswered": 1, "missing": 0, "chance": 0.25, "breakdown": {"kind": kinds},
-            "validity": {"valid": {"accuracy": accuracy, "total": 20, "unanswered": 1},
-                         "invalid": {"accuracy": None, "total": 0, "unanswered": 0}},
-            "settings": {"frames": frames}}
+def results(right, frames=32, answer="A"):
+    """An evaluate stage's results.json: 40 questions on 10 videos (4 each), the first `right` answered right,
+    question 39 unanswered, kinds alternating; scored as an evaluation scores them."""
+    records = [{"id": f"q{i}", "video": f"v{i // 4}", "answer": answer,
+                "choice": answer if i < right else (None if i == 39 else "Z"), "correct": i < right,
+                "num_options": 4, "groups": {"kind": ("colour", "moment")[i % 2]}, "instruction_valid": True}
+               for i in range(40)]
+    return {"benchmark": "synthetic", **summarise(records, ("kind",)), "missing": 0, "settings": {"frames": frames}}
+
+
+def cell(stats, key="accuracy"):
+    """How the report shows an accuracy with its interval."""
+    ci = stats[f"{key}_ci"]
+    return f"{100 * stats[key]:.1f}% [{100 * ci['low']:.1f}, {100 * ci['high']:.1f}]"
 
 
 PROFILE = {"environment": {"device": "cpu", "device_name": "test cpu", "dtype": "float32"},
@@ -51,14 +57,14 @@ def child(parent, name, tags=None, losses=(), artifacts=()):
     return t.run_id
 
 
-def pipeline(tmp_path, name, accuracy=None, injection="on", profile=True, decision=True):
+def pipeline(tmp_path, name, right=None, injection="on", profile=True, decision=True, answer="A", content=None):
     """A parent run with three training stages, and optionally evaluate/profile/register/promote children."""
     with Tracker(experiment="pipelines", run_name=name, tags={"profile": "tiny"}, system_metrics=False) as parent:
         parent.log_params({"ablation": {"injection": injection}})
     for i, stage in enumerate(("align", "cond_pretrain", "sft")):
         child(parent.run_id, stage, {"stage": stage}, losses=[3.0 - i, 2.5 - i, 2.0 - i])
-    if accuracy is not None:
-        (tmp_path / "results.json").write_text(json.dumps(results(accuracy)))
+    if right is not None or content is not None:
+        (tmp_path / "results.json").write_text(json.dumps(content or results(right, answer=answer)))
         child(parent.run_id, "evaluate-synthetic", {"stage": "evaluate"}, artifacts=[(tmp_path / "results.json", None)])
     if profile:
         (tmp_path / "profile.json").write_text(json.dumps(PROFILE))
@@ -76,11 +82,15 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("reports")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
-        (root / "a").mkdir(), (root / "b").mkdir(), (root / "c").mkdir()
+        for folder in "abcde":
+            (root / folder).mkdir()
+        legacy = {k: v for k, v in results(20).items() if k not in ("questions", "question_set")}
         yield {"root": root, "client": MlflowClient(),
-               "full": pipeline(root / "a", "retrain-injection-on", accuracy=0.35),
-               "ablation": pipeline(root / "b", "retrain-injection-off", accuracy=0.5, injection="off", decision=False),
-               "bare": pipeline(root / "c", "retrain-untracked-eval", profile=False, decision=False)}
+               "full": pipeline(root / "a", "retrain-injection-on", right=14),
+               "ablation": pipeline(root / "b", "retrain-injection-off", right=20, injection="off", decision=False),
+               "bare": pipeline(root / "c", "retrain-untracked-eval", profile=False, decision=False),
+               "other_set": pipeline(root / "d", "retrain-other-set", right=20, answer="B", decision=False),
+               "legacy": pipeline(root / "e", "retrain-before-records", content=legacy, decision=False)}
     mlflow.set_tracking_uri(None)  # report calls set MLflow's global URI; later modules must not inherit it
 
 
@@ -89,9 +99,13 @@ def test_pipeline_report_has_the_eval_efficiency_and_stage_tables_and_three_plot
     assert main(["pipeline-report", "--run-id", runs["full"], "--out", str(out)]) == 0
     text = (out / "report.md").read_text()
     assert "# Pipeline run `retrain-injection-on`" in text
-    assert "| synthetic | 35.0% | - | 35.0% | 20 | 1 | 0 | 25.0% |" in text
-    assert "**synthetic** by kind:" in text and "| moment | 17.5% | 10 | 0 |" in text
-    assert "| valid | 35.0% | 20 | 1 |" in text and "| invalid |" not in text  # empty groups are left out
+    r = results(14)
+    assert (f"| synthetic | {cell(r)} | - | {cell(r, 'accuracy_answered')} | 40 | 10 | 1 | 0 | 25.0% |"
+            in text)
+    assert "Intervals: 95%, cluster bootstrap over videos" in text
+    moment = r["breakdown"]["kind"]["moment"]
+    assert "**synthetic** by kind:" in text and f"| moment | {cell(moment)} | 20 | 1 |" in text
+    assert f"| valid | {cell(r)} | 40 | 1 |" in text and "| invalid |" not in text  # empty groups are left out
     assert "| HICom | 32 | 48 | 10.0 | 2.0 | 5.0 | 0.500 | 2.00 | 100.0 |" in text
     assert "| LLaVA-OV baseline | 32 | 256 |" in text
     assert "Registered `hicom-video-qa` version 3" in text and "Promotion: **promoted**" in text
@@ -114,13 +128,13 @@ def test_files_given_on_the_command_line_fill_in_what_a_run_did_not_log(runs, tm
     assert not runs["client"].list_artifacts(runs["bare"], "report")
 
     (tmp_path / "eval").mkdir()
-    (tmp_path / "eval" / "results.json").write_text(json.dumps(results(0.9)))
+    (tmp_path / "eval" / "results.json").write_text(json.dumps(results(36)))
     (tmp_path / "profile.json").write_text(json.dumps(PROFILE))
     filled = tmp_path / "filled"
     pipeline_report(runs["bare"], filled, eval_paths=[tmp_path / "eval"], profile_file=tmp_path / "profile.json",
                     log=False)
     text = (filled / "report.md").read_text()
-    assert "| synthetic | 90.0% |" in text and "| HICom | 32 | 48 |" in text
+    assert "| synthetic | 90.0% [" in text and "| HICom | 32 | 48 |" in text
     assert (filled / "accuracy_vs_tokens.png").read_bytes().startswith(PNG_MAGIC)
 
 
@@ -129,13 +143,45 @@ def test_compare_puts_runs_side_by_side_in_one_table_and_one_plot(runs, tmp_path
     assert main(["compare", "--runs", runs["full"], runs["ablation"], "--out", str(out)]) == 0
     text = (out / "compare.md").read_text()
     assert text == capsys.readouterr().out.split("compare: wrote")[0].removesuffix("\n")
-    header = ("| run | run id | ablation.injection | synthetic | visual tokens @32f | s/video @32f | align final loss "
-              "| cond_pretrain final loss | sft final loss | model version | promotion |")
+    header = ("| run | run id | ablation.injection | synthetic [95% CI] | visual tokens @32f | s/video @32f "
+              "| align final loss | cond_pretrain final loss | sft final loss | model version | promotion |")
     assert header in text
-    assert (f"| `retrain-injection-on` | `{runs['full'][:12]}` | on | 35.0% | 48 | 0.500 | 2.0000 | 1.0000 | 0.0000 "
-            "| 3 | promoted |") in text
-    assert f"| `retrain-injection-off` | `{runs['ablation'][:12]}` | off | 50.0% | 48 | 0.500 |" in text
+    assert (f"| `retrain-injection-on` | `{runs['full'][:12]}` | on | {cell(results(14))} | 48 | 0.500 | 2.0000 "
+            "| 1.0000 | 0.0000 | 3 | promoted |") in text
+    assert f"| `retrain-injection-off` | `{runs['ablation'][:12]}` | off | {cell(results(20))} | 48 | 0.500 |" in text
+    # paired: 6 more right, all on videos 3 and 4; a resample without both (p = 0.8^10 > 2.5%) differs by 0
+    assert "## Paired differences against `retrain-injection-on`" in text
+    assert "| `retrain-injection-off` | synthetic | +0.150 [95% CI +0.000, +0." in text
+    assert "| 40 (10) | 0.0312 | inconclusive |" in text
+    assert f"question set {results(14)['question_set']}" in text
     assert (out / "compare.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_compare_tells_better_from_worse_when_the_interval_excludes_zero(tmp_path):
+    from hicom.gate import paired_comparison, read_evaluation
+    from hicom.pipeline_report import paired_verdict
+
+    spread = {**results(0), "questions": [{**q, "correct": i % 4 != 0} for i, q in enumerate(results(0)["questions"])]}
+    new, old = read_evaluation(spread, "new"), read_evaluation(results(0), "old")
+    assert paired_verdict(paired_comparison(new, old)) == "better"
+    assert paired_verdict(paired_comparison(old, new)) == "worse"
+
+
+def test_compare_refuses_runs_on_different_question_sets_naming_both_hashes(runs, tmp_path, capsys):
+    out = tmp_path / "refused"
+    assert main(["compare", "--runs", runs["full"], runs["other_set"], "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert (f"run {runs['other_set']} (`retrain-other-set`) on synthetic was evaluated on question set "
+            f"{results(20, answer='B')['question_set']}, run {runs['full']} (`retrain-injection-on`) on synthetic on "
+            f"question set {results(14)['question_set']}") in err
+    assert not out.exists()
+
+
+def test_compare_on_a_run_without_per_question_records_names_the_run_and_why(runs, tmp_path, capsys):
+    assert main(["compare", "--runs", runs["legacy"], runs["full"], "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert f"run {runs['legacy']} (`retrain-before-records`) on synthetic: no per-question records" in err
+    assert "re-run its evaluation" in err
 
 
 def test_an_unknown_run_or_a_stage_run_is_refused_naming_it(runs):
@@ -160,7 +206,9 @@ def test_accuracy_is_plotted_at_the_tokens_of_the_frame_count_it_was_evaluated_a
         return accuracy_points(PipelineData(parent, [], {}, evals, profile, efficiency_frames=32))
 
     resolved = {**PROFILE, "accuracy_vs_tokens": [{"label": "synthetic", "accuracy": 0.35, "visual_tokens": 12}]}
-    assert points(resolved, [results(0.35, frames=8)]) == resolved["accuracy_vs_tokens"]  # the profile stage's own
-    assert points(PROFILE, [results(0.35, frames=32)]) == [
-        {"label": "synthetic", "visual_tokens": 48, "accuracy": 0.35, "chance": 0.25}]
-    assert points(PROFILE, [results(0.35, frames=8)]) == []  # 8 frames were not profiled: no made-up position
+    assert points(resolved, [results(14, frames=8)]) == resolved["accuracy_vs_tokens"]  # the profile stage's own
+    ci = results(14)["accuracy_ci"]
+    assert points(PROFILE, [results(14, frames=32)]) == [
+        {"label": "synthetic", "visual_tokens": 48, "accuracy": 0.35, "chance": 0.25, "ci_low": ci["low"],
+         "ci_high": ci["high"]}]
+    assert points(PROFILE, [results(14, frames=8)]) == []  # 8 frames were not profiled: no made-up position

@@ -6,6 +6,7 @@ a parsed reply is.
 """
 import json
 import random
+import uuid
 
 import mlflow
 import pandas as pd
@@ -18,21 +19,47 @@ from hicom.core.errors import ConfigError
 from hicom.data.synthetic import WorldConfig, make_scene, mcq, write_video
 from hicom.data.tokenizer import train_tokenizer
 from hicom.data.video import FramePreprocessor
+from hicom.evaluate.scoring import summarise
 from hicom.gate import (
     GateConfig,
     efficiency_metrics,
     eval_metrics,
-    gate_decision,
     profile_row,
 )
 from hicom.model.build import build_model
 from hicom.model.checkpoint import save_model
 from hicom.params import Params
 from hicom.registry import CHALLENGER, CHAMPION, promote, register_version
+from hicom.tracking import Tracker
 
 IMAGE = Params.load().profile("tiny").vision.config["image_size"]  # the tiny towers' input side
 
 NAME = "hicom-test"
+GATE = GateConfig(accuracy_margin=0.05, min_questions=50)
+
+
+def answers(n: int, seed: int = 1) -> list[bool]:
+    rng = random.Random(seed)
+    return [rng.random() < 0.5 for _ in range(n)]
+
+
+def flipped(correct: list[bool], worse: int, better: int, seed: int = 0) -> list[bool]:
+    """`worse` right answers made wrong and `better` wrong ones made right, at random places."""
+    rng = random.Random(seed)
+    out = list(correct)
+    for i in rng.sample([i for i, c in enumerate(correct) if c], worse):
+        out[i] = False
+    for i in rng.sample([i for i, c in enumerate(correct) if not c], better):
+        out[i] = True
+    return out
+
+
+def results_json(correct: list[bool], per_video: int = 4) -> dict:
+    """An evaluate stage's results.json for these answers, scored as an evaluation scores them."""
+    records = [{"id": f"q{i}", "video": f"v{i // per_video}", "answer": "A", "choice": "A" if right else "B",
+                "correct": right, "num_options": 4, "groups": {}, "instruction_valid": True}
+               for i, right in enumerate(correct)]
+    return {"benchmark": "synthetic", **summarise(records)}
 
 
 def profile_json(tokens=48, s_per_video=0.5, frames=32):
@@ -58,7 +85,7 @@ def world(tmp_path_factory):
     tokenizer.save_pretrained(root / "towers")
     FramePreprocessor(IMAGE).save_pretrained(root / "towers")
     (root / "eval").mkdir()
-    (root / "eval" / "results.json").write_text(json.dumps({"benchmark": "synthetic", "accuracy": 0.35, "total": 20}))
+    (root / "eval" / "results.json").write_text(json.dumps(results_json(answers(60))))
     (root / "profile.json").write_text(json.dumps(profile_json()))
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
@@ -82,15 +109,21 @@ def test_register_writes_its_result_and_tags_the_version_with_the_gate_metrics(w
     assert registered == {"name": NAME, "version": "1", "run_id": registered["run_id"],
                           "model_uri": f"models:/{NAME}/1", "model_id": registered["model_id"]}
     version = client.get_model_version(NAME, "1")
-    assert float(version.tags["accuracy/synthetic"]) == 0.35
+    results = json.loads((world["root"] / "eval" / "results.json").read_text())
+    ci = results["accuracy_ci"]
+    assert float(version.tags["accuracy/synthetic"]) == results["accuracy"]
+    assert float(version.tags["accuracy/synthetic/ci_low"]) == ci["low"] and float(version.tags["accuracy/synthetic/n"]) == 60
+    assert version.tags["question_set/synthetic"] == results["question_set"]
     assert float(version.tags["efficiency/visual_tokens"]) == 48 and float(version.tags["efficiency/s_per_video"]) == 0.5
     assert version.tags["profile"] == "tiny" and "git_commit" in version.tags
-    assert "accuracy/synthetic: 0.3500" in version.description
+    assert (f"accuracy/synthetic: {results['accuracy']:.4f} [95% CI {ci['low']:.4f}, {ci['high']:.4f}], n=60"
+            in version.description)
     assert client.get_model_version_by_alias(NAME, CHALLENGER).version == 1
     assert client.get_logged_model(registered["model_id"]).source_run_id == registered["run_id"]
     run = client.get_run(registered["run_id"])
     assert run.info.run_name == "register" and run.data.tags["stage"] == "register"
-    assert run.data.metrics["accuracy/synthetic"] == 0.35
+    assert run.data.metrics["accuracy/synthetic"] == results["accuracy"]
+    assert run.data.metrics["accuracy/synthetic/ci_high"] == ci["high"]
     logged = {a.path for folder in ("eval/synthetic", "efficiency") for a in client.list_artifacts(run.info.run_id, folder)}
     assert logged == {"eval/synthetic/results.json", "efficiency/profile.json"}
 
@@ -126,11 +159,20 @@ def test_served_model_parses_a_reply_into_the_chosen_letter_and_option(world, re
 
 
 # -- the gate against the registry ---------------------------------------------------------------
-def add_version(registered, name, accuracy=0.5, tokens=48.0, latency=1.0):
-    """A new version of `name` (from the one logged model) carrying these gate metrics."""
-    metrics = {"accuracy/synthetic": accuracy, "efficiency/visual_tokens": tokens, "efficiency/s_per_video": latency}
+def add_version(world, registered, name, correct=None, tokens=48.0, latency=1.0, records=True):
+    """A new version of `name` (from the one logged model) with its own run holding eval/synthetic/results.json
+    for these answers (records=False: the run has no evaluation, as versions registered before records were)."""
+    content = results_json(correct if correct is not None else answers(400))
+    folder = world["root"] / f"eval-{uuid.uuid4().hex[:8]}"
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps(content))
+    with Tracker(run_name="register", system_metrics=False, tags={"stage": "register"}) as tracker:
+        if records:
+            tracker.log_artifact(folder / "results.json", "eval/synthetic")
+    metrics = {**eval_metrics(content), "efficiency/visual_tokens": tokens, "efficiency/s_per_video": latency}
     return register_version(name, model_uri=f"models:/{registered['model_id']}", model_id=registered["model_id"],
-                            run_id=registered["run_id"], metrics=metrics)["version"]
+                            run_id=tracker.run_id, metrics=metrics,
+                            question_sets={"synthetic": content["question_set"]})["version"]
 
 
 def champion(world, name):
@@ -138,65 +180,120 @@ def champion(world, name):
 
 
 def test_first_registered_version_becomes_champion(world, registered):
-    v1 = add_version(registered, "gate-first")
-    result = promote(name="gate-first", version=None, gate=GateConfig())  # the challenger by default
+    v1 = add_version(world, registered, "gate-first")
+    result = promote(name="gate-first", version=None, gate=GATE)  # the challenger by default
     assert result["promoted"] and result["champion_version"] == v1 == champion(world, "gate-first")
     assert result["reasons"] == ["no champion yet: the first registered version becomes champion"]
 
 
-def test_better_challenger_becomes_champion_and_the_decision_is_logged(world, registered):
+def test_better_challenger_becomes_champion_and_the_paired_numbers_are_logged(world, registered):
     client = world["client"]
-    v1 = add_version(registered, "gate-better")
-    promote(name="gate-better", version=v1, gate=GateConfig())
-    v2 = add_version(registered, "gate-better", accuracy=0.6, latency=0.9)
-    result = promote(name="gate-better", version=v2, gate=GateConfig())
-    assert result["promoted"] and result["previous_champion_version"] == v1
+    old = answers(400)
+    v1 = add_version(world, registered, "gate-better", old)
+    promote(name="gate-better", version=v1, gate=GATE)
+    v2 = add_version(world, registered, "gate-better", flipped(old, 10, 50), latency=0.9)
+    result = promote(name="gate-better", version=v2, gate=GATE)
+    assert result["promoted"] and result["outcome"] == "promoted" and result["previous_champion_version"] == v1
     assert champion(world, "gate-better") == v2
     assert all(reason.startswith("pass") for reason in result["reasons"])
+    numbers = result["comparisons"]["synthetic"]
+    assert numbers["n"] == 400 and numbers["difference"] == pytest.approx(40 / 400) and numbers["ci_low"] > -0.05
     tags = client.get_model_version("gate-better", v2).tags
     assert tags["promotion"] == "promoted" and tags["promotion.compared_with"] == v1
+    assert tags["gate/synthetic/verdict"] == "pass" and tags["gate/synthetic/n"] == "400"
+    assert float(tags["gate/synthetic/difference"]) == pytest.approx(0.1)
+    assert float(tags["gate/synthetic/ci_low"]) == numbers["ci_low"] and "cluster bootstrap" in tags["gate/synthetic/method"]
+    assert tags["gate/synthetic/question_set"] == tags["question_set/synthetic"]
     run = client.get_run(tags["promotion.run_id"])
     assert run.data.tags["stage"] == "promote" and run.data.tags["promotion"] == "promoted"
+    assert run.data.tags["gate/synthetic/ci_high"] == tags["gate/synthetic/ci_high"]
     assert "promotion.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
 
 
-def test_lower_accuracy_leaves_the_champion_in_place_and_says_why(world, registered):
+def test_clearly_worse_accuracy_is_rejected_and_says_why(world, registered):
     client = world["client"]
-    v1 = add_version(registered, "gate-worse")
-    promote(name="gate-worse", version=v1, gate=GateConfig())
-    v2 = add_version(registered, "gate-worse", accuracy=0.45, latency=0.5)
-    result = promote(name="gate-worse", version=v2, gate=GateConfig(accuracy_max_drop=0.01))
-    assert not result["promoted"] and result["champion_version"] == v1 == champion(world, "gate-worse")
-    assert [r for r in result["reasons"] if r.startswith("FAIL")] == [
-        "FAIL accuracy/synthetic: 0.4500 vs champion 0.5000 (may drop at most 0.01)"]
+    old = answers(2000)
+    v1 = add_version(world, registered, "gate-worse", old)
+    promote(name="gate-worse", version=v1, gate=GATE)
+    v2 = add_version(world, registered, "gate-worse", flipped(old, 300, 100), latency=0.5)
+    result = promote(name="gate-worse", version=v2, gate=GATE)
+    assert not result["promoted"] and result["outcome"] == "rejected"
+    assert result["champion_version"] == v1 == champion(world, "gate-worse")
+    [failed] = [r for r in result["reasons"] if r.startswith("FAIL")]
+    assert failed.startswith("FAIL accuracy/synthetic: challenger") and "-0.100 [95% CI" in failed
+    assert failed.endswith("the interval lies below -0.05 (worse)")
     tags = client.get_model_version("gate-worse", v2).tags
-    assert tags["promotion"] == "rejected" and "FAIL accuracy/synthetic" in tags["promotion.reasons"]
+    assert tags["promotion"] == "rejected" and tags["gate/synthetic/verdict"] == "worse"
     assert client.get_model_version_by_alias("gate-worse", CHALLENGER).version == int(v2)
 
 
+def test_slightly_worse_on_a_small_set_is_inconclusive_and_keeps_the_champion(world, registered, capsys):
+    client = world["client"]
+    old = answers(60)
+    v1 = add_version(world, registered, "gate-small", old)
+    promote(name="gate-small", version=v1, gate=GATE)
+    v2 = add_version(world, registered, "gate-small", flipped(old, 7, 5))
+    out = world["root"] / "small.json"
+    assert main(["promote", "--name", "gate-small", "--version", v2, "--out", str(out)]) == 0  # params' gate
+    result = json.loads(out.read_text())
+    assert result["outcome"] == "inconclusive" and champion(world, "gate-small") == v1
+    assert "not promoted (inconclusive: champion kept)" in capsys.readouterr().out
+    tags = client.get_model_version("gate-small", v2).tags
+    assert tags["promotion"] == "inconclusive" and tags["gate/synthetic/verdict"] == "inconclusive"
+    assert float(tags["gate/synthetic/ci_low"]) < -0.05 < float(tags["gate/synthetic/ci_high"])
+
+
+def test_a_champion_registered_without_records_is_kept_and_the_reason_names_it(world, registered):
+    v1 = add_version(world, registered, "gate-legacy", records=False)
+    with pytest.raises(ConfigError, match=f"version {v1}: its run .* has no artifact eval/synthetic/results.json"):
+        promote(name="gate-legacy", version=v1, gate=GATE)  # a challenger without records is refused
+    world["client"].set_registered_model_alias("gate-legacy", CHAMPION, v1)  # a champion from before records
+    v2 = add_version(world, registered, "gate-legacy")
+    result = promote(name="gate-legacy", version=v2, gate=GATE)
+    assert result["outcome"] == "inconclusive" and champion(world, "gate-legacy") == v1
+    assert any(f"champion version {v1} cannot be paired: its run" in r and "has no artifact eval/synthetic/results.json"
+               in r for r in result["reasons"])
+
+
 def test_more_visual_tokens_leave_the_champion_in_place_even_with_better_accuracy(world, registered):
-    v1 = add_version(registered, "gate-tokens")
-    promote(name="gate-tokens", version=v1, gate=GateConfig())
-    v2 = add_version(registered, "gate-tokens", accuracy=0.9, tokens=49.0)
-    result = promote(name="gate-tokens", version=v2, gate=GateConfig(visual_tokens_max_increase=0.0))
+    old = answers(400)
+    v1 = add_version(world, registered, "gate-tokens", old)
+    promote(name="gate-tokens", version=v1, gate=GATE)
+    v2 = add_version(world, registered, "gate-tokens", flipped(old, 0, 100), tokens=49.0)
+    result = promote(name="gate-tokens", version=v2, gate=GATE)
     assert not result["promoted"] and champion(world, "gate-tokens") == v1
     assert [r.split(":")[0] for r in result["reasons"] if r.startswith("FAIL")] == ["FAIL efficiency/visual_tokens"]
 
 
 def test_equal_challenger_passes_the_gate(world, registered):
-    v1 = add_version(registered, "gate-equal")
-    promote(name="gate-equal", version=v1, gate=GateConfig())
-    v2 = add_version(registered, "gate-equal")
-    result = promote(name="gate-equal", version=v2, gate=GateConfig(0.0, 0.0, 0.0))
+    v1 = add_version(world, registered, "gate-equal")
+    promote(name="gate-equal", version=v1, gate=GATE)
+    v2 = add_version(world, registered, "gate-equal")
+    result = promote(name="gate-equal", version=v2,
+                     gate=GateConfig(accuracy_margin=0.01, min_questions=50, visual_tokens_max_increase=0.0,
+                                     latency_max_increase=0.0))
     assert result["promoted"] and champion(world, "gate-equal") == v2
 
 
 def test_promoting_the_champion_again_changes_nothing(world, registered):
-    v1 = add_version(registered, "gate-again")
-    promote(name="gate-again", version=v1, gate=GateConfig())
-    result = promote(name="gate-again", version=v1, gate=GateConfig())
-    assert not result["promoted"] and result["reasons"] == [f"version {v1} is already the champion"]
+    v1 = add_version(world, registered, "gate-again")
+    promote(name="gate-again", version=v1, gate=GATE)
+    result = promote(name="gate-again", version=v1, gate=GATE)
+    assert not result["promoted"] and result["outcome"] == "unchanged"
+    assert result["reasons"] == [f"version {v1} is already the champion"]
     assert champion(world, "gate-again") == v1
+
+
+def test_a_set_below_the_minimum_fails_before_anything_is_logged(world, registered):
+    client = world["client"]
+    v1 = add_version(world, registered, "gate-minimum", answers(60))
+    runs_before = len(client.search_runs([e.experiment_id for e in client.search_experiments()]))
+    with pytest.raises(ConfigError, match=f"registry.gate.min_questions: version {v1} was evaluated on 60 synthetic "
+                                          "questions, fewer than the minimum 100"):
+        promote(name="gate-minimum", version=v1, gate=GateConfig(accuracy_margin=0.05, min_questions=100))
+    assert len(client.search_runs([e.experiment_id for e in client.search_experiments()])) == runs_before
+    assert "promotion" not in client.get_model_version("gate-minimum", v1).tags
+    assert client.get_registered_model("gate-minimum").aliases.get(CHAMPION) is None
 
 
 def test_promote_of_an_unknown_model_or_version_fails_naming_it(world, registered, capsys):
@@ -207,36 +304,18 @@ def test_promote_of_an_unknown_model_or_version_fails_naming_it(world, registere
     assert not (world["root"] / "x.json").exists()
 
 
-# -- the gate's rules, without a store -----------------------------------------------------------
-CHAMP = {"accuracy/a": 0.5, "accuracy/b": 0.4, "efficiency/visual_tokens": 100.0, "efficiency/s_per_video": 1.0}
-
-
-@pytest.mark.parametrize("change,passed", [
-    ({"accuracy/a": 0.495}, True),  # within the 0.01 tolerance
-    ({"accuracy/a": 0.485}, False),
-    ({"efficiency/s_per_video": 1.2}, True),  # within 25 %
-    ({"efficiency/s_per_video": 1.3}, False),
-    ({"efficiency/visual_tokens": 101.0}, False),
-    ({"efficiency/visual_tokens": 50.0, "accuracy/b": 0.9}, True),
-])
-def test_gate_applies_each_tolerance(change, passed):
-    gate = GateConfig(accuracy_max_drop=0.01, visual_tokens_max_increase=0.0, latency_max_increase=0.25)
-    assert gate_decision({**CHAMP, **change}, CHAMP, gate).passed is passed
-
-
-def test_challenger_missing_a_benchmark_the_champion_has_is_rejected():
-    challenger = {k: v for k, v in CHAMP.items() if k != "accuracy/b"}
-    decision = gate_decision(challenger, CHAMP, GateConfig())
-    assert not decision.passed
-    assert "FAIL accuracy/b: challenger was not evaluated on it (champion 0.4000)" in decision.reasons
-
-
-def test_a_new_benchmark_is_reported_but_not_compared():
-    decision = gate_decision({**CHAMP, "accuracy/c": 0.1}, CHAMP, GateConfig())
-    assert decision.passed and "new accuracy/c: 0.1000 (champion has none; not compared)" in decision.reasons
-
-
 # -- inputs, checked before anything is logged ---------------------------------------------------
+def test_register_with_results_without_per_question_records_fails_naming_the_file(world, tmp_path, capsys):
+    content = results_json(answers(60))
+    del content["questions"]
+    (tmp_path / "results.json").write_text(json.dumps(content))
+    rc = main(["register", "--model", str(world["root"] / "model"), "--towers", str(world["root"] / "towers"),
+               "--eval", str(tmp_path), "--name", "never", "--out", str(tmp_path / "out.json")])
+    assert rc == 2
+    assert f"{tmp_path / 'results.json'}: no per-question records" in capsys.readouterr().err
+    assert not (tmp_path / "out.json").exists()
+
+
 def test_results_without_a_benchmark_or_a_score_are_errors_naming_the_file():
     with pytest.raises(ConfigError, match=r"x/results.json: no top-level 'benchmark' field"):
         eval_metrics({"accuracy": 0.3}, "x/results.json")

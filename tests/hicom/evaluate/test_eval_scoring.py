@@ -15,8 +15,8 @@ from hicom.params import Params
 from hicom.tracking import metric_name
 
 
-def record(task, answer, choice, valid=True, options=4, sample_id="x"):
-    return {"id": sample_id, "answer": answer, "choice": choice,
+def record(task, answer, choice, valid=True, options=4, sample_id="x", video="v"):
+    return {"id": sample_id, "video": video, "answer": answer, "choice": choice,
             "correct": None if answer is None else choice == answer, "num_options": options,
             "groups": {"task": task}, "instruction_valid": valid}
 
@@ -33,6 +33,40 @@ def test_mlvu_m_avg_is_the_mean_of_task_accuracies_and_differs_from_the_micro_av
     assert {t: v["accuracy"] for t, v in s["breakdown"]["task"].items()} == {"count": 0.0, "needle": 0.5,
                                                                             "plotQA": 0.75}
     assert s["choice_counts"] == {"A": 4, "C": 1, "D": 1, "none": 2}
+
+
+def test_every_accuracy_carries_its_interval_n_and_videos_and_the_set_its_hash():
+    # 40 videos, 3 questions each; tasks alternate by video; question i right when i % 5 != 0
+    records = [record(f"t{v % 2}", "A", "A" if (3 * v + q) % 5 else "B", sample_id=f"q{3 * v + q}", video=f"v{v}",
+                      valid=q != 2) for v in range(40) for q in range(3)]
+    s = summarise(records, ("task",), task_field="task")
+    assert s["accuracy"] == pytest.approx(96 / 120)
+    ci = s["accuracy_ci"]
+    assert (ci["n"], ci["videos"]) == (120, 40) and ci["low"] < s["accuracy"] < ci["high"] < 1
+    assert s["task_mean_ci"]["low"] < s["task_mean"] < s["task_mean_ci"]["high"]
+    assert s["accuracy_answered_ci"]["n"] == 96 + 24  # every question answered (a wrong letter is an answer)
+    for stats in (*s["breakdown"]["task"].values(), *s["validity"].values()):
+        assert stats["accuracy_ci"]["n"] == stats["total"]
+        assert stats["accuracy_ci"]["low"] <= stats["accuracy"] <= stats["accuracy_ci"]["high"]
+    assert s["breakdown"]["task"]["t0"]["accuracy_ci"]["videos"] == 20
+    assert s["interval"]["cluster"] == "video" and s["interval"]["confidence"] == 0.95
+    assert s["questions"][:2] == [{"id": "q0", "video": "v0", "answer": "A", "correct": False},
+                                  {"id": "q1", "video": "v0", "answer": "A", "correct": True}]
+    # the hash is the set's (ids and correct answers), not the order or the model's answers
+    assert summarise(records[::-1])["question_set"] == s["question_set"]
+    assert summarise([{**r, "choice": "C"} for r in records])["question_set"] == s["question_set"]
+    assert summarise([{**records[0], "answer": "B"}] + records[1:])["question_set"] != s["question_set"]
+    assert summarise(records[1:])["question_set"] != s["question_set"]
+
+
+def test_an_empty_group_or_a_single_video_has_n_but_no_interval_and_a_record_needs_its_video():
+    one_video = summarise([record("t", "A", "A", sample_id=f"q{i}") for i in range(5)])
+    assert one_video["accuracy_ci"] == {"low": None, "high": None, "n": 5, "videos": 1}
+    assert summarise([])["accuracy_ci"] == {"low": None, "high": None, "n": 0, "videos": 0}
+    bare = record("t", "A", "A", sample_id="q7")
+    del bare["video"]
+    with pytest.raises(DataError, match="record 'q7' has no 'video'"):
+        summarise([bare])
 
 
 def test_valid_and_invalid_instructions_are_scored_separately():
@@ -119,6 +153,17 @@ def test_metric_names_from_category_values_are_valid_mlflow_keys():
     assert metric_name("videomme", "sub_category", "Humanity & History") == "videomme/sub_category/Humanity_History"
 
 
+def test_metrics_carry_each_accuracys_interval():
+    records = [record(f"t{i % 2}", "A", "A" if i % 3 else "B", sample_id=f"q{i}", video=f"v{i}") for i in range(30)]
+    summary = summarise(records, ("task",), task_field="task")
+    metrics = metrics_of("mlvu", {"default": summary})
+    assert metrics["mlvu/accuracy_ci_low"] == summary["accuracy_ci"]["low"]
+    assert metrics["mlvu/accuracy_ci_high"] == summary["accuracy_ci"]["high"]
+    assert metrics["mlvu/task_mean_ci_low"] < metrics["mlvu/task_mean"] < metrics["mlvu/task_mean_ci_high"]
+    assert metrics["mlvu/task/t0_ci_low"] == summary["breakdown"]["task"]["t0"]["accuracy_ci"]["low"]
+    assert metrics["mlvu/validity/valid/accuracy_ci_high"] == summary["validity"]["valid"]["accuracy_ci"]["high"]
+
+
 def test_metrics_cover_each_variant_breakdown_and_validity_split_and_skip_empty_groups():
     summary = summarise([record("Humanity & History", "A", "A"), record("Sports", "A", "B", valid=False)],
                         ("task",), task_field="task")
@@ -126,5 +171,7 @@ def test_metrics_cover_each_variant_breakdown_and_validity_split_and_skip_empty_
     assert metrics["mlvu/accuracy"] == 0.5 and metrics["mlvu/guidance_off/accuracy"] == 0.5
     assert metrics["mlvu/task/Humanity_History"] == 1.0 and metrics["mlvu/task_mean"] == 0.5
     assert metrics["mlvu/validity/invalid/accuracy"] == 0.0 and metrics["mlvu/validity/valid/total"] == 1
+    ci = summary["accuracy_ci"]  # one video: no interval, so no interval metrics
+    assert ci["low"] is None and "mlvu/accuracy_ci_low" not in metrics
     empty = metrics_of("x", {"default": summarise([])})
     assert "x/accuracy" not in empty and empty["x/total"] == 0
