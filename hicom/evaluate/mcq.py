@@ -357,8 +357,10 @@ def merge_and_score(job: Job, world: int = 1) -> dict:
             if stored_record is None and sample.id not in missing:
                 raise RuntimeError(f"{job.benchmark}: sample {sample.id!r} ({variant.name}) has neither an answer "
                                    f"nor a read error under {job.out / 'parts'}")
-            stored_record = stored_record or {"id": sample.id, "benchmark": job.benchmark, "variant": variant.name,
-                                              "reply": None, "prompt": None, "option_scores": None}
+            stored_record = stored_record or {"key": key_of(job, sample, variant), "id": sample.id,
+                                              "benchmark": job.benchmark, "variant": variant.name,
+                                              "reply": None, "prompt": None, "option_scores": None,
+                                              "subtitle_lines": None}
             choice = None if stored_record["reply"] is None else extract_choice(stored_record["reply"], sample.options)
             records.append({**stored_record, "answer": sample.answer, "choice": choice,
                             "correct": None if sample.answer is None else choice == sample.answer,
