@@ -56,7 +56,8 @@ def run(args, params) -> int:
         extra = f"; mean over tasks {share(r['task_mean'])}" if "task_mean" in r else ""
         print(f"evaluate[{args.benchmark}/{name}]: accuracy {share(r['accuracy'])} on {r['total']} questions "
               f"(chance {share(r['chance'])}); unanswered {r['unanswered']}; unreadable videos' questions "
-              f"{r['missing']} (accuracy without them {share(r['accuracy_readable'])}){extra}; valid/invalid instructions {share(valid['accuracy'])} ({valid['total']}) / "
+              f"{r['missing']} (accuracy without them {share(r['accuracy_readable'])}){extra}; valid/invalid "
+              f"instructions {share(valid['accuracy'])} ({valid['total']}) / "
               f"{share(invalid['accuracy'])} ({invalid['total']})")
     if results["data_issues"]:
         print(f"evaluate[{args.benchmark}]: {len(results['data_issues'])} data issue(s) in the benchmark's files, "
