@@ -25,7 +25,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--protocol", default="generate", metavar="LIST",
                         help="how answers are read, comma-separated, the first is the headline: generate (greedy "
                              "reply, letter extracted; the benchmarks' protocol), likelihood (the option likeliest "
-                             "as a short answer to the bare question). Default: %(default)s")
+                             "as a short answer after the same prompt generation sees). Default: %(default)s")
     parser.add_argument("--allow-missing", action="store_true",
                         help="go on when videos are missing or unreadable (the pre-flight stops otherwise): their "
                              "questions count as wrong, the accuracy over readable videos is reported beside it")

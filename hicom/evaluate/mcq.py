@@ -59,7 +59,7 @@ SAMPLES_FILE = "samples.jsonl"
 class Variant:
     """One way of asking every question: with or without subtitles, with or without instruction injection,
     and how the answer is read: `generate` (greedy reply, letter extracted: the benchmarks' protocol) or
-    `likelihood` (the option whose text is the likeliest short answer to the bare question)."""
+    `likelihood` (the option whose text is the likeliest short answer after the same prompt)."""
 
     subtitles: bool = False
     guided: bool = True

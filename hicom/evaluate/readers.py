@@ -151,7 +151,7 @@ def read_mvbench(json_dir: Path, videos: Path, issues: list[dict]) -> list[Sampl
 
         def read(where: str, item, task=task, folder=folder, kind=kind, cut=cut) -> Sample:
             item = _object(item, where)
-            candidates = _candidates(item, where)
+            candidates = _candidates(item, where, path, issues)
             start, end = (None, None) if cut else _bounds(item, where)
             name = _text(_field(item, "video", where), where, "video")
             video = folder / name if kind == "frame" else _video_in(folder, name)
@@ -217,7 +217,7 @@ def read_egoschema(path: Path, videos: Path, issues: list[dict]) -> list[Sample]
 
 def read_mlvu(json_dir: Path, videos: Path, issues: list[dict]) -> list[Sample]:
     """Every task file of the dev json/ folder; the open-ended ones (sub_scene, summary: no candidates) are
-    skipped with a warning, and so are items without candidates inside a multiple-choice file."""
+    skipped with a warning; an item without candidates inside a multiple-choice file is skipped alone."""
     if not json_dir.is_dir():
         raise DataError(f"{json_dir}: not a folder; MLVU's --data is its dev json/ folder")
     files = sorted(json_dir.glob("*.json"))
@@ -233,7 +233,7 @@ def read_mlvu(json_dir: Path, videos: Path, issues: list[dict]) -> list[Sample]:
 
         def read(where: str, item, path=path) -> Sample:
             item = _object(item, where)
-            candidates = _candidates(item, where)
+            candidates = _candidates(item, where, path, issues)
             task = str(item.get("question_type") or re.sub(r"^\d+_", "", path.stem))
             return Sample(
                 id=f"{path.stem}/{where.rsplit(' ', 1)[1]}",
@@ -410,10 +410,13 @@ def _answer_of(answer, candidates: list[str], where: str, path: Path, issues: li
     return letters[matches[-1]]
 
 
-def _candidates(item: dict, where: str) -> list[str]:
+def _candidates(item: dict, where: str, path: Path, issues: list[dict]) -> list[str]:
+    """The candidates as published; empty ones (a few MLVU dev items have them) are kept and shown empty, as the
+    official scorers ask them, and recorded."""
     candidates = [str(c) for c in _require_list(_field(item, "candidates", where), where, "candidates")]
     if any(not c.strip() for c in candidates):
-        raise DataError(f"{where}: field 'candidates' has an empty option: {candidates}")
+        issues.append(issue(path, int(where.rsplit(" ", 1)[1]), f"empty option(s) among its candidates {candidates}",
+                            "asked as published (official scorer)"))
     return candidates
 
 

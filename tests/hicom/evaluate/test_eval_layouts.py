@@ -13,12 +13,13 @@ from hicom.evaluate.readers import ABSENT_ANSWER, MVBENCH_TASKS, read_srt
 
 # MLVU dev json/ as published: 7 multiple-choice files and 2 open-ended ones (no candidates). Items copied in
 # shape from the release, including its real quirks: an answer listed twice (1_plotQA item 335 in the release),
-# an answer that is no candidate (2_needle item 34), an item whose candidates are all empty (7_topic_reasoning 26).
+# an answer that is no candidate (2_needle item 34), empty candidates (3_ego 119; all four in 7_topic_reasoning
+# 26, whose answer "" then equals each), and an item without candidates (made up: it costs that item only).
 MLVU_MC = {
     "1_plotQA": [(["Six", "Three", "Three", "Eight"], "Three"), (["Yellow", "Red", "Green", "Blue"], "Red")],
     "2_needle": [(["Fishing", "Catching the drone", "Launching the drone", "Sunbathing"],
                   "Catching a flying drone quadcopter"), (["Swim", "Run", "Walk", "Fly"], "Walk")],
-    "3_ego": [(["Kitchen", "Bedroom", "Garden", "Garage"], "Garden")],
+    "3_ego": [(["Kitchen", "Bedroom", "Garden", "Garage"], "Garden"), (["In the garage", "", "Shelf", "Box"], "Box")],
     "4_count": [(["1", "2", "3", "4"], "4")],
     "5_order": [(["1->2->3", "3->2->1", "2->1->3", "1->3->2"], "3->2->1")],
     "6_anomaly_reco": [(["Shooting", "Normal", "Arson", "Shooting"], "Shooting")],
@@ -33,7 +34,8 @@ def write_mlvu(root):
     for stem, items in MLVU_MC.items():
         (json_dir / f"{stem}.json").write_text(json.dumps([
             {"video": f"{stem}_{i}.mp4", "duration": 300, "question": f"Question {i} of {stem}?", "candidates": c,
-             "answer": a, "question_type": stem.split("_", 1)[1]} for i, (c, a) in enumerate(items)]))
+             "answer": a, "question_type": stem.split("_", 1)[1]} for i, (c, a) in enumerate(items)]
+            + ([{"video": "broken.mp4", "question": "No candidates?", "answer": "x"}] if stem == "4_count" else [])))
     for stem, extra in MLVU_OPEN.items():
         (json_dir / f"{stem}.json").write_text(json.dumps([
             {"video": "x.mp4", "duration": 300, "question": "Describe it.", "answer": "A man runs.",
@@ -47,21 +49,23 @@ def test_mlvu_dev_folder_with_every_published_file_reads_with_ambiguous_items_re
     issues = []
     with pytest.warns(UserWarning, match="open-ended"):
         samples = {s.id: s for s in read_benchmark("mlvu", json_dir, issues=issues)}
-    # expected from the data: every item with non-empty candidates; the answer is the last equal candidate
+    # expected from the data: every item with candidates; the answer is the last equal candidate
     expected = {}
     for stem, items in MLVU_MC.items():
         for i, (candidates, answer) in enumerate(items):
-            if all(candidates):
-                last = max((k for k, c in enumerate(candidates) if c == answer), default=None)
-                expected[f"{stem}/{i}"] = ABSENT_ANSWER if last is None else "ABCD"[last]
+            last = max((k for k, c in enumerate(candidates) if c == answer), default=None)
+            expected[f"{stem}/{i}"] = ABSENT_ANSWER if last is None else "ABCD"[last]
     assert {k: s.answer for k, s in samples.items()} == expected
     assert samples["1_plotQA/0"].answer == "C" and samples["2_needle/0"].answer == ABSENT_ANSWER
     by_kind = {}
     for i in issues:
         by_kind.setdefault(i["resolution"].split(" ")[0], []).append((i["file"].rsplit("/", 1)[1], i["item"]))
-    assert sorted(by_kind["the"]) == [("1_plotQA.json", 0), ("6_anomaly_reco.json", 0)]  # duplicated answers
+    assert sorted(by_kind["the"]) == [("1_plotQA.json", 0), ("6_anomaly_reco.json", 0),
+                                      ("7_topic_reasoning.json", 0)]  # duplicated answers
     assert by_kind["scored"] == [("2_needle.json", 0)]  # absent answer
-    assert by_kind["skipped"] == [("7_topic_reasoning.json", 0)]  # empty candidates: that item only
+    assert sorted(by_kind["asked"]) == [("3_ego.json", 1), ("7_topic_reasoning.json", 0)]  # empty candidates
+    assert by_kind["skipped"] == [("4_count.json", 1)]  # no candidates: that item only
+    assert samples["7_topic_reasoning/0"].answer == "D" and samples["3_ego/1"].options[1] == ""
     assert sorted(by_kind["file"]) == [("8_sub_scene.json", None), ("9_summary.json", None)]
     assert samples["3_ego/0"].video == tmp_path / "MLVU" / "video" / "3_ego" / "3_ego_0.mp4"
 
