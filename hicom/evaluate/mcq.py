@@ -386,7 +386,8 @@ def merge_and_score(job: Job, world: int = 1) -> dict:
         predictions += records
     atomic_write_bytes(job.out / "predictions.jsonl",
                        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in predictions).encode())
-    atomic_write_bytes(job.out / SAMPLES_FILE, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in audit).encode())
+    atomic_write_bytes(job.out / SAMPLES_FILE,
+                       "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in audit).encode())
     primary = summaries[job.variants[0].name]
     results = {"benchmark": job.benchmark, "variant": job.variants[0].name, **primary,
                "missing_samples": sorted(missing.values(), key=lambda m: m["id"]),

@@ -168,8 +168,8 @@ def read_mvbench(json_dir: Path, videos: Path, issues: list[dict]) -> list[Sampl
 def mvbench_videos(json_dir: Path) -> Path:
     """The default video root: Ask-Anything's video/ beside json/, else the folder holding json/ when it holds
     lmms-eval's task folders (star/, clevrer/, ... unpacked beside json/), else video/ (listed missing later)."""
-    if not (json_dir.parent / "video").is_dir() and any(
-            (json_dir.parent / root / lmms).is_dir() for _, _, lmms in MVBENCH_TASKS.values() for root in ("", "data0613")):
+    lmms_folders = [root / lmms for _, _, lmms in MVBENCH_TASKS.values() for root in (Path(), Path("data0613"))]
+    if not (json_dir.parent / "video").is_dir() and any((json_dir.parent / f).is_dir() for f in lmms_folders):
         return json_dir.parent
     return json_dir.parent / "video"
 

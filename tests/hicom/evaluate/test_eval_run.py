@@ -304,7 +304,8 @@ def test_subtitles_change_likelihood_scores_and_an_unreadable_subtitle_file_cost
     with pytest.warns(UserWarning, match="vidB.srt"):
         samples, missing, issues = preflight(samples, "decord", 30.0, subtitles=True)
     assert [m["id"] for m in missing] == ["q6"]
-    assert [(i["file"], i["resolution"]) for i in issues] == [(str(subs / "vidB.srt"), "questions asked without subtitles")]
+    assert [(i["file"], i["resolution"]) for i in issues] == [(str(subs / "vidB.srt"),
+                                                               "questions asked without subtitles")]
     assert samples[0].subtitles == subs / "vidA.srt" and samples[3].subtitles is None
 
     model = HIComForCausalLM.from_pretrained(setup / "model").eval()
