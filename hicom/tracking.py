@@ -290,6 +290,11 @@ class Tracker:
         if self._logging():
             self._client.log_dict(self.run_id, data, artifact_file)
 
+    def log_table(self, data: dict[str, list], artifact_file: str) -> None:
+        """A table (column -> values) as a JSON artifact that MLflow's UI shows as a table (mlflow.log_table)."""
+        if self._logging():
+            self._client.log_table(self.run_id, data, artifact_file)
+
     def set_tags(self, tags: dict) -> None:
         """Set run tags; values are str()-ed and truncated to MLflow's limit."""
         if self._logging() and tags:

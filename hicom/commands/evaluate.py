@@ -25,7 +25,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--protocol", default="generate", metavar="LIST",
                         help="how answers are read, comma-separated, the first is the headline: generate (greedy "
                              "reply, letter extracted; the benchmarks' protocol), likelihood (the option likeliest "
-                             "as a short answer to the bare question). Default: %(default)s")
+                             "as a short answer after the same prompt generation sees). Default: %(default)s")
+    parser.add_argument("--allow-missing", action="store_true",
+                        help="go on when videos are missing or unreadable (the pre-flight stops otherwise): their "
+                             "questions count as wrong, the accuracy over readable videos is reported beside it")
     parser.add_argument("--out", required=True, help="output folder; rerunning into it resumes")
     parser.add_argument("--experiment", default="hicom", help="MLflow experiment")
     parser.add_argument("--parent-run-id", default=None, help="MLflow parent run (a pipeline run)")
@@ -41,7 +44,7 @@ def run(args, params) -> int:
         benchmark=args.benchmark, model_dir=Path(args.model), data=Path(args.data), out=Path(args.out),
         profile=params.profile(args.profile), config=params.evaluate, decoder=params.data.decoder,
         frames=args.frames, guidance=args.guidance, protocol=args.protocol, track=not args.no_track,
-        experiment=args.experiment, parent_run_id=args.parent_run_id, **optional))
+        experiment=args.experiment, parent_run_id=args.parent_run_id, allow_missing=args.allow_missing, **optional))
     if results is None:  # a torchrun rank other than 0: rank 0 reports
         return 0
 
@@ -53,7 +56,11 @@ def run(args, params) -> int:
         extra = f"; mean over tasks {share(r['task_mean'])}" if "task_mean" in r else ""
         print(f"evaluate[{args.benchmark}/{name}]: accuracy {share(r['accuracy'])} on {r['total']} questions "
               f"(chance {share(r['chance'])}); unanswered {r['unanswered']}; unreadable videos' questions "
-              f"{r['missing']}{extra}; valid/invalid instructions {share(valid['accuracy'])} ({valid['total']}) / "
+              f"{r['missing']} (accuracy without them {share(r['accuracy_readable'])}){extra}; valid/invalid "
+              f"instructions {share(valid['accuracy'])} ({valid['total']}) / "
               f"{share(invalid['accuracy'])} ({invalid['total']})")
-    print(f"evaluate[{args.benchmark}]: predictions and results in {args.out}")
+    if results["data_issues"]:
+        print(f"evaluate[{args.benchmark}]: {len(results['data_issues'])} data issue(s) in the benchmark's files, "
+              f"listed in results.json")
+    print(f"evaluate[{args.benchmark}]: predictions, samples.jsonl and results in {args.out}")
     return 0

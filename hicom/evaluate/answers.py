@@ -1,9 +1,14 @@
-"""Reading the chosen option out of a model's free-form reply.
+"""Reading the chosen option out of a model's free-form reply, knowing the options.
 
 The reference implementation takes the first capital letter anywhere (so the B of "Based on the
-video, A" wins) and falls back to "C" when nothing parses. Here an answer is one option letter
-standing on its own, or named after "answer"/"option", or one option's text quoted whole. No
-letter, two different letters ("A and B", "A or B") or a hedge is unanswered: None, never a default.
+video, A" wins) and falls back to "C" when nothing parses. Here, in order of preference:
+  1. an explicit marker: "Answer: B", "the answer is (b)", "option B", then "(B)", "B.", "B)";
+  2. an option's text, exactly or normalised (case, punctuation, spacing), or quoted whole in a longer
+     reply (an option inside a longer matching option does not count);
+  3. a lone capital letter, only where it does not start a phrase: not the article in "A red circle",
+     and not EgoSchema's "C" (the camera wearer) in "C cooks a meal" when an option starts with "C ".
+Two different letters at the same level ("A and B", "Answer: A or B", two options' texts) or none is
+unanswered: None, never a default letter.
 """
 from __future__ import annotations
 
@@ -16,16 +21,16 @@ LETTERS = "ABCDEFGH"
 _EXPLICIT = re.compile(
     r"(?i:\b(?:answer|option|choice)s?\b(?:\s+(?:is|would\s+be|should\s+be|must\s+be|will\s+be))?)\s*[:=-]?\s*"
     r"(?:\(([A-Ha-h])\)|([A-H])(?![A-Za-z0-9'])|([a-h])(?=\s*(?:$|[.,;:!?)\]])))")
+# "(B)", "(b)", and "B." / "B)" followed by a space or the end ("B. Two people", "C) blue"); not "D.C.".
+_MARKER = re.compile(r"\(([A-Ha-h])\)|(?<![A-Za-z0-9'.])([A-H])[.)](?=\s|$)")
 # A capital standing alone: not inside a word ("Based"), not a contraction ("I'd"), not a decimal.
 _STANDALONE = re.compile(r"(?<![A-Za-z0-9'])([A-H])(?![A-Za-z0-9'])")
-# "(b)" in lowercase is unambiguous too.
-_PAREN_LOWER = re.compile(r"\(([a-h])\)")
-# "A red circle": the article, not option A. These words after "A" still make it the letter.
+# Words after a capital that keep it a letter ("A is correct", "B or C"); any other word makes it the start
+# of a phrase ("A red circle", "C cooks").
 _AFTER_LETTER = {"and", "or", "nor", "but", "vs", "versus", "then", "is", "was", "seems", "looks", "appears",
                  "might", "may", "could", "would", "should", "must", "will", "because", "since", "as", "if"}
-# Two options offered together: "A and B", "A or B", "A/B", "B, C".
-_PAIR = re.compile(r"(?<![A-Za-z0-9'])\(?([A-Ha-h])\)?\s*(?:/|,|&|(?i:\band\b|\bor\b|\bnor\b))\s*\(?([A-Ha-h])\)?"
-                   r"(?![A-Za-z0-9'])")
+# What joins two letters offered together: "A and B", "A or B", "A/B", "(A), (C)".
+_JOINER = re.compile(r"\)?\s*(?:/|,|&|(?i:\band\b|\bor\b|\bnor\b))\s*\(?$")
 
 
 def letters_for(num_options: int) -> str:
@@ -34,43 +39,62 @@ def letters_for(num_options: int) -> str:
     return LETTERS[:num_options]
 
 
-def _is_article(text: str, end: int) -> bool:
-    """Whether the capital A ending at `end` starts a noun phrase ("A red circle")."""
-    follow = re.match(r"\s+([a-z]+)", text[end:])
-    return follow is not None and follow.group(1) not in _AFTER_LETTER
+def normalise(text: str) -> str:
+    """Lowercase words without punctuation: "C cooks a meal." and "c cooks a meal" compare equal."""
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
 
 
 def extract_choice(reply: str, options: list[str]) -> str | None:
     """The option letter a reply chooses, or None when it chooses none or several."""
     letters = letters_for(len(options))
     text = reply.strip()
-    pairs = [m.span() for m in _PAIR.finditer(text)
-             if m.group(1).upper() in letters and m.group(2).upper() in letters
-             and m.group(1).upper() != m.group(2).upper() and (m.group(1).isupper() or m.group(2).isupper())]
-    explicit = [(next(g for g in m.groups() if g).upper(), m.end()) for m in _EXPLICIT.finditer(text)]
-    explicit = [(letter, end) for letter, end in explicit if letter in letters]
-    if explicit:
-        if len({letter for letter, _ in explicit}) > 1:
-            return None
-        if any(start < end <= stop + 1 for _, end in explicit for start, stop in pairs):
-            return None  # "Answer: A or B"
-        return explicit[0][0]
-    if pairs:
-        return None  # "A and B", "A/B"
-    standalone = {m.group(1) for m in _STANDALONE.finditer(text)
-                  if m.group(1) in letters and not (m.group(1) == "A" and _is_article(text, m.end()))}
-    standalone |= {m.group(1).upper() for m in _PAREN_LOWER.finditer(text) if m.group(1).upper() in letters}
-    if len(standalone) == 1:
-        return standalone.pop()
-    if standalone:
+    tokens = _letter_tokens(text, options, letters)
+    if _hedged(text, tokens):
         return None
-    return _quoted_option(text, options, letters)
+    explicit = {next(g for g in m.groups() if g).upper() for m in _EXPLICIT.finditer(text)} & set(letters)
+    if explicit:
+        return explicit.pop() if len(explicit) == 1 else None
+    markers = {next(g for g in m.groups() if g).upper() for m in _MARKER.finditer(text)} & set(letters)
+    if markers:
+        return markers.pop() if len(markers) == 1 else None
+    by_text = _option_by_text(text, options, letters)
+    if by_text is not None:
+        return by_text or None
+    lone = {letter for letter, _, _ in tokens}
+    return lone.pop() if len(lone) == 1 else None
 
 
-def _quoted_option(text: str, options: list[str], letters: str) -> str | None:
-    """The one option whose whole text the reply contains; an option inside a longer quoted one does not count."""
-    found = [i for i, opt in enumerate(options)
-             if opt.strip() and re.search(rf"(?<!\w){re.escape(opt.strip())}(?!\w)", text, re.IGNORECASE)]
-    found = [i for i in found if not any(j != i and options[i].strip().lower() in options[j].strip().lower()
-                                         for j in found)]
-    return letters[found[0]] if len(found) == 1 else None
+def _letter_tokens(text: str, options: list[str], letters: str) -> list[tuple[str, int, int]]:
+    """(letter, start, end) of each capital that reads as an option letter rather than a phrase's first word."""
+    subjects = {o.strip()[0] for o in options if re.match(r"[A-H]\s", o.strip())}  # EgoSchema: "C cooks ..."
+    out = []
+    for m in _STANDALONE.finditer(text):
+        letter = m.group(1)
+        follow = re.match(r"\s+([a-z]+)", text[m.end():])
+        article = letter == "A" and follow is not None and follow.group(1) not in _AFTER_LETTER
+        subject = letter in subjects and follow is not None  # "C is cooking" is C the person, too
+        if letter in letters and not article and not subject:
+            out.append((letter, m.start(), m.end()))
+    return out
+
+
+def _hedged(text: str, tokens: list[tuple[str, int, int]]) -> bool:
+    """Whether two different letters are offered together ("A or B", "Answer: A/B", "(A), (C)")."""
+    return any(a != b and _JOINER.match(text[end:start]) for (a, _, end), (b, start, _) in zip(tokens, tokens[1:]))
+
+
+def _option_by_text(text: str, options: list[str], letters: str) -> str | None:
+    """The letter of the one option the reply states: the whole reply equal to it (normalised), else its
+    whole text inside the reply. "" when two options are stated (a hedge), None when none is."""
+    said = normalise(text)
+    if not said:
+        return None
+    equal = [i for i, o in enumerate(options) if normalise(o) == said]
+    if len(set(equal)) == 1:
+        return letters[equal[0]]
+    found = [i for i, o in enumerate(options)
+             if normalise(o) and re.search(rf"(?<!\w){re.escape(normalise(o))}(?!\w)", said)]
+    found = [i for i in found if not any(j != i and normalise(options[i]) in normalise(options[j]) for j in found)]
+    if len(found) == 1:
+        return letters[found[0]]
+    return "" if found else None

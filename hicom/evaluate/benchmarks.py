@@ -15,13 +15,14 @@ from hicom.data.synthetic import MCQ_INSTRUCTION
 from hicom.evaluate.prompts import PromptTemplate
 from hicom.evaluate.readers import (
     Sample,
+    mvbench_videos,
     read_egoschema,
     read_mlvu,
     read_mvbench,
     read_synthetic,
     read_videomme,
 )
-from hicom.evaluate.scoring import egoschema_submission
+from hicom.evaluate.scoring import egoschema_submission, egoschema_submission_json
 
 _BEST = "Answer with the option's letter from the given choices directly and only give the best option."
 
@@ -48,18 +49,19 @@ class Benchmark:
 
     name: str
     data: str  # what --data points at
-    read: Callable[..., list[Sample]]  # (annotation path, video folder[, subtitles folder])
+    read: Callable[..., list[Sample]]  # (annotation path, video folder, issues[, subtitles folder])
     default_videos: Callable[[Path], Path]  # the release's video folder, from the annotation folder
     template: PromptTemplate
     breakdowns: tuple[str, ...] = ()  # Sample.groups fields that accuracy is reported by
     task_field: str | None = None  # a breakdown whose unweighted mean over its values is reported (task_mean)
     subtitles: bool = False  # whether the release ships subtitles (reader takes a third argument)
-    submission: Submission | None = None
+    submissions: tuple[Submission, ...] = ()
 
 
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
     Benchmark(
-        "videomme", "the test parquet", read_videomme, lambda base: base / "videos",
+        "videomme", "the test parquet (videomme/test-00000-of-00001.parquet)", read_videomme,
+        lambda base: _first_dir(base.parent / "data", base / "videos"),
         PromptTemplate(
             header="Select the best answer to the following multiple-choice question based on the video. "
                    "Respond with only the letter (A, B, C, or D) of the correct option.\n",
@@ -67,7 +69,8 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
             footer=_BEST + " The best answer is: "),
         breakdowns=("duration", "domain", "sub_category", "task_type"), subtitles=True),
     Benchmark(
-        "mvbench", "its json/ folder of 20 task files", read_mvbench, lambda base: base.parent / "video",
+        "mvbench", "its json/ folder of 20 task files", read_mvbench,
+        mvbench_videos,
         PromptTemplate(header="", question="Question: {question}", options_header="Options:\n",
                        option="({letter}) {text}", footer=_BEST),
         breakdowns=("task",), task_field="task"),
@@ -78,7 +81,9 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
             header="Select the best answer to the following multiple-choice question based on the video.\n",
             question="{question}", options_header="Options:\n", option="({letter}) {text}",
             footer=_BEST + " The best answer is: "),
-        submission=Submission("submission.csv", egoschema_submission)),
+        # the Kaggle CSV and the JSON that EgoSchema's validate.py posts, both for every question
+        submissions=(Submission("submission.csv", egoschema_submission),
+                     Submission("submission.json", egoschema_submission_json))),
     Benchmark(
         "mlvu", "its dev json/ folder", read_mlvu, lambda base: base.parent / "video",
         PromptTemplate(header="", question="Question: {question}", options_header="Options: \n",
@@ -93,17 +98,26 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
 )}
 
 
-def read_benchmark(benchmark: str, data: Path, videos: Path | None = None,
-                   subtitles: Path | None = None) -> list[Sample]:
-    """The benchmark's samples; videos default to where its release puts them beside the annotations."""
+def _first_dir(*folders: Path) -> Path:
+    """The first folder that exists (a release's layouts differ by loader), else the first named."""
+    return next((f for f in folders if f.is_dir()), folders[0])
+
+
+def read_benchmark(benchmark: str, data: Path, videos: Path | None = None, subtitles: Path | None = None,
+                   issues: list[dict] | None = None) -> list[Sample]:
+    """The benchmark's samples; videos default to where its release puts them beside the annotations. Skipped
+    items and resolved answers are appended to `issues` (results.json's data_issues)."""
     if benchmark not in BENCHMARKS:
         raise DataError(f"unknown benchmark {benchmark!r}; expected one of {tuple(BENCHMARKS)}")
     entry = BENCHMARKS[benchmark]
     if not data.exists():
-        raise FileNotFoundError(f"{benchmark}: annotation path {data} not found")
+        raise DataError(f"{benchmark}: --data {data} not found (expected {entry.data})")
+    issues = [] if issues is None else issues
     videos = videos or entry.default_videos(data if data.is_dir() else data.parent)
     if subtitles is None:
-        return entry.read(data, videos)
+        return entry.read(data, videos, issues)
     if not entry.subtitles:
         raise DataError(f"{benchmark}: subtitles are a Video-MME variant only")
-    return entry.read(data, videos, subtitles)
+    if not subtitles.is_dir():
+        raise DataError(f"{benchmark}: --subtitles {subtitles} is not a folder (Video-MME's subtitle/)")
+    return entry.read(data, videos, issues, subtitles)

@@ -6,21 +6,25 @@ features, so only the instruction tower, the compressor and the LLM run per ques
 each rank takes every world-th video, appends its answers to its own part file and rank 0 merges and
 scores once all ranks are done. Answers are re-extracted from the stored replies at scoring time, so
 a better extractor rescoring old replies needs no model. Unparseable replies count as unanswered
-(wrong); a video that cannot be read is reported per question, never fatal.
+(wrong). Before any model work, `preflight` lists every question whose video is missing or unreadable
+(the stage stops there unless --allow-missing); such questions, and any whose video fails to decode
+later, are scored as wrong, with the accuracy over the readable ones beside it.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
 import torch
 
-from hicom.core.errors import ConfigError
+from hicom.core.errors import ConfigError, DataError
 from hicom.core.files import atomic_write_bytes
 from hicom.core.types import IGNORE_INDEX, VisualItem
 from hicom.data.conversation import encode_prompt, encode_sample, tokenise_guides
@@ -34,7 +38,7 @@ from hicom.data.video import (
 from hicom.evaluate.answers import extract_choice
 from hicom.evaluate.benchmarks import BENCHMARKS, Benchmark
 from hicom.evaluate.prompts import PromptTemplate, guide_text
-from hicom.evaluate.readers import Sample, read_srt, subtitles_at
+from hicom.evaluate.readers import Sample, issue, read_srt, subtitles_at
 from hicom.evaluate.scoring import InstructionFilter, summarise
 from hicom.evaluate.settings import EvalConfig
 from hicom.evaluate.store import (
@@ -49,14 +53,13 @@ from hicom.evaluate.store import (
 GUIDANCE = ("on", "off", "both")
 PROTOCOLS = ("generate", "likelihood")
 MISSING_FILE = "missing.rank{rank}.json"
-
-
+SAMPLES_FILE = "samples.jsonl"
 
 @dataclass(frozen=True)
 class Variant:
     """One way of asking every question: with or without subtitles, with or without instruction injection,
     and how the answer is read: `generate` (greedy reply, letter extracted: the benchmarks' protocol) or
-    `likelihood` (the option whose text is the likeliest short answer to the bare question)."""
+    `likelihood` (the option whose text is the likeliest short answer after the same prompt)."""
 
     subtitles: bool = False
     guided: bool = True
@@ -92,6 +95,8 @@ class Job:
     config: EvalConfig
     model_version: str
     variants: list[Variant] = field(default_factory=lambda: [Variant()])
+    data_issues: list[dict] = field(default_factory=list)  # from the reader and the pre-flight
+    preflight_missing: list[dict] = field(default_factory=list)  # questions whose video the pre-flight could not read
 
     @property
     def entry(self) -> Benchmark:
@@ -129,6 +134,40 @@ def video_groups(samples: list[Sample]) -> list[list[Sample]]:
     return list(groups.values())
 
 
+def preflight(samples: list[Sample], frames_decoder: str, timeout_s: float,
+              subtitles: bool) -> tuple[list[Sample], list[dict], list[dict]]:
+    """Before any model work: every question whose video is missing or cannot be opened (one frame of its clip
+    decoded), and every subtitle file that cannot be read (its questions are asked without subtitles).
+
+    Returns (samples, without the unreadable subtitle files), (missing questions), (data issues).
+    """
+    missing, issues = [], []
+    for group in video_groups(samples):
+        first = group[0]
+        reason = None
+        if not first.video.exists():
+            reason = f"{first.video}: not found"
+        else:
+            try:
+                read_video(first.video, 1, frames_decoder, first.start, first.end, timeout_s=timeout_s,
+                           fps=first.frame_fps or DEFAULT_IMAGE_FPS)
+            except (VideoReadError, OSError, ValueError) as exc:
+                reason = str(exc)
+        if reason is not None:
+            missing += [{"id": s.id, "video": str(s.video), "reason": reason} for s in group]
+    unreadable: set = set()
+    if subtitles:
+        for path in sorted({s.subtitles for s in samples if s.subtitles is not None and s.subtitles.is_file()}):
+            try:
+                read_srt(path)
+            except DataError as exc:
+                warnings.warn(f"{exc}: its questions are asked without subtitles", stacklevel=2)
+                issues.append(issue(path, None, str(exc), "questions asked without subtitles"))
+                unreadable.add(path)
+    samples = [dataclasses.replace(s, subtitles=None) if s.subtitles in unreadable else s for s in samples]
+    return samples, missing, issues
+
+
 # -- one rank's share -----------------------------------------------------------------------------------
 @torch.no_grad()
 def run_shard(model, job: Job, tokenizer, guide_tokenizer, preprocessor: FramePreprocessor, rank: int = 0,
@@ -149,6 +188,8 @@ def run_shard(model, job: Job, tokenizer, guide_tokenizer, preprocessor: FramePr
     if guides_needed and guide_tokenizer is None:
         raise ConfigError("the compressor injects the instruction but no instruction tokenizer was given (--towers)")
     missing, answered, skipped = [], 0, 0
+    known_missing = {m["id"] for m in job.preflight_missing}
+    groups = [g for g in groups if g[0].id not in known_missing]  # nothing to ask: scored from the pre-flight list
     step = max(1, len(groups) // 10)
     with PredictionLog(part_path(job.out, rank)) as log:
         for g, group in enumerate(groups):
@@ -203,19 +244,22 @@ def _answer_video(model, job: Job, group: list[Sample], keys: dict, done: set, t
                 lines = _subtitle_lines(sample, times, cues) if variant.subtitles else None
                 prompts.append(job.template.render(sample, lines or None))
                 subtitle_counts.append(None if lines is None else len(lines))
+            scores: list = [None] * len(batch)
             if variant.protocol == "likelihood":
-                replies = _rank_options(model, batch, tokenizer, guide_tokenizer, features,
-                                        embeds if needs_embeds else None, device)
+                scores = option_scores(model, batch, prompts, tokenizer, guide_tokenizer, features,
+                                       embeds if needs_embeds else None, device)
+                replies = [chr(ord("A") + max(range(len(x)), key=x.__getitem__)) for x in scores]
             else:
                 replies = _generate(model, prompts, [guide_text(s) for s in batch], tokenizer, guide_tokenizer,
                                     features, embeds if needs_embeds else None, job.config.max_new_tokens, device)
             share = (time.perf_counter() - started) / len(todo)
-            for sample, reply, lines in zip(batch, replies, subtitle_counts):
+            for sample, reply, lines, prompt, score in zip(batch, replies, subtitle_counts, prompts, scores):
                 if sample.id not in todo:
                     continue
                 log.append({"key": keys[variant, sample.id], "id": sample.id, "benchmark": job.benchmark,
                             "variant": variant.name, "model_version": job.model_version, "frames": job.frames,
                             "generation": job.generation, "reply": reply, "subtitle_lines": lines,
+                            "prompt": prompt, "option_scores": score,
                             "seconds": round(share + shared_seconds, 6)})
                 shared_seconds = 0.0
                 written += 1
@@ -259,17 +303,18 @@ def short_answer(option: str) -> str:
     return text if text.endswith((".", "?", "!")) else text + "."
 
 
-def _rank_options(model, samples: list[Sample], tokenizer, guide_tokenizer, features, embeds,
-                  device: torch.device) -> list[str]:
-    """The letter of each sample's likeliest option: the summed log-probability of the option as the answer
-    turn (its text and the end of turn) to the bare question, about the same video (lm-eval-harness style).
+def option_scores(model, samples: list[Sample], prompts: list[str], tokenizer, guide_tokenizer, features, embeds,
+                  device: torch.device) -> list[list[float]]:
+    """Per sample, each option's summed log-probability as the answer turn (its text as a short answer, and the
+    end of turn) after exactly the prompt generation is given: the same user turn (template, subtitles) in the
+    same chat template, system prompt included (lm-eval-harness / lmms-eval mc_ppl style).
 
     Unlike `generate`, this needs no ability to point from a letter to an option's text, which a tiny
     LLM does not learn; what it measures is whether the model knows the answer from the video.
     """
-    letters = []
-    for sample in samples:
-        seqs = [encode_sample(tokenizer, [{"from": "human", "value": "<video>\n" + sample.question},
+    out = []
+    for sample, prompt in zip(samples, prompts):
+        seqs = [encode_sample(tokenizer, [{"from": "human", "value": prompt},
                                           {"from": "gpt", "value": short_answer(option)}], "video", False, sample.id)[0]
                 for option in sample.options]
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -285,53 +330,68 @@ def _rank_options(model, samples: list[Sample], tokenizer, guide_tokenizer, feat
                                       position_ids=positions).logits.float()
         target = spliced_labels[:, 1:]
         logprobs = logits[:, :-1].log_softmax(-1).gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        scores = (logprobs * (target != IGNORE_INDEX)).sum(-1)
-        letters.append(chr(ord("A") + int(scores.argmax())))
-    return letters
+        out.append([float(x) for x in (logprobs * (target != IGNORE_INDEX)).sum(-1)])
+    return out
 
 
 # -- merging and scoring (rank 0) -------------------------------------------------------------------
 def merge_and_score(job: Job, world: int = 1) -> dict:
-    """Join every part into predictions.jsonl, score each variant, write results.json (and the benchmark's
-    submission file, where it has one)."""
+    """Join every part into predictions.jsonl and samples.jsonl, score each variant, write results.json (and the
+    benchmark's submission files, where it has them).
+
+    A question whose video is missing or unreadable has no reply and counts as wrong in `accuracy`;
+    `accuracy_readable` beside it is over the questions whose video was read.
+    """
     stored = read_parts(job.out)
-    missing = {}
+    missing = {m["id"]: m for m in job.preflight_missing}
     for rank in range(world):
         path = job.out / "parts" / MISSING_FILE.format(rank=rank)
         if path.is_file():
             missing.update({m["id"]: m for m in json.loads(path.read_text())})
     valid = InstructionFilter(job.config.invalid_instructions)
-    predictions, summaries = [], {}
+    predictions, audit, summaries = [], [], {}
     for variant in job.variants:
         records = []
         for sample in job.samples:
             stored_record = stored.get(key_of(job, sample, variant))
-            if stored_record is None:
-                if sample.id not in missing:
-                    raise RuntimeError(f"{job.benchmark}: sample {sample.id!r} ({variant.name}) has neither an answer "
-                                       f"nor a read error under {job.out / 'parts'}")
-                continue
-            choice = extract_choice(stored_record["reply"], sample.options)
+            if stored_record is None and sample.id not in missing:
+                raise RuntimeError(f"{job.benchmark}: sample {sample.id!r} ({variant.name}) has neither an answer "
+                                   f"nor a read error under {job.out / 'parts'}")
+            stored_record = stored_record or {"key": key_of(job, sample, variant), "id": sample.id,
+                                              "benchmark": job.benchmark, "variant": variant.name,
+                                              "reply": None, "prompt": None, "option_scores": None,
+                                              "subtitle_lines": None}
+            choice = None if stored_record["reply"] is None else extract_choice(stored_record["reply"], sample.options)
             records.append({**stored_record, "video": str(sample.video), "answer": sample.answer, "choice": choice,
                             "correct": None if sample.answer is None else choice == sample.answer,
+                            "video_missing": sample.id in missing,
                             "num_options": len(sample.options), "groups": sample.groups,
                             "instruction_valid": valid.is_valid(sample.question), "question": sample.question})
+            audit.append({"id": sample.id, "video": str(sample.video), "variant": variant.name,
+                          "prompt": stored_record.get("prompt"), "reply": stored_record["reply"],
+                          "option_scores": stored_record.get("option_scores"), "extracted": choice,
+                          "correct_letter": sample.answer, "correct": records[-1]["correct"],
+                          "video_missing": sample.id in missing})
         entry = job.entry
         summary = summarise(records, entry.breakdowns, task_field=entry.task_field)
-        summary["missing"] = len(job.samples) - len(records)
-        if entry.submission is not None:
-            by_id = {r["id"]: r for r in records}
-            rows = [by_id.get(s.id, {"id": s.id, "choice": None}) for s in job.samples]
-            name = entry.submission.file_for(variant.name, primary=variant == job.variants[0])
-            summary["submission"] = {"file": name, "questions": len(rows),
-                                     "no_answer": entry.submission.write(rows, job.out / name)}
+        readable = [r for r in records if r["answer"] is not None and not r["video_missing"]]
+        summary["missing"] = sum(r["video_missing"] for r in records)
+        summary["accuracy_readable"] = sum(bool(r["correct"]) for r in readable) / len(readable) if readable else None
+        if entry.submissions:
+            primary = variant == job.variants[0]
+            files = [s.file_for(variant.name, primary) for s in entry.submissions]
+            no_answer = [s.write(records, job.out / name) for s, name in zip(entry.submissions, files)]
+            summary["submission"] = {"files": files, "questions": len(records), "no_answer": no_answer[0]}
         summaries[variant.name] = summary
         predictions += records
     atomic_write_bytes(job.out / "predictions.jsonl",
                        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in predictions).encode())
+    atomic_write_bytes(job.out / SAMPLES_FILE,
+                       "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in audit).encode())
     primary = summaries[job.variants[0].name]
     results = {"benchmark": job.benchmark, "variant": job.variants[0].name, **primary,
                "missing_samples": sorted(missing.values(), key=lambda m: m["id"]),
+               "data_issues": job.data_issues,
                "variants": summaries,
                "settings": {"model_version": job.model_version, "frames": job.frames, "decoder": job.decoder,
                             "generation": job.generation, "prompt_template_hash": job.template.digest(),

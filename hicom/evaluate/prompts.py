@@ -1,8 +1,9 @@
 """A multiple-choice prompt template (each benchmark's, as its public release words it, is in its
 hicom.evaluate.benchmarks entry) and its hash.
 
-The user turn is `<video>\\n` + this prompt (the chat template adds the rest); the instruction
-that guides compression is the bare question, without options or answer-format lines.
+The user turn is `<video>\\n` + this prompt (the chat template adds the rest), for both protocols:
+generation replies to it, likelihood scores each option after it. The instruction that guides
+compression is the bare question, without options or answer-format lines.
 """
 from __future__ import annotations
 

@@ -2,8 +2,8 @@
 
 accuracy counts an unanswered question as wrong (correct / questions scored); accuracy_answered is the
 reference's Video-MME statistic (correct / answered), reported beside it, never instead. Both are None
-(null) for an empty group rather than a made-up 0. A question
-whose video could not be read is not scored: it is counted under `missing` and listed by id.
+(null) for an empty group rather than a made-up 0. A question whose video could not be read arrives with no
+reply, so it counts as unanswered (wrong); hicom.evaluate.mcq reports `missing` and the accuracy without them.
 
 Every accuracy has an interval beside it (`<name>_ci`: low, high, and the n questions and videos it rests
 on), from a cluster bootstrap over videos (hicom.core.stats). The per-question records (`questions`) and
@@ -118,3 +118,15 @@ def egoschema_submission(records: list[dict], path) -> int:
         lines.append(f"{r['id']},{index}")
     atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
     return unanswered
+
+
+def egoschema_submission_json(records: list[dict], path) -> int:
+    """The JSON that EgoSchema's validate.py posts to its server: {q_uid: option index 0..4} for every question.
+
+    An unanswered question holds -1 (what lmms-eval's egoschema task submits for a reply it cannot parse), so
+    the server counts it wrong over all 5,031 questions instead of the file silently lacking it. Returns how
+    many hold -1.
+    """
+    submission = {r["id"]: -1 if r["choice"] is None else ord(r["choice"]) - ord("A") for r in records}
+    atomic_write_bytes(path, (json.dumps(submission, indent=1) + "\n").encode())
+    return sum(index < 0 for index in submission.values())

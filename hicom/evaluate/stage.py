@@ -13,17 +13,19 @@ from pathlib import Path
 
 import torch
 
-from hicom.core.errors import ConfigError
-from hicom.core.files import file_digest
+from hicom.core.errors import ConfigError, DataError
+from hicom.core.files import atomic_write_bytes, file_digest
 from hicom.data.tokenizer import load_tokenizer
 from hicom.data.video import FramePreprocessor, decoder_info
 from hicom.evaluate.benchmarks import read_benchmark
 from hicom.evaluate.mcq import (
+    SAMPLES_FILE,
     Job,
     barrier,
     broadcast_from_rank0,
     distributed_context,
     merge_and_score,
+    preflight,
     run_shard,
     variants_for,
 )
@@ -31,7 +33,10 @@ from hicom.evaluate.settings import EvalConfig
 from hicom.model.configuration_hicom import ModelProfile
 
 # Numbers of a variant's summary that become metrics (breakdowns and the validity split are added per value).
-SUMMARY_METRICS = ("accuracy", "accuracy_answered", "total", "answered", "unanswered", "missing", "chance", "task_mean")
+SUMMARY_METRICS = ("accuracy", "accuracy_answered", "accuracy_readable", "total", "answered", "unanswered", "missing",
+                   "chance", "task_mean")
+MISSING_VIDEOS_FILE = "missing_videos.json"  # the pre-flight's list, when it stops the run
+AUDIT_COLUMNS = ("id", "video", "variant", "prompt", "reply", "option_scores", "extracted", "correct_letter", "correct")
 
 
 @dataclass
@@ -52,6 +57,7 @@ class EvalRun:
     track: bool = True
     experiment: str = "hicom"
     parent_run_id: str | None = None
+    allow_missing: bool = False  # go on past missing/unreadable videos, scoring their questions as wrong
 
 
 def run_evaluation(run: EvalRun) -> dict | None:
@@ -72,7 +78,7 @@ def _evaluate(run: EvalRun, rank: int, world: int) -> dict | None:
     frames = run.frames or run.profile.num_frames
     if frames < 1:
         raise ConfigError(f"--frames: must be at least 1, got {frames}")
-    samples = read_benchmark(run.benchmark, run.data, run.videos, run.subtitles)
+    samples, missing, issues = _checked_samples(run, rank, world)
     device = torch.device("cpu")
     if torch.cuda.is_available():  # one GPU per rank
         device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
@@ -98,8 +104,8 @@ def _evaluate(run: EvalRun, rank: int, world: int) -> dict | None:
     preprocessor = FramePreprocessor.from_towers(towers, model.config.vision_config.image_size)
     model_version = broadcast_from_rank0(file_digest(run.model_dir)[:16] if rank == 0 else None, world)
     job = Job(benchmark=run.benchmark, samples=samples, out=run.out, frames=frames, decoder=run.decoder,
-              config=run.config, model_version=model_version, variants=variants)
-    run.out.mkdir(parents=True, exist_ok=True)
+              config=run.config, model_version=model_version, variants=variants, data_issues=issues,
+              preflight_missing=missing)
 
     tracker = Tracker(enabled=run.track, experiment=run.experiment, run_name=f"evaluate-{run.benchmark}", rank=rank,
                       parent_run_id=run.parent_run_id, tags={"stage": "evaluate", "benchmark": run.benchmark})
@@ -119,11 +125,46 @@ def _evaluate(run: EvalRun, rank: int, world: int) -> dict | None:
         if rank != 0:
             return None
         results = merge_and_score(job, world)
-        tracker.log_metrics(metrics_of(run.benchmark, results["variants"]))
-        for name in ["predictions.jsonl", "results.json",
-                     *(s["submission"]["file"] for s in results["variants"].values() if "submission" in s)]:
+        tracker.log_metrics({**metrics_of(run.benchmark, results["variants"]),
+                             f"{run.benchmark}/data_issues": len(results["data_issues"])})
+        for name in ["predictions.jsonl", "results.json", SAMPLES_FILE,
+                     *(f for s in results["variants"].values() if "submission" in s for f in s["submission"]["files"])]:
             tracker.log_artifact(run.out / name)
+        tracker.log_table(audit_table(run.out / SAMPLES_FILE), "samples_table.json")
     return results
+
+
+def _checked_samples(run: EvalRun, rank: int, world: int) -> tuple[list, list[dict], list[dict]]:
+    """Rank 0 reads the benchmark and runs the pre-flight (before any model is loaded); every rank gets its
+    result. Missing or unreadable videos stop the run, listed, unless --allow-missing."""
+    found = None
+    if rank == 0:
+        issues: list[dict] = []
+        samples = read_benchmark(run.benchmark, run.data, run.videos, run.subtitles, issues)
+        samples, missing, subtitle_issues = preflight(samples, run.decoder, run.config.read_timeout_s,
+                                                      run.subtitles is not None)
+        found = (samples, missing, issues + subtitle_issues)
+        run.out.mkdir(parents=True, exist_ok=True)
+        print(f"evaluate[{run.benchmark}]: pre-flight: {len(samples)} questions, {len(missing)} with a missing or "
+              f"unreadable video, {len(found[2])} data issue(s) (results.json: data_issues)", flush=True)
+        if missing and not run.allow_missing:
+            atomic_write_bytes(run.out / MISSING_VIDEOS_FILE, json.dumps(missing, indent=1).encode())
+    samples, missing, issues = broadcast_from_rank0(found, world)
+    if missing and not run.allow_missing:
+        shown = "\n".join(f"  {m['id']}: {m['reason']}" for m in missing[:20])
+        more = f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else ""
+        raise DataError(f"{run.benchmark}: {len(missing)} question(s) have a missing or unreadable video (all listed "
+                        f"in {run.out / MISSING_VIDEOS_FILE}):\n{shown}{more}\nFix the download, or pass "
+                        f"--allow-missing to score them as wrong")
+    return samples, missing, issues
+
+
+def audit_table(path: Path) -> dict[str, list]:
+    """samples.jsonl as MLflow table columns (option scores as JSON text)."""
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    table = {c: [r[c] for r in rows] for c in AUDIT_COLUMNS}
+    table["option_scores"] = [None if x is None else json.dumps(x) for x in table["option_scores"]]
+    return table
 
 
 def _params(run: EvalRun, job: Job, model_version: str, data_digest: str, world: int, dtype: str) -> dict:

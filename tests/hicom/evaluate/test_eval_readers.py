@@ -9,7 +9,7 @@ from hicom.core.errors import DataError
 from hicom.data.synthetic import mcq_prompt
 from hicom.evaluate.benchmarks import BENCHMARKS, read_benchmark
 from hicom.evaluate.prompts import guide_text
-from hicom.evaluate.readers import Sample, read_srt, subtitles_at
+from hicom.evaluate.readers import ABSENT_ANSWER, Sample, read_srt, subtitles_at
 
 VIDEOMME_ROWS = [
     {"video_id": "001", "duration": "short", "domain": "Knowledge", "sub_category": "Humanity & History",
@@ -34,6 +34,7 @@ def write_videomme(tmp_path, rows=VIDEOMME_ROWS):
 
 def test_videomme_parquet_gives_letterless_options_breakdown_fields_and_the_video_by_its_youtube_id(tmp_path):
     path = write_videomme(tmp_path)
+    (tmp_path / "subs").mkdir()
     samples = read_benchmark("videomme", path, tmp_path / "videos", tmp_path / "subs")
     first = samples[0]
     assert [s.id for s in samples] == ["001-1", "001-2"]
@@ -58,14 +59,16 @@ def test_videomme_prompt_is_the_release_wording_with_subtitles_in_front(tmp_path
 
 
 @pytest.mark.parametrize("column,value,message", [
-    ("options", ["One.", "B. Two.", "C. Three.", "D. Four."], "option A should start with 'A.'"),
+    ("options", ["One.", "B. Two.", "C. Three.", "D. Four."], "option A should start with 'A.', got 'One.'"),
     ("answer", "E", "field 'answer' must be one of the letters A, B, C, D, got 'E'"),
 ])
-def test_videomme_bad_row_names_the_file_the_question_and_the_field(tmp_path, column, value, message):
-    path = write_videomme(tmp_path, [{**VIDEOMME_ROWS[0], column: value}])
-    with pytest.raises(DataError, match="test-00000-of-00001.parquet row 0 .question_id '001-1'.") as err:
-        read_benchmark("videomme", path, tmp_path / "videos")
-    assert message in str(err.value)
+def test_videomme_bad_row_costs_that_row_only_and_is_listed_with_file_and_field(tmp_path, column, value, message):
+    path = write_videomme(tmp_path, [{**VIDEOMME_ROWS[0], column: value}, VIDEOMME_ROWS[1]])
+    issues = []
+    with pytest.warns(UserWarning, match="item skipped"):
+        samples = read_benchmark("videomme", path, tmp_path / "videos", issues=issues)
+    assert [s.id for s in samples] == ["001-2"]
+    assert issues == [{"file": str(path), "item": 0, "problem": message, "resolution": "skipped"}]
 
 
 def test_videomme_missing_column_is_named(tmp_path):
@@ -126,12 +129,15 @@ def test_mvbench_task_files_give_per_task_samples_with_their_video_folders_bound
         "given choices directly and only give the best option.")
 
 
-def test_mvbench_answer_not_among_candidates_names_the_file_and_item(tmp_path):
+def test_mvbench_answer_not_among_candidates_is_asked_but_never_correct_and_listed(tmp_path):
     json_dir = write_mvbench(tmp_path)
     (json_dir / "object_shuffle.json").write_text(json.dumps([
         {"video": "v.mp4", "question": "Where?", "candidates": ["Left", "Right"], "answer": "Up"}]))
-    with pytest.raises(DataError, match=r"object_shuffle.json item 0: answer 'Up' is not one of its candidates"):
-        read_benchmark("mvbench", json_dir)
+    issues = []
+    samples = {s.id: s for s in read_benchmark("mvbench", json_dir, issues=issues)}
+    assert samples["object_shuffle/0"].answer == ABSENT_ANSWER and ABSENT_ANSWER not in "AB"
+    assert [(i["item"], i["file"].endswith("object_shuffle.json")) for i in issues] == [(0, True)]
+    assert "'Up' is not one of its candidates" in issues[0]["problem"]
 
 
 def test_mvbench_folder_with_an_unknown_task_file_is_an_error(tmp_path):
@@ -157,8 +163,9 @@ def test_egoschema_scores_only_the_public_subset_and_reads_five_options(tmp_path
         "Answer with the option's letter from the given choices directly and only give the best option. "
         "The best answer is: "]
     (root / "subset_answers.json").write_text(json.dumps({"uid-0": 7}))
-    with pytest.raises(DataError, match="answer of 'uid-0' must be an option index 0..4, got 7"):
-        read_benchmark("egoschema", root)
+    issues = []
+    assert [s.answer for s in read_benchmark("egoschema", root, issues=issues)] == [None, None, None]
+    assert issues[0]["item"] == "uid-0" and "option index 0..4, got 7" in issues[0]["problem"]
 
 
 def test_mlvu_dev_files_give_one_task_per_question_type_and_videos_in_their_task_folder(tmp_path):

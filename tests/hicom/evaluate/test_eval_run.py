@@ -16,9 +16,11 @@ from transformers import SiglipConfig, SiglipModel
 from hicom.cli import main
 from hicom.data.synthetic import WorldConfig, make_scene, mcq_prompt, write_video
 from hicom.data.tokenizer import load_tokenizer, train_tokenizer
-from hicom.data.video import FramePreprocessor
-from hicom.evaluate.benchmarks import read_benchmark
-from hicom.evaluate.mcq import Job, merge_and_score, run_shard, variants_for
+from hicom.data.video import FramePreprocessor, read_video
+from hicom.evaluate.answers import extract_choice
+from hicom.evaluate.benchmarks import BENCHMARKS, read_benchmark
+from hicom.evaluate.mcq import Job, merge_and_score, option_scores, preflight, run_shard, variants_for
+from hicom.evaluate.readers import read_srt, subtitles_at
 from hicom.evaluate.settings import EvalConfig
 from hicom.model.build import build_model
 from hicom.model.checkpoint import save_model
@@ -98,23 +100,50 @@ def test_synthetic_invocation_writes_predictions_and_results_that_dvc_reads(setu
     assert {"reply", "choice", "answer", "correct"} <= set(predictions[0])
 
 
-def test_videomme_scores_every_breakdown_both_injection_settings_and_reports_the_missing_video(setup, tmp_path):
+def test_a_missing_video_stops_the_run_before_any_model_work_and_lists_its_questions(setup, tmp_path, capsys):
+    args = evaluate_args(setup, tmp_path / "run", "--no-track")
+    args[args.index("--model") + 1] = str(tmp_path / "no-model-here")  # never reached
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "1 question(s) have a missing or unreadable video" in err and "q6: " in err and "gone.mp4" in err
+    assert "--allow-missing" in err and "no-model-here" not in err
+    assert [m["id"] for m in json.loads((tmp_path / "run" / "missing_videos.json").read_text())] == ["q6"]
+    assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_videomme_scores_every_breakdown_both_injection_settings_and_counts_the_missing_video_wrong(setup, tmp_path):
     out = tmp_path / "run"
-    assert main(evaluate_args(setup, out, "--guidance", "both", "--no-track")) == 0
+    assert main(evaluate_args(setup, out, "--guidance", "both", "--no-track", "--allow-missing")) == 0
     results = json.loads((out / "results.json").read_text())
-    assert results["total"] == 6 and results["missing"] == 1
+    assert results["total"] == 7 and results["missing"] == 1
     assert [(m["id"], "gone.mp4" in m["reason"]) for m in results["missing_samples"]] == [("q6", True)]
+    records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()
+               if json.loads(line)["variant"] == "default"]
+    correct = sum(r["correct"] for r in records)
+    assert results["accuracy"] == correct / 7  # the missing video's question is wrong
+    assert results["accuracy_readable"] == sum(r["correct"] for r in records if r["id"] != "q6") / 6
     assert set(results["breakdown"]) == {"duration", "domain", "sub_category", "task_type"}
     assert results["breakdown"]["duration"]["short"]["total"] == 3
     assert results["validity"]["invalid"]["total"] == 2  # "mainly about", "Describe this video."
     assert set(results["variants"]) == {"default", "guidance_off"}
-    assert results["variants"]["guidance_off"]["validity"]["valid"]["total"] == 4
+    assert results["variants"]["guidance_off"]["validity"]["valid"]["total"] == 5
     assert results["answered"] + results["unanswered"] == results["total"]
+    assert results["data_issues"] == []
+    # samples.jsonl: one line per question and variant, enough to audit every score
+    audit = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(audit) == 7 * 2
+    row = next(a for a in audit if a["id"] == "q0" and a["variant"] == "default")
+    sample = read_benchmark("videomme", setup / "videomme" / "test.parquet", setup / "videos")[0]
+    assert row["prompt"] == BENCHMARKS["videomme"].template.render(sample)
+    assert row["extracted"] == extract_choice(row["reply"], OPTIONS) and row["correct_letter"] == "A"
+    assert row["video"] == str(setup / "videos" / "vidA.mp4") and row["correct"] == (row["extracted"] == "A")
+    gone = next(a for a in audit if a["id"] == "q6" and a["variant"] == "default")
+    assert gone["video_missing"] and gone["reply"] is None and gone["correct"] is False
 
 
 def test_rerun_after_a_kill_mid_video_gives_the_same_predictions_and_scores(setup, tmp_path):
     straight = tmp_path / "straight"
-    args = ("--subtitles", str(setup / "subs"), "--no-track")
+    args = ("--subtitles", str(setup / "subs"), "--no-track", "--allow-missing")
     assert main(evaluate_args(setup, straight, *args)) == 0
     killed = tmp_path / "killed"
     (killed / "parts").mkdir(parents=True)
@@ -143,17 +172,17 @@ def test_each_video_is_decoded_and_encoded_once_for_all_its_questions_and_varian
     counts = run_shard(model, job, tokenizer, tokenizer, FramePreprocessor(IMAGE))
     assert counts == {"answered": 6 * 4, "skipped": 0, "missing": 1, "videos": 3}
     assert len(calls) == 2  # vidA and vidB, each once for 3 questions x 4 variants
-    assert merge_and_score(job)["variants"]["subtitles+guidance_off"]["total"] == 6
+    assert merge_and_score(job)["variants"]["subtitles+guidance_off"]["total"] == 7  # the unreadable one is wrong
 
 
 @pytest.mark.slow
 def test_two_processes_share_the_work_and_rank_zero_merges_scores_and_logs_one_run(setup, tmp_path):
     single = tmp_path / "single"
-    assert main(evaluate_args(setup, single, "--no-track")) == 0
+    assert main(evaluate_args(setup, single, "--no-track", "--allow-missing")) == 0
     store = f"sqlite:///{tmp_path}/mlflow.db"
     double = tmp_path / "double"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "hicom",
-           *evaluate_args(setup, double, "--experiment", "eval-test")]
+           *evaluate_args(setup, double, "--experiment", "eval-test", "--allow-missing")]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "MLFLOW_TRACKING_URI": store, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -172,12 +201,15 @@ def test_two_processes_share_the_work_and_rank_zero_merges_scores_and_logs_one_r
     assert params["prompt.template_hash"] == b["settings"]["prompt_template_hash"]
     assert params["world_size"] == "2" and len(params["data.digest"]) == 64
     metrics = run.data.metrics
-    assert metrics["videomme/total"] == 6 and metrics["videomme/missing"] == 1
+    assert metrics["videomme/total"] == 7 and metrics["videomme/missing"] == 1
     assert metrics["videomme/sub_category/Humanity_History"] == a["breakdown"]["sub_category"]["Humanity & History"][
         "accuracy"]
     assert "videomme/validity/invalid/accuracy" in metrics
     artifacts = {f.path for f in client.list_artifacts(run.info.run_id)}
-    assert {"predictions.jsonl", "results.json"} <= artifacts
+    assert {"predictions.jsonl", "results.json", "samples.jsonl", "samples_table.json"} <= artifacts
+    table = json.loads(client.download_artifacts(run.info.run_id, "samples_table.json", str(tmp_path)) and
+                       (tmp_path / "samples_table.json").read_text())
+    assert len(table["data"]) == 7 and "prompt" in table["columns"]  # MLflow's table format: columns + data
     assert run.inputs.dataset_inputs[0].dataset.name == "videomme"
 
 
@@ -189,7 +221,7 @@ def test_egoschema_writes_a_submission_for_every_question_and_scores_the_public_
     (root / "questions.json").write_text(json.dumps(questions))
     (root / "subset_answers.json").write_text(json.dumps({"vidA": 1}))
     out = tmp_path / "ego"
-    args = evaluate_args(setup, out, "--no-track", benchmark="egoschema")
+    args = evaluate_args(setup, out, "--no-track", "--allow-missing", benchmark="egoschema")
     args[args.index("--data") + 1] = str(root / "questions.json")
     assert main(args) == 0
     results = json.loads((out / "results.json").read_text())
@@ -197,6 +229,10 @@ def test_egoschema_writes_a_submission_for_every_question_and_scores_the_public_
     csv = (out / "submission.csv").read_text().splitlines()
     assert csv[0] == "q_uid,answer" and [line.split(",")[0] for line in csv[1:]] == ["vidA", "vidB", "gone"]
     assert csv[3] == "gone,-1"  # no video, no answer
+    posted = json.loads((out / "submission.json").read_text())  # what EgoSchema's validate.py posts
+    assert list(posted) == ["vidA", "vidB", "gone"] and posted["gone"] == -1
+    assert all(posted[line.split(",")[0]] == int(line.split(",")[1]) for line in csv[1:])
+    assert results["submission"]["files"] == ["submission.csv", "submission.json"]
 
 
 def test_guidance_off_on_a_model_without_injection_is_a_clear_error(setup, tmp_path, tiny_profile, capsys):
@@ -204,7 +240,7 @@ def test_guidance_off_on_a_model_without_injection_is_a_clear_error(setup, tmp_p
         "unconditional", {"global": {"head_dim": 32}}))
     model_dir = tmp_path / "model"
     save_model(build_model(unconditional), model_dir, tokenizer=load_tokenizer(setup / "tokenizer"))
-    args = evaluate_args(setup, tmp_path / "out", "--guidance", "off", "--no-track")
+    args = evaluate_args(setup, tmp_path / "out", "--guidance", "off", "--no-track", "--allow-missing")
     args[args.index("--model") + 1] = str(model_dir)
     assert main(args) == 2
     assert "injects no instruction" in capsys.readouterr().err
@@ -227,28 +263,59 @@ def test_likelihood_protocol_picks_the_option_whose_short_answer_the_model_finds
     """Each reply is the letter of the option with the highest summed log-probability as the answer turn,
     checked against the model's own loss computed separately; it is the headline when listed first."""
     from hicom.core.types import VisualItem
-    from hicom.data.conversation import encode_sample, tokenise_guides
-    from hicom.data.video import read_video
+    from hicom.data.conversation import encode_prompt, encode_sample, tokenise_guides
     from hicom.evaluate.mcq import short_answer
 
     out = tmp_path / "lk"
-    assert main(evaluate_args(setup, out, "--protocol", "likelihood,generate", "--no-track")) == 0
+    assert main(evaluate_args(setup, out, "--protocol", "likelihood,generate", "--no-track", "--allow-missing")) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["variant"] == "likelihood" and set(results["variants"]) == {"likelihood", "default"}
     model = HIComForCausalLM.from_pretrained(setup / "model").eval()
     tok = load_tokenizer(setup / "model")
     pixels = FramePreprocessor(IMAGE)(read_video(setup / "videos" / "vidA.mp4", 8).frames)
     guide = tokenise_guides(load_tokenizer(setup / "towers"), [QUESTIONS[0][1]], 64)[0]
+    sample = read_benchmark("videomme", setup / "videomme" / "test.parquet", setup / "videos")[0]
+    prompt = BENCHMARKS["videomme"].template.render(sample)  # the prompt generation is given, whole
+    context = encode_prompt(tok, prompt, "video")
     losses = []
     with torch.no_grad():
         for option in OPTIONS:
-            seq = encode_sample(tok, [{"from": "human", "value": "<video>\n" + QUESTIONS[0][1]},
+            seq = encode_sample(tok, [{"from": "human", "value": prompt},
                                       {"from": "gpt", "value": short_answer(option)}], "video", False)[0]
             out_ = model(seq.input_ids[None], labels=seq.labels[None],
                          visual_items=[VisualItem(pixels, "video", guide)])
             losses.append(out_.loss.item() * int((seq.labels != -100).sum()))  # mean -> sum over answer tokens
+            assert torch.equal(seq.input_ids[:len(context)], context)  # exactly generation's context, then the answer
     expected = "ABCD"[min(range(4), key=losses.__getitem__)]
     record = next(r for r in map(json.loads, (out / "predictions.jsonl").read_text().splitlines())
                   if r["variant"] == "likelihood" and r["question"] == QUESTIONS[0][1])
     assert record["reply"] == expected and record["choice"] == expected
     assert short_answer("it moves left") == "It moves left." and short_answer("Red.") == "Red."
+
+
+def test_subtitles_change_likelihood_scores_and_an_unreadable_subtitle_file_costs_only_its_subtitles(setup, tmp_path):
+    """Likelihood sees what generation sees: the subtitle block in the prompt moves every option's score. A
+    subtitle file no decoder can read is a data issue, and its video's questions are asked without subtitles."""
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    (subs / "vidA.srt").write_bytes((setup / "subs" / "vidA.srt").read_text().encode("utf-16"))  # BOM'd UTF-16
+    (subs / "vidB.srt").write_bytes(b"\xff\xfe" + b"\x00\xd8" * 3)  # a UTF-16 BOM, then no valid text
+    samples = read_benchmark("videomme", setup / "videomme" / "test.parquet", setup / "videos", subs)
+    with pytest.warns(UserWarning, match="vidB.srt"):
+        samples, missing, issues = preflight(samples, "decord", 30.0, subtitles=True)
+    assert [m["id"] for m in missing] == ["q6"]
+    assert [(i["file"], i["resolution"]) for i in issues] == [(str(subs / "vidB.srt"),
+                                                               "questions asked without subtitles")]
+    assert samples[0].subtitles == subs / "vidA.srt" and samples[3].subtitles is None
+
+    model = HIComForCausalLM.from_pretrained(setup / "model").eval()
+    tok = load_tokenizer(setup / "model")
+    clip = read_video(setup / "videos" / "vidA.mp4", 8)
+    with torch.no_grad():
+        features, embeds = model.encode_frames(FramePreprocessor(IMAGE)(clip.frames), with_embeds=True)
+        template = BENCHMARKS["videomme"].template
+        lines = subtitles_at(read_srt(subs / "vidA.srt"), [i / clip.fps for i in clip.indices])
+        assert lines == ["A red circle.", "It moves left."]
+        plain, with_subs = (option_scores(model, samples[:1], [template.render(samples[0], x)], tok, tok, features,
+                                          embeds, torch.device("cpu"))[0] for x in (None, lines))
+    assert len(plain) == len(with_subs) == 4 and all(a != b for a, b in zip(plain, with_subs))
