@@ -17,20 +17,23 @@ import pickle
 import random
 from pathlib import Path
 
-import numpy as np
-import torch
-from safetensors.torch import load_file, save_file
-
 from hicom.core.errors import InputError
 from hicom.core.files import atomic_write, atomic_write_bytes, sha256_file
 
+# torch, numpy and safetensors are imported where used: the flow asks has_complete_checkpoint without them.
 log = logging.getLogger("hicom.train")
+CHECKPOINTS = "checkpoints"  # under a training stage's output folder
 COMPLETE = "complete.json"
 MARKER_VERSION = 2  # 1: the step only (no file list); such checkpoints cannot be verified and are skipped
 
 
 class CheckpointRefused(RuntimeError, InputError):
     """A checkpoint file holds something other than tensors and plain data; the message names the file."""
+
+
+def has_complete_checkpoint(out_dir: Path) -> bool:
+    """Whether a training stage's output folder holds a checkpoint with a marker (what a rerun resumes)."""
+    return any((out_dir / CHECKPOINTS).glob(f"step-*/{COMPLETE}"))
 
 
 def checkpoint_files(folder: Path) -> list[Path]:
@@ -115,6 +118,8 @@ def _safe_types() -> list:
 
 def safe_torch_load(path, map_location=None):
     """torch.load that unpickles tensors and plain data only (DeepSpeed's checkpoint engine calls this)."""
+    import torch
+
     try:
         with torch.serialization.safe_globals(_safe_types()):
             return torch.load(path, map_location=map_location, weights_only=True)
@@ -134,6 +139,10 @@ def rng_file(folder: Path, rank: int) -> Path:
 
 def save_rng(path: Path) -> None:
     """Python, NumPy and torch RNG states as tensors (safetensors: loading it cannot run code)."""
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
     version, mt, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     tensors = {"python": torch.tensor(mt, dtype=torch.int64), "numpy": torch.from_numpy(keys.astype(np.int64)),
@@ -145,7 +154,10 @@ def save_rng(path: Path) -> None:
 
 def load_rng(path: Path) -> None:
     """Restore what save_rng wrote."""
+    import numpy as np
+    import torch
     from safetensors import safe_open
+    from safetensors.torch import load_file
 
     tensors = load_file(str(path))
     with safe_open(str(path), framework="pt") as f:

@@ -37,6 +37,7 @@ from hicom.model.build import build_model
 from hicom.model.checkpoint import load_compressor, save_compressor, save_model
 from hicom.model.configuration_hicom import ModelProfile
 from hicom.train.checkpoints import (
+    CHECKPOINTS,
     COMPLETE,
     complete_checkpoints,
     load_rng,
@@ -144,7 +145,7 @@ def train_stage(run: StageRun) -> dict:
         if rank == 0:
             print(f"train[{run.stage}]: already complete in {out} (step {state['global_step']}); nothing to do")
         return state
-    ckpt_dir = out / "checkpoints"
+    ckpt_dir = out / CHECKPOINTS
     resume_from = newest_verified(ckpt_dir)  # why newer ones were skipped is logged; none is deleted
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank and every run
