@@ -31,6 +31,7 @@ from hicom.data.dataset import (
 )
 from hicom.data.feature_cache import FeatureCache, FramePolicy
 from hicom.data.mixture import load_mixture, samples_digest
+from hicom.data.settings import ReadLimits
 from hicom.data.tokenizer import load_tokenizer
 from hicom.data.video import FramePreprocessor, decoder_info
 from hicom.model.build import build_model
@@ -65,6 +66,8 @@ class StageRun:
     tokenizer_dir: Path  # the LLM's tokenizer
     init_from: Path | None = None  # the previous stage's output (compressor-only checkpoint)
     decoder: str = "decord"
+    read_timeout_s: float = 60.0
+    read_limits: ReadLimits = ReadLimits()  # params.yaml data.limits: bigger inputs are rejected, named
     feature_cache: Path | None = None  # frozen-tower outputs reused across epochs, turns and stages
     track: bool = True
     experiment: str = "hicom"
@@ -174,7 +177,8 @@ def train_stage(run: StageRun) -> dict:
         raise ConfigError(f"{cfg.data}: the mixture selects no samples")
     rejects = RejectLog(out / "rejects.jsonl")
     settings = SampleSettings(num_frames=cfg.num_frames, guided=stage.guided,
-                              guide_max_length=run.profile.guide_max_length, decoder=run.decoder, stage=run.stage)
+                              guide_max_length=run.profile.guide_max_length, decoder=run.decoder, stage=run.stage,
+                              read_timeout_s=run.read_timeout_s, limits=run.read_limits)
     cache = None
     if run.feature_cache is not None:
         policy = FramePolicy.from_preprocessor(preprocessor, cfg.num_frames, run.decoder)
