@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from hicom.core.errors import ConfigError
+from hicom.core.sections import check_numbers
 from hicom.data.synthetic import WorldConfig
 
 DECODERS = ("decord", "pyav")  # video readers; hicom.data.video implements both
@@ -13,6 +13,9 @@ DECODERS = ("decord", "pyav")  # video readers; hicom.data.video implements both
 @dataclass(frozen=True)
 class TokenizerSettings:
     vocab_size: int = 1024  # the tiny profile's BPE; must not exceed the tiny towers' / LLM's vocab_size
+
+    def __post_init__(self):
+        check_numbers("data.tokenizer", self, at_least_1=("vocab_size",))
 
 
 @dataclass(frozen=True)
@@ -27,10 +30,7 @@ class ReadLimits:
     max_file_bytes: int = 8 * 1024 ** 3
 
     def __post_init__(self):
-        for name in ("max_frame_pixels", "max_duration_s", "max_file_bytes"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ConfigError(f"data.limits.{name}: must be a positive number, got {value!r}")
+        check_numbers("data.limits", self, above_0=("max_frame_pixels", "max_duration_s", "max_file_bytes"))
 
 
 @dataclass(frozen=True)
@@ -42,5 +42,4 @@ class DataSettings:
     tokenizer: TokenizerSettings = field(default_factory=TokenizerSettings)
 
     def __post_init__(self):
-        if isinstance(self.read_timeout_s, bool) or not self.read_timeout_s > 0:
-            raise ConfigError(f"data.read_timeout_s: must be a positive number, got {self.read_timeout_s!r}")
+        check_numbers("data", self, above_0=("read_timeout_s",))
