@@ -16,7 +16,6 @@ import hashlib
 import importlib
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -39,6 +38,7 @@ from flows.executors.base import (
     run_job,
 )
 from flows.hashes import ContentHashes, fingerprint
+from flows.outs import claim, drop_aside, prepare_outs
 from flows.settings import PROJECT_ROOT, PipelineSettings, load_checked_params
 from flows.stages import (
     EFFICIENCY_COMMAND,
@@ -125,34 +125,37 @@ def _last_line(path: Path) -> str:
     return next((line for line in reversed(lines) if line), "(empty log)")[:200]
 
 
-def _execute(stage: Stage, run: PipelineRun, clear_outs: bool, child_run: bool) -> dict:
+def _execute(stage: Stage, run: PipelineRun, key: str | None, first_attempt: bool, child_run: bool) -> dict:
     """Run one stage command through the executor; its outs' hashes, DVC record and timing.
 
-    child_run: log an MLflow child run for it, unless its CLI logs its own (takes --parent-run-id)."""
+    key: the stage's cache key (None for actions); a first attempt keeps, sets aside or clears earlier
+    outputs (flows/outs.py), a retry keeps them so training resumes. child_run: log an MLflow child run for
+    it, unless its CLI logs its own (takes --parent-run-id)."""
     logger = get_run_logger()
-    if clear_outs:  # as `dvc repro` does: a stage never resumes over outputs of other inputs
-        for out in stage.outs:
-            if out not in stage.persist:
-                _remove(run.root / out)
-    resources = run.settings.resources_for(stage.command)
-    tracked_by_cli = tracks_itself(stage.module, stage.command)
-    argv = stage.job_argv(run.root)
-    if tracked_by_cli and run.parent_run_id:
-        argv += ["--parent-run-id", run.parent_run_id]
-    log_path = run.run_dir / "logs" / f"{stage.name}.log"
-    job = StageJob(name=stage.name, argv=argv, log_path=log_path, workdir=run.root, nodes=resources.nodes,
-                   nproc_per_node=stage.nproc_per_node, gpus_per_node=resources.gpus_per_node,
-                   time_limit_s=run.settings.stage_timeout_s)
-    executor = make_executor(run.executor, stage.module)
-    logger.info(f"{stage.name}: running `{' '.join(argv)}` on {run.executor} "
-                f"({stage.nproc_per_node} process(es)); log: {log_path}")
-    started = time.monotonic()
-    with _child_run(stage, run, argv, log_path, enabled=child_run and not tracked_by_cli):
-        result = run_job(executor, job, poll_interval_s=executor_kind(run.executor).poll_interval_s,
-                         on_poll=_Progress(stage.name, log_path, logger))
-        if not result.ok:
-            raise StageFailed(result)
-    seconds = time.monotonic() - started
+    with claim(run.root, stage, key) as held:
+        if first_attempt:
+            prepare_outs(run.root, stage, held, logger)
+        resources = run.settings.resources_for(stage.command)
+        tracked_by_cli = tracks_itself(stage.module, stage.command)
+        argv = stage.job_argv(run.root)
+        if tracked_by_cli and run.parent_run_id:
+            argv += ["--parent-run-id", run.parent_run_id]
+        log_path = run.run_dir / "logs" / f"{stage.name}.log"
+        job = StageJob(name=stage.name, argv=argv, log_path=log_path, workdir=run.root, nodes=resources.nodes,
+                       nproc_per_node=stage.nproc_per_node, gpus_per_node=resources.gpus_per_node,
+                       time_limit_s=run.settings.stage_timeout_s, keep_fds=(held.fd,))
+        executor = make_executor(run.executor, stage.module)
+        logger.info(f"{stage.name}: running `{' '.join(argv)}` on {run.executor} "
+                    f"({stage.nproc_per_node} process(es)); log: {log_path}")
+        started = time.monotonic()
+        with _child_run(stage, run, argv, log_path, enabled=child_run and not tracked_by_cli):
+            result = run_job(executor, job, poll_interval_s=executor_kind(run.executor).poll_interval_s,
+                             on_poll=_Progress(stage.name, log_path, logger))
+            if not result.ok:
+                raise StageFailed(result)
+        seconds = time.monotonic() - started
+        held.finished()
+        drop_aside(run.root, stage)
     lock = commit_and_push(run.root, stage) if stage.tracked else None
     hashes = ContentHashes(run.root)
     logger.info(f"{stage.name}: done in {seconds:.0f}s" + (" (outs committed to DVC and pushed)" if lock else ""))
@@ -179,24 +182,18 @@ def _child_run(stage: Stage, run: PipelineRun, argv: list[str], log_path: Path, 
                     tracker.log_artifact(log_path, "logs")
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
-
-
 @task(name="stage", task_run_name="{stage.name}", cache_key_fn=_cache_key, persist_result=True,
       result_serializer="json", retry_condition_fn=_transient)
 def run_stage(stage: Stage, fingerprint: str, run: PipelineRun) -> dict:
     """One dvc.yaml stage. Cached on `fingerprint`; a retry (transient failure) keeps the outs so training resumes."""
-    return _execute(stage, run, clear_outs=TaskRunContext.get().task_run.run_count <= 1, child_run=True)
+    return _execute(stage, run, fingerprint, first_attempt=TaskRunContext.get().task_run.run_count <= 1,
+                    child_run=True)
 
 
 @task(name="action", task_run_name="{stage.name}", cache_policy=NO_CACHE, retry_condition_fn=_transient)
 def run_action(stage: Stage, run: PipelineRun) -> dict:
     """A step that acts on the registry or reports on this run (promote, report): never cached; its CLI logs."""
-    return _execute(stage, run, clear_outs=True, child_run=False)
+    return _execute(stage, run, None, first_attempt=True, child_run=False)
 
 
 # -- the flows -----------------------------------------------------------------------------------

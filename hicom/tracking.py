@@ -147,6 +147,7 @@ class Tracker:
         self._resume_run_id = resume_run_id
         self._system_metrics = system_metrics
         self._client: MlflowClient | None = None
+        self._logged_through: dict[str, int] = {}  # a resumed run: the last step each metric has
         self._monitor = None
         self._open = False
 
@@ -162,6 +163,8 @@ class Tracker:
             if run.info.lifecycle_stage == LifecycleStage.DELETED:
                 raise MlflowException(f"cannot resume run {self._resume_run_id}: it is deleted")
             self.run_id = run.info.run_id
+            self._logged_through = {key: max(m.step for m in self._client.get_metric_history(self.run_id, key))
+                                    for key in run.data.metrics}
             self._client.update_run(self.run_id, status=RunStatus.to_string(RunStatus.RUNNING), name=self._run_name)
             self._open = True
             self.set_tags({**env_tags, **self._tags})
@@ -242,12 +245,17 @@ class Tracker:
             self._client.log_batch(self.run_id, params=new, tags=changed)
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        """Log metrics at `step`; a NaN/inf (a diverging loss) is skipped with a warning rather than stored."""
+        """Log metrics at `step`; a NaN/inf (a diverging loss) is skipped with a warning rather than stored.
+
+        In a resumed run, a step the run already has for a metric is skipped: training replays the steps
+        between its last checkpoint and the crash, and MLflow would otherwise hold them twice."""
         if not self._logging():
             return
         timestamp = int(time.time() * 1000)
         batch = []
         for key, value in metrics.items():
+            if step is not None and step <= self._logged_through.get(key, -1):
+                continue
             value = float(value)
             if math.isfinite(value):
                 batch.append(Metric(key, value, timestamp, step or 0))

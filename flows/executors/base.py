@@ -55,6 +55,7 @@ class StageJob:
     gpus_per_node: int = 0
     env: dict[str, str] = field(default_factory=dict)
     time_limit_s: int | None = None
+    keep_fds: tuple[int, ...] = ()  # open files the job's processes inherit (the local stage lock)
 
 
 @dataclass(frozen=True)

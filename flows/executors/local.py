@@ -2,7 +2,9 @@
 
 One process (`python -m hicom ...`) or, for `nproc_per_node > 1`, torchrun's launcher
 (`python -m torch.distributed.run --standalone --nproc_per_node N -m hicom ...`, gloo on the CPU).
-Each job gets its own session, so a cancel or a time limit stops torchrun and every rank it started.
+Each job runs under flows/executors/supervise.py, in a session of its own: the supervisor owns the whole
+process tree (torchrun's ranks sit in sessions of their own), so a cancel, a time limit or the death of
+the flow itself stops every rank.
 """
 from __future__ import annotations
 
@@ -13,9 +15,13 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import IO
 
 from flows.executors.base import JobState, StageJob
+from flows.executors.supervise import descendants
+
+SUPERVISOR = Path(__file__).with_name("supervise.py")
 
 # A process killed by one of these was stopped from outside (a cancel, a time limit, the OOM killer);
 # any other signal (SIGSEGV, SIGABRT, SIGBUS) is the program failing by itself.
@@ -51,6 +57,11 @@ class LocalExecutor:
                     "--nproc_per_node", str(job.nproc_per_node), "-m", self.module, *job.argv]
         return [self.python, "-m", self.module, *job.argv]
 
+    def supervised(self, job: StageJob) -> list[str]:
+        """command(job) under the supervisor, which stops with this process and passes job.keep_fds on."""
+        keep = [arg for fd in job.keep_fds for arg in ("--keep-fd", str(fd))]
+        return [self.python, str(SUPERVISOR), str(os.getpid()), *keep, "--", *self.command(job)]
+
     def submit(self, job: StageJob) -> str:
         argv = self.command(job)
         job.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,8 +70,9 @@ class LocalExecutor:
         log.write(f"=== {stamp} stage {job.name}: {subprocess.list2cmdline(argv)} (in {job.workdir})\n".encode())
         log.flush()
         try:
-            process = subprocess.Popen(argv, cwd=job.workdir, stdin=subprocess.DEVNULL, stdout=log,
-                                       stderr=subprocess.STDOUT, start_new_session=True,
+            process = subprocess.Popen(self.supervised(job), cwd=job.workdir, pass_fds=job.keep_fds,
+                                       stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                       start_new_session=True,
                                        env={**os.environ, "PYTHONUNBUFFERED": "1", **job.env})
         except OSError:
             log.close()
@@ -101,15 +113,19 @@ class LocalExecutor:
 
     @staticmethod
     def _stop(running: _Running) -> None:
-        """SIGTERM to the job's whole process group; after a grace period SIGKILL to whatever is left of it."""
-        group = running.process.pid  # start_new_session: the job leads its own group
+        """SIGTERM to the supervisor (it stops every descendant); after a grace period SIGKILL to whatever is
+        left: the job's process group and every process that was below the supervisor."""
+        group = running.process.pid  # start_new_session: the supervisor leads its own group
+        tree = descendants(group)
         try:
             os.killpg(group, signal.SIGTERM)
             running.process.wait(timeout=CANCEL_GRACE_S)
         except (ProcessLookupError, subprocess.TimeoutExpired):
             pass
-        try:
-            os.killpg(group, signal.SIGKILL)  # ranks that outlived their launcher
-        except ProcessLookupError:
-            pass
+        for kill in (lambda: os.killpg(group, signal.SIGKILL), *(lambda pid=pid: os.kill(pid, signal.SIGKILL)
+                                                                  for pid in tree)):
+            try:
+                kill()
+            except ProcessLookupError:
+                pass
         running.process.wait()

@@ -2,6 +2,7 @@
 import tempfile
 from pathlib import Path
 
+from hicom.commands.arguments import integer_at_least
 from hicom.core.errors import ConfigError
 
 NAME = "efficiency"
@@ -16,18 +17,18 @@ def add_arguments(parser) -> None:
                         help="a saved HICom model directory (default: build the profile's model, random init)")
     parser.add_argument("--towers", default=None,
                         help="SigLIP directory: instruction tokenizer, preprocessor and, without --model, the towers")
-    parser.add_argument("--frames", type=int, nargs="+", default=None,
+    parser.add_argument("--frames", type=integer_at_least(1), nargs="+", default=None,
                         help="frame counts (default: params efficiency)")
-    parser.add_argument("--samples", type=int, default=None, help="questions per model and frame count for s/video")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed warm-up runs")
-    parser.add_argument("--repeats", type=int, default=None, help="timed repeats (medians are reported)")
+    parser.add_argument("--samples", type=integer_at_least(1), default=None, help="questions per model and frame count for s/video")
+    parser.add_argument("--warmup", type=integer_at_least(0), default=None, help="untimed warm-up runs")
+    parser.add_argument("--repeats", type=integer_at_least(1), default=None, help="timed repeats (medians are reported)")
     parser.add_argument("--videos", nargs="+", default=None, help="video files to read (default: render synthetic clips)")
     parser.add_argument("--eval-results", nargs="+", default=None, metavar="FILE",
                         help="evaluation results.json files (with `accuracy`) for the accuracy-vs-tokens plot")
     parser.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:N")
     parser.add_argument("--dtype", default="auto",
                         help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=integer_at_least(1), default=None,
                         help="torch intra-op threads (default: torch's); 1 gives steadier timings on busy shared CPUs")
     parser.add_argument("--out", required=True)
     parser.add_argument("--experiment", default="hicom", help="MLflow experiment")

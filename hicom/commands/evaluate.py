@@ -1,6 +1,8 @@
 """`evaluate`: multiple-choice video QA on a benchmark (run under torchrun to shard)."""
 from pathlib import Path
 
+from hicom.commands.arguments import integer_at_least
+
 NAME = "evaluate"
 HELP = "multiple-choice video QA on a benchmark (run under torchrun to shard)"
 TRACKED = True
@@ -19,7 +21,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--subtitles", default=None,
                         help="Video-MME only: folder of <videoID>.srt; every question is also asked with subtitles")
     parser.add_argument("--towers", default=None, help="SigLIP directory with the instruction tokenizer")
-    parser.add_argument("--frames", type=int, default=None, help="frames per video (default: the profile's)")
+    parser.add_argument("--frames", type=integer_at_least(1), default=None, help="frames per video (default: the profile's)")
     parser.add_argument("--guidance", default="on", choices=["on", "off", "both"],
                         help="instruction injection: on, off (same model, injection disabled) or both (Table A4)")
     parser.add_argument("--protocol", default="generate", metavar="LIST",

@@ -1,6 +1,8 @@
 """`smoke`: a tiny forward/backward of a profile's model on a drawn clip."""
 import sys
 
+from hicom.commands.arguments import integer_at_least
+
 NAME = "smoke"
 HELP = "tiny forward/backward of a profile's model on a drawn clip"
 TRACKED = False
@@ -8,7 +10,7 @@ TRACKED = False
 
 def add_arguments(parser) -> None:
     parser.add_argument("--profile", default=None)
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=integer_at_least(1), default=5)
 
 
 def run(args, params) -> int:

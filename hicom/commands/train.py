@@ -51,7 +51,8 @@ def run(args, params) -> int:
         raise ConfigError(f"profile {profile.name!r} builds its LLM from a config: pass --tokenizer DIR")
     train_stage(StageRun(stage=args.stage, profile=profile, cfg=cfg, out_dir=Path(args.out),
                          tokenizer_dir=Path(tokenizer), init_from=Path(args.init_from) if args.init_from else None,
-                         decoder=params.data.decoder,
+                         decoder=params.data.decoder, read_timeout_s=params.data.read_timeout_s,
+                         read_limits=params.data.limits,
                          feature_cache=Path(args.feature_cache) if args.feature_cache else None,
                          track=not args.no_track, experiment=args.experiment, parent_run_id=args.parent_run_id))
     return 0

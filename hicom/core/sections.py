@@ -108,3 +108,20 @@ def _shown(choice: Any) -> str:
 
 def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", str(hint))
+
+
+def check_numbers(section: str, settings: Any, *, at_least_1: tuple[str, ...] = (), at_least_0: tuple[str, ...] = (),
+                  above_0: tuple[str, ...] = (), fraction: tuple[str, ...] = ()) -> None:
+    """Value rules of a settings dataclass's numeric fields, for its __post_init__: a ConfigError naming
+    `section.field` and the value. at_least_1: counts (frames, steps, batch sizes); at_least_0: counts that
+    may be zero (retries, workers); above_0: rates, durations; fraction: within [0, 1]. None (an optional
+    setting left out) passes."""
+    rules = [(at_least_1, lambda v: v >= 1, "must be >= 1"), (at_least_0, lambda v: v >= 0, "must be >= 0"),
+             (above_0, lambda v: v > 0, "must be > 0"), (fraction, lambda v: 0 <= v <= 1, "must be within [0, 1]")]
+    for names, ok, rule in rules:
+        for name in names:
+            value = getattr(settings, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+                raise ConfigError(f"{section}.{name}: {rule}, got {value!r}")

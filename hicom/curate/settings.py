@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from hicom.core.errors import ConfigError
+from hicom.core.sections import check_numbers
 from hicom.data.settings import DECODERS
 
 GENERATORS = ("groundtruth", "openai")
@@ -21,6 +22,10 @@ class OpenAIConfig:
     frames: int = 8  # frames sent per video
     temperature: float = 0.2
     retry_backoff_s: float = 1.0  # first wait before a retry; doubles up to 30 s
+
+    def __post_init__(self):
+        check_numbers("curate.openai", self, at_least_1=("concurrency", "frames"), at_least_0=(
+            "max_retries", "temperature", "retry_backoff_s"), above_0=("timeout_s",))
 
 
 @dataclass(frozen=True)
@@ -39,3 +44,5 @@ class CurateConfig:
     def __post_init__(self):
         if not self.categories:
             raise ConfigError("curate.categories: at least one category description is needed")
+        check_numbers("curate", self, at_least_1=("frames", "pairs_per_video", "shard_size"),
+                      at_least_0=("top_per_category", "random_extra", "seed"))

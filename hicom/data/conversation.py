@@ -154,6 +154,22 @@ def encode_messages(tokenizer, messages: list[dict], supervise: str = "all") -> 
     return _join(pieces, set(range(len(pieces))) if supervise == "all" else {len(pieces) - 1})
 
 
+def check_visual_tag(conversations: list[dict], modality: str | None, sample_id: str = "?") -> None:
+    """The conversation's visual tags match the sample: a video (image) and a <video> (<image>) tag, or neither.
+
+    Without this a tag with no video trains as text only, silently, and a video without a tag is placed
+    where no question refers to it."""
+    text = "".join(str(turn.get("value", "")) for turn in conversations if isinstance(turn, dict))
+    found = [kind for kind, tag in TAGS.items() if tag in text]
+    if modality is None and found:
+        raise ConversationError(f"sample {sample_id}: its conversation has a {TAGS[found[0]]} tag but the sample "
+                                f"names no {found[0]}")
+    if modality is not None and found != [modality]:
+        raise ConversationError(f"sample {sample_id}: the sample has a {modality} but its conversation has "
+                                + (f"{' and '.join(TAGS[k] for k in found)} instead of {TAGS[modality]}" if found
+                                   else f"no {TAGS[modality]} tag"))
+
+
 def encode_sample(tokenizer, conversations: list[dict], modality: str | None, guided: bool,
                   sample_id: str = "?") -> list[Encoded]:
     """One LLaVA sample -> training sequences.
@@ -161,9 +177,11 @@ def encode_sample(tokenizer, conversations: list[dict], modality: str | None, gu
     Unguided (alignment): one sequence, every answer supervised. Guided: a sample with k
     questions becomes k sequences; sequence j holds turns 1..j, supervises answer j only, and is
     guided by question j. The video is shared: the caller decodes and encodes it once. The
-    conversation is templated and tokenised once; each sequence is a cut of it.
+    conversation is templated and tokenised once; each sequence is a cut of it. A visual tag that does
+    not match the sample's modality is a ConversationError (check_visual_tag).
     """
-    messages = normalise_turns(conversations, modality, sample_id)
+    messages = normalise_turns(conversations, modality, sample_id)  # its shape first, then its tags
+    check_visual_tag(conversations, modality, sample_id)
     pieces = _encode_turns(tokenizer, messages)
     if not guided:
         ids, labels = _join(pieces, set(range(len(pieces))))

@@ -5,6 +5,7 @@ beside the stage's outputs; another sample is never substituted for it.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from dataclasses import dataclass, fields, replace
@@ -20,23 +21,32 @@ from hicom.data.conversation import (
     tokenise_guides,
 )
 from hicom.data.feature_cache import FeatureCache
+from hicom.data.settings import ReadLimits
 from hicom.data.video import FramePreprocessor, VideoReadError, read_video
 
 
 class RejectLog:
-    """Append-only JSONL of skipped samples; one write per line, so parallel workers can share it."""
+    """Append-only JSONL of skipped samples, one line per sample and stage: a sample rejected again (the next
+    epoch, another rank, a resumed run) is not counted twice. Writers (ranks, workers) take turns with flock."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._seen: set[tuple[str, str | None]] = set()
 
     def add(self, sample_id: str, reason: str, path: str | None = None, stage: str | None = None) -> None:
+        if (sample_id, stage) in self._seen:
+            return
         line = json.dumps({"id": sample_id, "path": path, "reason": reason, "stage": stage}) + "\n"
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         try:
-            os.write(fd, line.encode())
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._seen |= {(r["id"], r.get("stage")) for r in self.read()}  # what other processes logged
+            if (sample_id, stage) not in self._seen:
+                os.write(fd, line.encode())
+                self._seen.add((sample_id, stage))
         finally:
-            os.close(fd)
+            os.close(fd)  # releases the lock
 
     def read(self) -> list[dict]:
         if not self.path.is_file():
@@ -52,6 +62,7 @@ class SampleSettings:
     decoder: str = "decord"
     read_timeout_s: float = 60.0
     stage: str | None = None
+    limits: ReadLimits = ReadLimits()
 
 
 class ConversationDataset(torch.utils.data.Dataset):
@@ -91,7 +102,7 @@ class ConversationDataset(torch.utils.data.Dataset):
                 cached = self.feature_cache.get(key)
             if modality is not None and cached is None:
                 clip = read_video(media, s.num_frames, decoder=s.decoder, start=sample.get("start"),
-                                  end=sample.get("end"), timeout_s=s.read_timeout_s)
+                                  end=sample.get("end"), timeout_s=s.read_timeout_s, limits=s.limits)
                 pixel_values = self.preprocessor(clip.frames)
         except (ConversationError, VideoReadError) as exc:
             self.rejects.add(sample_id, str(exc), media, s.stage)

@@ -27,7 +27,7 @@ from PIL import Image
 
 from hicom.core.errors import InputError
 from hicom.core.files import atomic_write_bytes
-from hicom.data.settings import DECODERS
+from hicom.data.settings import DECODERS, ReadLimits
 
 # Distribution name of each decoder, for decoder_info.
 _DISTRIBUTIONS = {"decord": "decord", "pyav": "av"}
@@ -99,6 +99,7 @@ def read_video(
     end: float | None = None,
     timeout_s: float = 60.0,
     fps: float = DEFAULT_IMAGE_FPS,
+    limits: ReadLimits = ReadLimits(),
 ) -> VideoClip:
     """Sample num_frames frames (segment midpoints) of a video file, frame directory or image.
 
@@ -113,6 +114,9 @@ def read_video(
     inside ffmpeg on some broken files, and a thread stuck in C code cannot be killed, so it is
     left running (a daemon thread, so it cannot block interpreter exit) and a VideoReadError is
     raised. A new reader is opened per call: decord leaks memory and can hang when reused.
+
+    limits (params.yaml data.limits) are checked before any frame is decoded: a file, frame
+    (width x height) or duration over them is a VideoReadError naming the input and the bound.
     """
     _check_decoder(decoder)
     if num_frames < 1:
@@ -122,7 +126,7 @@ def read_video(
     if not fps > 0:
         raise ValueError(f"fps must be > 0, got {fps}")
     path = Path(path)
-    return _bounded(path, timeout_s, lambda: _read(path, num_frames, decoder, start, end, fps))
+    return _bounded(path, timeout_s, lambda: _read(path, num_frames, decoder, start, end, fps, limits))
 
 
 def _check_decoder(decoder: str) -> None:
@@ -167,20 +171,52 @@ def _sample(frames: range, num_frames: int) -> list[int]:
 
 
 def _read(
-    path: Path, num_frames: int, decoder: str, start: float | None, end: float | None, fps: float
+    path: Path, num_frames: int, decoder: str, start: float | None, end: float | None, fps: float,
+    limits: ReadLimits,
 ) -> VideoClip:
     """Dispatch on what path is; runs inside _bounded, so even a stat on a stuck mount is bounded."""
     if path.is_dir():
-        return _read_frame_dir(path, num_frames, start, end, fps)
+        return _read_frame_dir(path, num_frames, start, end, fps, limits)
     if not path.exists():
         raise VideoReadError(path, "no such file or directory")
+    size = path.stat().st_size
+    if size > limits.max_file_bytes:
+        raise VideoReadError(path, f"file of {size} bytes is over data.limits.max_file_bytes={limits.max_file_bytes}")
     suffix = path.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
-        return VideoClip(_load_rgb(path)[None], [0], fps, 1, "pil")
-    if path.stat().st_size == 0:
+        return VideoClip(_load_rgb(path, limits)[None], [0], fps, 1, "pil")
+    if size == 0:
         raise VideoReadError(path, "empty file (0 bytes)")
+    _check_stream(path, limits)
     decode = _decode_pyav if decoder == "pyav" or suffix in PYAV_ONLY_SUFFIXES else _decode_decord
     return decode(path, num_frames, start, end)
+
+
+def _check_frame_size(path: Path, width: int, height: int, limits: ReadLimits) -> None:
+    if width * height > limits.max_frame_pixels:
+        raise VideoReadError(path, f"frames of {width}x{height} = {width * height} pixels are over "
+                                   f"data.limits.max_frame_pixels={limits.max_frame_pixels}")
+
+
+def _check_stream(path: Path, limits: ReadLimits) -> None:
+    """Frame size and duration from the container's headers (PyAV, nothing decoded), before either decoder
+    allocates a frame. A file PyAV cannot open is left to the decoder, which names what is wrong with it."""
+    import av
+
+    try:
+        container = av.open(str(path))
+    except av.FFmpegError:
+        return
+    with container:
+        if not container.streams.video:
+            return
+        stream = container.streams.video[0]
+        _check_frame_size(path, stream.codec_context.width, stream.codec_context.height, limits)
+        duration = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else \
+            (container.duration or 0) / 1e6
+        if duration > limits.max_duration_s:
+            raise VideoReadError(path, f"{duration:.0f} s long, over data.limits.max_duration_s="
+                                       f"{limits.max_duration_s:g}")
 
 
 def _decode_decord(path: Path, num_frames: int, start: float | None, end: float | None) -> VideoClip:
@@ -270,17 +306,19 @@ def _natural_key(name: str) -> list[int | str]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
-def _load_rgb(path: Path) -> np.ndarray:
+def _load_rgb(path: Path, limits: ReadLimits) -> np.ndarray:
     try:
         if path.stat().st_size == 0:
             raise VideoReadError(path, "empty file (0 bytes)")
-        with Image.open(path) as image:
+        with Image.open(path) as image:  # opening reads the header only: the size is checked before decoding
+            _check_frame_size(path, *image.size, limits)
             return np.asarray(image.convert("RGB"))
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise VideoReadError(path, f"PIL could not read the image: {type(exc).__name__}: {exc}") from exc
 
 
-def _read_frame_dir(path: Path, num_frames: int, start: float | None, end: float | None, fps: float) -> VideoClip:
+def _read_frame_dir(path: Path, num_frames: int, start: float | None, end: float | None, fps: float,
+                    limits: ReadLimits) -> VideoClip:
     names = sorted(
         (entry.name for entry in os.scandir(path) if entry.is_file() and Path(entry.name).suffix.lower() in IMAGE_SUFFIXES),
         key=_natural_key,
@@ -291,7 +329,7 @@ def _read_frame_dir(path: Path, num_frames: int, start: float | None, end: float
     indices = _sample(selected, num_frames)
     loaded: dict[int, np.ndarray] = {}
     for index in sorted(set(indices)):
-        frame = _load_rgb(path / names[index])
+        frame = _load_rgb(path / names[index], limits)
         reference = next(iter(loaded.values()), frame)
         if frame.shape != reference.shape:
             raise VideoReadError(

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hicom.core.sections import check_numbers
+
 
 @dataclass(frozen=True)
 class TowerTrainConfig:
@@ -11,6 +13,10 @@ class TowerTrainConfig:
     lr: float = 1e-3
     eval_pairs: int = 64  # held-out frames per retrieval check (chance = 1 / eval_pairs)
     seed: int = 0
+
+    def __post_init__(self):
+        check_numbers("towers", self, at_least_1=("steps", "batch_size", "eval_pairs"), at_least_0=("seed",),
+                      above_0=("lr",))
 
 
 @dataclass(frozen=True)
@@ -21,3 +27,7 @@ class LLMTrainConfig:
     lr: float = 2.0e-3
     held_out: float = 0.05  # share of text blocks kept for perplexity
     seed: int = 0
+
+    def __post_init__(self):
+        check_numbers("llm", self, at_least_1=("steps", "batch_size", "seq_len"), at_least_0=("seed",),
+                      above_0=("lr",), fraction=("held_out",))

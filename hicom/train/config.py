@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from hicom.core.errors import ConfigError
+from hicom.core.sections import check_numbers
 
 
 @dataclass(frozen=True)
@@ -38,10 +39,10 @@ class TrainConfig:
     global_batch: int = 256
     micro_batch: int = 1
     epochs: int = 1
-    max_steps: int | None = None  # optimizer steps; None: as many as the epochs give
+    max_steps: int | None = None  # optimizer steps (>= 1); None: as many as the epochs give
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0  # 0: no clipping
     zero_stage: int = 2
     bf16: Literal["auto", True, False] = "auto"  # auto: on where the accelerator supports it
     gradient_checkpointing: bool = False
@@ -64,8 +65,7 @@ class TrainConfig:
                 raise ConfigError(f"train.{name}: expected a number, got {value!r}") from None
         if self.zero_stage not in (0, 1, 2, 3):
             raise ConfigError(f"train.zero_stage: {self.zero_stage!r} is not one of 0, 1, 2, 3")
-        for name in ("global_batch", "micro_batch", "epochs", "num_frames", "max_length", "save_steps",
-                     "save_total_limit"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"train.{name}: must be a positive integer, got {value!r}")
+        check_numbers("train", self, at_least_1=("global_batch", "micro_batch", "epochs", "num_frames", "max_length",
+                                                 "save_steps", "save_total_limit", "max_steps", "log_steps"),
+                      at_least_0=("num_workers", "seed", "weight_decay", "grad_clip"),
+                      above_0=("lr_compressor", "lr_injection", "lr_llm"), fraction=("warmup_ratio",))

@@ -31,16 +31,27 @@ from hicom.data.dataset import (
 )
 from hicom.data.feature_cache import FeatureCache, FramePolicy
 from hicom.data.mixture import load_mixture, samples_digest
+from hicom.data.settings import ReadLimits
 from hicom.data.tokenizer import load_tokenizer
 from hicom.data.video import FramePreprocessor, decoder_info
 from hicom.model.build import build_model
 from hicom.model.checkpoint import load_compressor, save_compressor, save_model
 from hicom.model.configuration_hicom import ModelProfile
+from hicom.train.checkpoints import (
+    CHECKPOINTS,
+    COMPLETE,
+    complete_checkpoints,
+    load_rng,
+    make_loads_safe,
+    newest_verified,
+    rng_file,
+    save_rng,
+    write_marker,
+)
 from hicom.train.config import STAGES, TrainConfig
 from hicom.train.optim import build_optimizer, configure_trainable
 
 log = logging.getLogger("hicom.train")
-COMPLETE = "complete.json"
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 
@@ -55,6 +66,8 @@ class StageRun:
     tokenizer_dir: Path  # the LLM's tokenizer
     init_from: Path | None = None  # the previous stage's output (compressor-only checkpoint)
     decoder: str = "decord"
+    read_timeout_s: float = 60.0
+    read_limits: ReadLimits = ReadLimits()  # params.yaml data.limits: bigger inputs are rejected, named
     feature_cache: Path | None = None  # frozen-tower outputs reused across epochs, turns and stages
     track: bool = True
     experiment: str = "hicom"
@@ -96,32 +109,10 @@ def deepspeed_config(cfg: TrainConfig, world: int) -> dict:
 
 
 # -- checkpoints --------------------------------------------------------------------------------
-def complete_checkpoints(ckpt_dir: Path) -> list[Path]:
-    """Complete checkpoints, oldest first; incomplete ones are reported, never loaded or deleted."""
-    if not ckpt_dir.is_dir():
-        return []
-    done = []
-    for path in sorted(p for p in ckpt_dir.iterdir() if p.is_dir() and p.name.startswith("step-")):
-        if (path / COMPLETE).is_file():
-            done.append(path)
-        else:
-            log.warning("skipping incomplete checkpoint %s (no %s); it is left in place", path, COMPLETE)
-    return done
-
-
 def prune_checkpoints(ckpt_dir: Path, keep: int) -> None:
+    """save_total_limit: the oldest complete checkpoints beyond `keep` go (incomplete ones stay)."""
     for path in complete_checkpoints(ckpt_dir)[:-keep]:
         shutil.rmtree(path)
-
-
-def rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
 
 
 # -- the stage ----------------------------------------------------------------------------------
@@ -157,9 +148,8 @@ def train_stage(run: StageRun) -> dict:
         if rank == 0:
             print(f"train[{run.stage}]: already complete in {out} (step {state['global_step']}); nothing to do")
         return state
-    ckpt_dir = out / "checkpoints"
-    complete = complete_checkpoints(ckpt_dir)
-    resume_from = complete[-1] if complete else None
+    ckpt_dir = out / CHECKPOINTS
+    resume_from = newest_verified(ckpt_dir)  # why newer ones were skipped is logged; none is deleted
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank and every run
     random.seed(cfg.seed)
@@ -187,7 +177,8 @@ def train_stage(run: StageRun) -> dict:
         raise ConfigError(f"{cfg.data}: the mixture selects no samples")
     rejects = RejectLog(out / "rejects.jsonl")
     settings = SampleSettings(num_frames=cfg.num_frames, guided=stage.guided,
-                              guide_max_length=run.profile.guide_max_length, decoder=run.decoder, stage=run.stage)
+                              guide_max_length=run.profile.guide_max_length, decoder=run.decoder, stage=run.stage,
+                              read_timeout_s=run.read_timeout_s, limits=run.read_limits)
     cache = None
     if run.feature_cache is not None:
         policy = FramePolicy.from_preprocessor(preprocessor, cfg.num_frames, run.decoder)
@@ -204,6 +195,7 @@ def train_stage(run: StageRun) -> dict:
     scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * total_steps), total_steps)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                            config=ds_config)
+    make_loads_safe(engine)
 
     global_step, epoch, micro_done = 0, 0, 0
     history: list[dict] = []
@@ -212,7 +204,7 @@ def train_stage(run: StageRun) -> dict:
         _, client = engine.load_checkpoint(str(ckpt_dir), tag=resume_from.name)
         global_step, epoch, micro_done = client["global_step"], client["epoch"], client["micro_done"]
         history, run_id = client["history"], client.get("run_id")
-        set_rng_state(torch.load(resume_from / f"rng_rank{rank}.pt", weights_only=False))
+        load_rng(rng_file(resume_from, rank))
         if rank == 0:
             print(f"train[{run.stage}]: resuming from {resume_from} (step {global_step})")
     out.mkdir(parents=True, exist_ok=True)
@@ -300,11 +292,14 @@ def _save_checkpoint(engine, ckpt_dir: Path, rank, global_step, epoch, micro_don
     tag = f"step-{global_step:07d}"
     client = {"global_step": global_step, "epoch": epoch, "micro_done": micro_done, "history": history,
               "run_id": run_id}
-    engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client)
-    torch.save(rng_state(), ckpt_dir / tag / f"rng_rank{rank}.pt")
+    if rank == 0:  # a step saved again (after resuming from an older one): its old marker no longer holds
+        (ckpt_dir / tag / COMPLETE).unlink(missing_ok=True)
     torch.distributed.barrier()
-    if rank == 0:  # written last: a checkpoint without it was interrupted and is never loaded
-        atomic_write_bytes(ckpt_dir / tag / COMPLETE, json.dumps({"global_step": global_step}).encode())
+    engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client)
+    save_rng(rng_file(ckpt_dir / tag, rank))
+    torch.distributed.barrier()
+    if rank == 0:  # written last, listing every file's hash: a checkpoint that does not match it is never loaded
+        write_marker(ckpt_dir / tag, global_step)
         prune_checkpoints(ckpt_dir, cfg.save_total_limit)
     torch.distributed.barrier()
 

@@ -20,8 +20,8 @@ STAGECMD = textwrap.dedent("""
         sys.exit(int(sys.argv[2]))
     if action == "abort":
         os.abort()
-    if action == "sleep":  # with a grandchild, to check that a cancel reaches the whole group
-        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    if action == "sleep":  # with a grandchild in a session of its own, as torchrun starts each rank
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True)
         open(sys.argv[2], "w").write(f"{os.getpid()} {child.pid}")
         time.sleep(300)
 """)
@@ -85,7 +85,7 @@ def test_cancel_kills_the_whole_process_group_and_reports_cancelled(workdir):
     assert not alive(stage_pid) and not alive(grandchild_pid)
 
 
-def test_a_process_killed_from_outside_is_cancelled(workdir):
+def test_a_process_killed_from_outside_is_cancelled_and_what_it_started_is_stopped(workdir):
     executor = LocalExecutor(module="stagecmd")
     handle = executor.submit(job(workdir, "sleep", str(workdir / "pids")))
     stage_pid, grandchild_pid = map(int, wait_for(workdir / "pids").split())
@@ -96,7 +96,34 @@ def test_a_process_killed_from_outside_is_cancelled(workdir):
             break
         time.sleep(0.05)
     assert (state, code) == (JobState.CANCELLED, -signal.SIGKILL)
-    os.kill(grandchild_pid, signal.SIGKILL)
+    assert not alive(grandchild_pid)  # a rank that outlived its launcher is stopped by the supervisor
+
+
+FLOW = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from flows.executors.base import StageJob
+    from flows.executors.local import LocalExecutor
+    workdir = Path(sys.argv[1])
+    job = StageJob(name="demo", argv=["sleep", str(workdir / "pids")], log_path=workdir / "demo.log", workdir=workdir)
+    LocalExecutor(module="stagecmd").submit(job)
+    time.sleep(300)
+""")
+
+
+def test_killing_the_flow_with_sigkill_stops_the_stage_and_every_rank(workdir):
+    """kill -9 of the flow's process group: the stage (own session) and its rank (another session) stop too."""
+    import subprocess
+    root = Path(__file__).resolve().parents[2]
+    flow = subprocess.Popen([sys.executable, "-c", FLOW, str(workdir)], cwd=workdir, start_new_session=True,
+                            env={**os.environ, "PYTHONPATH": f"{root}:{workdir}"})
+    stage_pid, rank_pid = map(int, wait_for(workdir / "pids").split())
+    os.killpg(flow.pid, signal.SIGKILL)
+    flow.wait()
+    deadline = time.monotonic() + 15
+    while (alive(stage_pid) or alive(rank_pid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(stage_pid) and not alive(rank_pid)
 
 
 def test_a_job_over_its_time_limit_is_stopped_and_reported_timeout(workdir):

@@ -6,8 +6,11 @@ calls.log, appended by every stand-in command, is the ground truth of what reall
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -44,7 +47,7 @@ def project(tmp_path, prefect_server, tracking_uri, monkeypatch):
     subprocess.run([*dvc, "remote", "add", "-d", "local", str(tmp_path / "remote")], cwd=root, check=True, env=env)
     monkeypatch.syspath_prepend(str(root))  # the flow reads the stand-in CLI's options (--parent-run-id or not)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
-    for key in ("STANDIN_FAIL", "STANDIN_SLEEP", "HICOM_DVC_REMOTE", "HICOM_EXECUTOR"):
+    for key in ("STANDIN_FAIL", "STANDIN_SLEEP", "STANDIN_STEPS", "HICOM_DVC_REMOTE", "HICOM_EXECUTOR"):
         monkeypatch.delenv(key, raising=False)
     with temporary_settings(updates={PREFECT_RESULTS_LOCAL_STORAGE_PATH: str(tmp_path / "results")}):
         yield root
@@ -223,6 +226,107 @@ def test_the_flow_timeout_stops_the_running_stage(project, monkeypatch):
     stat = Path(f"/proc/{int((project / 'sleep-train.pid').read_text())}/stat")
     assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"  # gone (or a zombie: killed)
     assert not (project / "outputs/model").exists()
+
+
+def alive(pid: int) -> bool:
+    """Running (a killed orphan may linger as a zombie until this container's init reaps it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def straight_weights(root: Path, tmp_path: Path, steps: int) -> int:
+    """The stand-in's training run uninterrupted, outside the flow."""
+    env = {**os.environ, "STANDIN_STEPS": f"train:{steps}:0", "PYTHONPATH": str(root)}
+    subprocess.run([sys.executable, "-m", "standin", "--params", str(root / "params.yaml"), "train", "--stage", "train",
+                    "--out", str(tmp_path / "straight")],
+                   cwd=tmp_path, env=env, check=True, capture_output=True)
+    return json.loads((tmp_path / "straight/data.json").read_text())["weights"]
+
+
+def test_killing_the_whole_flow_mid_training_leaves_no_process_and_the_rerun_resumes(project, tmp_path, monkeypatch):
+    """kill -9 of the flow's process group while train runs (its "rank" in a session of its own): nothing of
+    the run is left, and the rerun resumes train from its last complete checkpoint to the uninterrupted result."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_RESULTS_LOCAL_STORAGE_PATH
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "STANDIN_STEPS": "train:10:1",
+           "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(PREFECT_RESULTS_LOCAL_STORAGE_PATH.value()),
+           "PYTHONPATH": f"{repo}:{project}"}
+    code = "import sys; from flows.retrain import retrain; retrain(project_dir=sys.argv[1])"
+    flow = subprocess.Popen([sys.executable, "-c", code, str(project)], cwd=project, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = project / "outputs/model/checkpoints/step-0000003/complete.json"
+    for _ in range(1200):
+        if checkpoint.exists() or flow.poll() is not None:
+            break
+        time.sleep(0.1)
+    os.killpg(flow.pid, signal.SIGKILL)
+    flow.wait()
+    assert checkpoint.exists() and not (project / "outputs/model/data.json").exists(), "not killed mid-training"
+    pids = [int(p) for line in (project / "pids-train").read_text().splitlines() for p in line.split()]
+    deadline = time.monotonic() + 6  # well before the 7 s of training left would end it
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in pids if alive(p)], "processes of the killed run are still running"
+
+    monkeypatch.setenv("STANDIN_STEPS", "train:10:0")
+    summary = retrain(project)
+    assert summary["stages"]["train"] == "ran"
+    trained = json.loads((project / "outputs/model/data.json").read_text())
+    assert trained["resumed_from"] is not None and trained["resumed_from"] >= 3  # not step 1
+    assert trained["weights"] == straight_weights(project, tmp_path, 10)
+    assert dvc_status(project) == {}
+
+
+def test_a_stage_refuses_to_start_while_a_process_of_an_earlier_run_still_writes_its_outputs(project):
+    from flows.errors import PipelineError
+
+    repo = Path(__file__).resolve().parents[2]
+    holder = textwrap.dedent("""
+        import sys, time
+        from pathlib import Path
+        from flows.outs import claim
+        from flows.stages import load_stages
+        stage = next(s for s in load_stages(Path(sys.argv[1])) if s.name == "train")
+        with claim(Path(sys.argv[1]), stage, "an earlier run"):
+            print("held", flush=True)
+            time.sleep(120)
+    """)
+    orphan = subprocess.Popen([sys.executable, "-c", holder, str(project)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": f"{repo}:{project}"})
+    try:
+        assert orphan.stdout.readline().strip() == "held"
+        with pytest.raises(PipelineError, match=rf"stage 'train': a process of an earlier run still writes its "
+                                                rf"outputs \(owner pid {orphan.pid} on host "):
+            retrain(project)
+    finally:
+        orphan.kill()
+        orphan.wait()
+    assert calls(project) == ["prepare"]
+    assert retrain(project)["stages"]["train"] == "ran"  # the owner gone, it runs
+
+
+def test_a_changed_command_starts_clean_keeping_the_old_checkpoints_aside_until_it_completes(project, monkeypatch):
+    monkeypatch.setenv("STANDIN_STEPS", "train:3:0")
+    monkeypatch.setenv("STANDIN_FAIL", "train:1")  # trains, then fails: checkpoints, no result
+    from flows.executors.base import StageFailed
+    with pytest.raises(StageFailed):
+        retrain(project)
+    set_param(project, "llm.steps", 2)  # another command
+    with pytest.raises(StageFailed):
+        retrain(project)
+    aside = list((project / "outputs/.flow/aside").rglob("complete.json"))
+    assert len(aside) == 3  # the first command's checkpoints, kept while the new one has not completed
+    monkeypatch.delenv("STANDIN_FAIL")
+    set_param(project, "llm.steps", 1)  # back to the first command: its checkpoints come back, it resumes
+    retrain(project)
+    assert json.loads((project / "outputs/model/data.json").read_text())["resumed_from"] == 3
+    set_param(project, "llm.steps", 2)
+    retrain(project)  # completes: nothing is kept aside any more
+    assert json.loads((project / "outputs/model/data.json").read_text())["resumed_from"] is None
+    assert not list((project / "outputs/.flow/aside").rglob("*"))
 
 
 def test_deploy_creates_the_work_pools_and_the_scheduled_deployments(prefect_server):

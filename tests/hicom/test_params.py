@@ -186,3 +186,39 @@ def test_one_command_reads_params_yaml_once(tmp_path, monkeypatch):
                  "--tokenizer", str(tmp_path), "--no-track"]) == 0
     assert reads == [path]
     assert runs[0].profile.name == "tiny" and runs[0].cfg.epochs == 12 and runs[0].decoder == "decord"
+
+
+@pytest.mark.parametrize("path,value,message", [
+    (("curate", "frames"), 0, "curate.frames: must be >= 1, got 0"),
+    (("curate", "openai", "concurrency"), 0, "curate.openai.concurrency: must be >= 1, got 0"),
+    (("profiles", "tiny", "train", "common", "max_steps"), 0, "train.max_steps: must be >= 1, got 0"),
+    (("profiles", "tiny", "train", "align", "max_steps"), -2, "train.max_steps: must be >= 1, got -2"),
+    (("profiles", "tiny", "train", "sft", "lr_llm"), 0, "train.lr_llm: must be > 0, got 0.0"),
+    (("profiles", "tiny", "train", "common", "warmup_ratio"), 1.5, "train.warmup_ratio: must be within [0, 1], got 1.5"),
+    (("towers", "batch_size"), 0, "towers.batch_size: must be >= 1, got 0"),
+    (("llm", "lr"), -1.0, "llm.lr: must be > 0, got -1.0"),
+    (("data", "read_timeout_s"), 0, "data.read_timeout_s: must be > 0, got 0"),
+    (("data", "limits", "max_frame_pixels"), 0, "data.limits.max_frame_pixels: must be > 0, got 0"),
+])
+def test_a_bad_number_is_named_by_its_key_and_value_before_any_work(params, path, value, message):
+    *parents, key = path
+    section = params
+    for name in parents:
+        section = section.setdefault(name, {})
+    section[key] = value
+    with pytest.raises(ConfigError, match=rf"{message.replace('[', '.').replace(']', '.')}$"):
+        loaded = validate_params(params)
+        loaded.train("tiny", parents[-1] if parents[-1] in ("align", "cond_pretrain", "sft") else "align")
+
+
+def test_command_line_numbers_fail_before_work_naming_the_option_or_key(tmp_path, capsys):
+    out = tmp_path / "stage"
+    assert main(["train", "--stage", "align", "--out", str(out), "--set", "max_steps=0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: train.max_steps: must be >= 1, got 0"
+    assert main(["train", "--stage", "align", "--out", str(out), "--set", "max_steps=-1"]) == 2
+    assert capsys.readouterr().err.strip() == "error: train.max_steps: must be >= 1, got -1"
+    assert not out.exists()
+    with pytest.raises(SystemExit) as exit_:
+        main(["evaluate", "--benchmark", "synthetic", "--frames", "0", "--out", str(out)])
+    assert exit_.value.code == 2
+    assert "argument --frames: must be >= 1, got 0" in capsys.readouterr().err

@@ -153,6 +153,20 @@ def test_resume_continues_the_same_run_and_tolerates_relogged_params(tracker, st
     assert [(m.step, m.value) for m in client.get_metric_history(first.run_id, "loss")] == [(0, 2.0), (1, 1.0)]
 
 
+def test_a_resumed_run_does_not_log_again_the_steps_it_already_has(tracker, store):
+    """Training resumed from its step-2 checkpoint replays steps 3-4 the crashed run had logged: once each."""
+    _, _, client = store
+    with tracker() as crashed:
+        for step in (1, 2, 3, 4):
+            crashed.log_metrics({"loss": 10.0 - step}, step=step)
+    with tracker(resume_run_id=crashed.run_id) as resumed:
+        for step in (3, 4, 5):
+            resumed.log_metrics({"loss": 10.0 - step, "grad_norm": 1.0}, step=step)
+    history = [(m.step, m.value) for m in client.get_metric_history(crashed.run_id, "loss")]
+    assert sorted(history) == [(1, 9.0), (2, 8.0), (3, 7.0), (4, 6.0), (5, 5.0)]
+    assert [m.step for m in client.get_metric_history(crashed.run_id, "grad_norm")] == [3, 4, 5]  # new metric: all
+
+
 def test_log_input_records_our_name_digest_source_and_context(tracker, store, tmp_path):
     _, _, client = store
     digest = "ab" * 32  # a sha256 hex digest: longer than the 36 characters MLflow keeps

@@ -1,10 +1,14 @@
 """Stand-in stages: each appends its name to calls.log (what really ran), reads its params key and its inputs,
 and writes outputs derived from them. STANDIN_FAIL="STAGE:CODE[:TIMES]" makes STAGE exit with CODE (the
 first TIMES calls, default all); STANDIN_SLEEP="STAGE:SECONDS" makes it write its pid to sleep-STAGE.pid and
-sleep that long first."""
+sleep that long first. STANDIN_STEPS="STAGE:STEPS:SECONDS" makes STAGE train: STEPS steps of SECONDS each,
+a checkpoint (checkpoints/step-N/complete.json, as hicom's trainer marks them) after each, resuming from the
+newest one; meanwhile a "rank" runs in a session of its own, as torchrun starts ranks, and both pids are
+appended to pids-STAGE."""
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,6 +45,8 @@ def main(argv=None) -> int:
     if sleep.split(":")[0] == args.stage:
         Path(f"sleep-{args.stage}.pid").write_text(str(os.getpid()))
         time.sleep(float(sleep.split(":")[1]))
+    steps = os.environ.get("STANDIN_STEPS", "").split(":")
+    trained = train(Path(args.out), args.stage, int(steps[1]), float(steps[2])) if steps[0] == args.stage else {}
     fail = os.environ.get("STANDIN_FAIL", "").split(":")
     if fail[0] == args.stage:
         counter = Path(f"fail-{args.stage}.count")
@@ -58,7 +64,7 @@ def main(argv=None) -> int:
     inputs = {p: sorted(str(f) for f in Path(p).rglob("*")) if Path(p).is_dir() else Path(p).read_text()
               for p in args.inputs}
     payload = {"stage": args.stage, "value": value, "inputs": inputs, "eval": getattr(args, "eval", None),
-               "parent_run_id": getattr(args, "parent_run_id", None)}
+               "parent_run_id": getattr(args, "parent_run_id", None), **trained}
     out = Path(args.out)
     if args.command == "evaluate":
         out.mkdir(parents=True, exist_ok=True)
@@ -78,3 +84,22 @@ def main(argv=None) -> int:
         (out / "data.json").write_text(json.dumps(payload))
     print(f"{args.stage}: wrote {out}", flush=True)
     return 0
+
+
+def train(out: Path, stage: str, steps: int, seconds: float) -> dict:
+    """Deterministic "weights" over `steps` checkpointed steps; resumes from the newest complete checkpoint."""
+    rank = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
+    with open(f"pids-{stage}", "a") as f:
+        f.write(f"{os.getpid()} {rank.pid}\n")
+    done = sorted(out.glob("checkpoints/step-*/complete.json"))
+    resumed_from = int(done[-1].parent.name.split("-")[1]) if done else None
+    weights = json.loads(done[-1].read_text())["weights"] if done else 0
+    for step in range((resumed_from or 0) + 1, steps + 1):
+        time.sleep(seconds)
+        weights = weights * 3 + step
+        folder = out / "checkpoints" / f"step-{step:07d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "complete.json").write_text(json.dumps({"weights": weights}))
+    rank.kill()
+    rank.wait()
+    return {"weights": weights, "resumed_from": resumed_from}

@@ -90,6 +90,56 @@ def test_unreadable_video_is_skipped_and_recorded_while_others_go_through(world,
     assert "broken.mp4" in rejects[samples[1]["id"]]["reason"] and rejects["missing"]["stage"] == "test"
 
 
+def bad_samples(samples: list[dict], tmp_path) -> list[dict]:
+    """A missing video, a <video> tag with no video, a video with no tag."""
+    first = samples[0]
+    no_tag = [dict(t, value=t["value"].replace("<video>", "")) for t in first["conversations"]]
+    return [dict(first, id="missing", video=str(tmp_path / "nope.mp4")),
+            {k: v for k, v in first.items() if k != "video"} | {"id": "tag-without-video"},
+            dict(first, id="video-without-tag", conversations=no_tag)]
+
+
+def test_a_visual_tag_must_match_the_sample_and_each_bad_sample_is_named(world, tmp_path):
+    from hicom.data.settings import ReadLimits
+
+    root, tok = world
+    samples = mixture(root, "sft")[:1]
+    bad = bad_samples(samples, tmp_path)
+    settings = SampleSettings(num_frames=8, guided=True, stage="test")
+    ds = ConversationDataset(samples + bad, tok, FramePreprocessor(IMAGE), settings, RejectLog(tmp_path / "r.jsonl"),
+                             guide_tokenizer=tok)
+    ds.settings = SampleSettings(num_frames=8, guided=True, stage="test", limits=ReadLimits(max_frame_pixels=4095))
+    assert ds[0] is None  # 64x64 frames: over 4095 pixels
+    ds.settings = settings
+    assert [ds[i] is None for i in range(len(ds))] == [False, True, True, True]
+    reasons = {r["id"]: r["reason"] for r in ds.rejects.read()}
+    assert "its conversation has a <video> tag but the sample names no video" in reasons["tag-without-video"]
+    assert "the sample has a video but its conversation has no <video> tag" in reasons["video-without-tag"]
+    assert "64x64 = 4096 pixels are over data.limits.max_frame_pixels=4095" in reasons[samples[0]["id"]]
+
+
+def test_each_bad_sample_is_recorded_once_per_stage_over_epochs_ranks_and_resumed_runs(world, tmp_path):
+    root, tok = world
+    samples = mixture(root, "sft")[:2]
+    samples += bad_samples(samples, tmp_path)
+    rejects = tmp_path / "rejects.jsonl"
+
+    def rank(stage="test"):
+        settings = SampleSettings(num_frames=8, guided=True, stage=stage)
+        return ConversationDataset(samples, tok, FramePreprocessor(IMAGE), settings, RejectLog(rejects),
+                                   guide_tokenizer=tok)
+
+    first, second = rank(), rank()
+    for epoch in range(2):  # each sample seen on either rank, every epoch
+        for i in range(len(samples)):
+            (first if (i + epoch) % 2 else second)[i]
+    rank()[2]  # a resumed run, fresh process, same file
+    assert sorted(r["id"] for r in RejectLog(rejects).read()) == ["missing", "tag-without-video",
+                                                                  "video-without-tag"]
+    rank("next")[2]  # another stage sharing the file records its own
+    assert len(RejectLog(rejects).read()) == 4
+
+
 def test_a_collated_batch_trains_the_tiny_model(world, tiny_profile):
     root, tok = world
     ds = dataset(root, tok, mixture(root, "sft")[:2], guided=True)

@@ -274,6 +274,56 @@ def test_read_that_does_not_finish_in_time_is_abandoned_with_a_read_error(clips,
     assert err.value.path == str(clips["mp4"])
 
 
+# --- input bounds (params.yaml data.limits) ------------------------------------------------
+
+
+def huge_frame_video(path: Path, side: int = 8192) -> Path:
+    """One side x side frame in a ~200 KB mp4 (a flat grey frame compresses to almost nothing); encoding it
+    peaks near 450 MB, decoding 8 samples of it near 2 GB."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=1)
+        stream.width = stream.height = side
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"preset": "ultrafast", "tune": "zerolatency", "threads": "1"}
+        frame = av.VideoFrame(side, side, "gray")
+        frame.planes[0].update(bytes(side * side))
+        for packet in stream.encode(frame.reformat(format="yuv420p")):
+            container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="module")
+def huge(tmp_path_factory) -> Path:
+    return huge_frame_video(tmp_path_factory.mktemp("huge") / "huge.mp4")
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_a_huge_frame_video_is_rejected_naming_it_before_any_frame_is_decoded(huge, decoder, monkeypatch):
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("frames were decoded")
+
+    monkeypatch.setattr(video, f"_decode_{decoder}", no_decoding)
+    with pytest.raises(VideoReadError, match=r"8192x8192 = 67108864 pixels are over "
+                                             r"data.limits.max_frame_pixels=8294400") as err:
+        read_video(huge, 8, decoder=decoder)
+    assert err.value.path == str(huge)
+
+
+def test_bounds_on_file_size_duration_and_image_size_name_the_input_and_the_key(clips, tmp_path):
+    from hicom.data.settings import ReadLimits
+
+    with pytest.raises(VideoReadError, match=r"over data.limits.max_file_bytes=100"):
+        read_video(clips["mp4"], 8, limits=ReadLimits(max_file_bytes=100))
+    with pytest.raises(VideoReadError, match=r"6 s long, over data.limits.max_duration_s=5"):  # 48 frames at 8 fps
+        read_video(clips["mp4"], 8, limits=ReadLimits(max_duration_s=5))
+    Image.fromarray(coded_frame(1)).save(tmp_path / "frame.png")
+    with pytest.raises(VideoReadError, match=r"64x64 = 4096 pixels are over data.limits.max_frame_pixels=4000"):
+        read_video(tmp_path / "frame.png", 8, limits=ReadLimits(max_frame_pixels=4000))
+    assert read_video(clips["mp4"], 8, limits=ReadLimits(max_frame_pixels=4096)).frames.shape == (8, 64, 64, 3)
+
+
 def test_read_error_survives_pickling_for_dataloader_workers():
     restored = pickle.loads(pickle.dumps(VideoReadError("/data/x.mp4", "empty file (0 bytes)")))
     assert (restored.path, restored.reason) == ("/data/x.mp4", "empty file (0 bytes)")

@@ -60,6 +60,16 @@ def test_an_empty_injection_group_is_an_error_not_a_silent_no_op(tiny_profile):
         configure_trainable(model, STAGES["cond_pretrain"], cfg)
 
 
+class Payload:
+    """Unpickling this runs code: it writes `flag`."""
+
+    def __init__(self, flag: Path):
+        self.flag = flag
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.flag)!r}, 'w').write('code ran')",)
+
+
 def test_incomplete_checkpoint_is_skipped_with_a_warning_naming_it_and_kept(tmp_path, caplog):
     for step in (2, 4, 6):
         (tmp_path / f"step-{step:07d}").mkdir()
@@ -150,6 +160,59 @@ def test_killed_stage_resumes_from_its_last_complete_checkpoint_to_the_same_resu
     wa, wb = (load_file(d / "compressor" / "compressor.safetensors") for d in (straight, resumed))
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
     assert run(command(setup, "align", resumed, "--no-track")).stdout.count("already complete") == 1
+
+
+@pytest.fixture(scope="module")
+def four_steps(setup, tmp_path_factory):
+    """A finished 4-step align run (checkpoints at steps 2 and 4) and its final compressor weights."""
+    from safetensors.torch import load_file
+    out = tmp_path_factory.mktemp("four") / "stage"
+    done = run(command(setup, "align", out, "--no-track", "--set", "max_steps=4"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out, load_file(out / "compressor" / "compressor.safetensors")
+
+
+def interrupted_copy(four_steps, tmp_path) -> Path:
+    """The finished run as a crash after its last save would leave it: checkpoints, no final state."""
+    import shutil
+    out = tmp_path / "stage"
+    shutil.copytree(four_steps[0] / "checkpoints", out / "checkpoints")
+    return out
+
+
+@pytest.mark.slow
+def test_a_truncated_newest_checkpoint_is_skipped_and_resume_takes_the_previous_one(setup, four_steps, tmp_path):
+    from safetensors.torch import load_file
+    out = interrupted_copy(four_steps, tmp_path)
+    damaged = out / "checkpoints" / "step-0000004" / "zero_pp_rank_0_mp_rank_00_optim_states.pt"
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
+    again = run(command(setup, "align", out, "--no-track", "--set", "max_steps=4"))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming from" in again.stdout and "step-0000002 (step 2)" in again.stdout
+    assert "not resuming from checkpoint" in again.stderr and "step-0000004" in again.stderr
+    assert "truncated" in again.stderr
+    weights = load_file(out / "compressor" / "compressor.safetensors")
+    assert all(torch.allclose(weights[k], four_steps[1][k], atol=1e-6) for k in weights)
+    assert (out / "checkpoints" / "step-0000004" / "complete.json").is_file()  # saved again, whole
+
+
+@pytest.mark.slow
+def test_a_pickle_payload_in_a_checkpoint_is_refused_not_run(setup, four_steps, tmp_path):
+    """Even with a forged complete.json that lists the planted file's hash, loading it runs no code."""
+    from hicom.core.files import sha256_file
+    out = interrupted_copy(four_steps, tmp_path)
+    newest = out / "checkpoints" / "step-0000004"
+    flag = tmp_path / "code-ran"
+    planted = newest / "mp_rank_00_model_states.pt"
+    torch.save({"module": Payload(flag)}, planted)
+    marker = json.loads((newest / "complete.json").read_text())
+    if "files" in marker:  # forge the marker too
+        marker["files"]["mp_rank_00_model_states.pt"] = {"size": planted.stat().st_size,
+                                                        "sha256": sha256_file(planted)}
+        (newest / "complete.json").write_text(json.dumps(marker))
+    again = run(command(setup, "align", out, "--no-track", "--set", "max_steps=4"))
+    assert not flag.exists(), "loading the checkpoint ran the planted code"
+    assert again.returncode == 2 and "refused to load" in again.stderr and str(planted) in again.stderr
 
 
 @pytest.mark.slow
