@@ -45,6 +45,7 @@ def run(args, params) -> int:
     results = run_evaluation(EvalRun(
         benchmark=args.benchmark, model_dir=Path(args.model), data=Path(args.data), out=Path(args.out),
         profile=params.profile(args.profile), config=params.evaluate, decoder=params.data.decoder,
+        limits=params.data.limits,
         frames=args.frames, guidance=args.guidance, protocol=args.protocol, track=not args.no_track,
         experiment=args.experiment, parent_run_id=args.parent_run_id, allow_missing=args.allow_missing, **optional))
     if results is None:  # a torchrun rank other than 0: rank 0 reports

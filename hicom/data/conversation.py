@@ -177,11 +177,10 @@ def encode_sample(tokenizer, conversations: list[dict], modality: str | None, gu
     Unguided (alignment): one sequence, every answer supervised. Guided: a sample with k
     questions becomes k sequences; sequence j holds turns 1..j, supervises answer j only, and is
     guided by question j. The video is shared: the caller decodes and encodes it once. The
-    conversation is templated and tokenised once; each sequence is a cut of it. A visual tag that does
-    not match the sample's modality is a ConversationError (check_visual_tag).
+    conversation is templated and tokenised once; each sequence is a cut of it. Tags are not checked here:
+    an inference prompt gets its tag from normalise_turns; annotation samples go through check_visual_tag.
     """
-    messages = normalise_turns(conversations, modality, sample_id)  # its shape first, then its tags
-    check_visual_tag(conversations, modality, sample_id)
+    messages = normalise_turns(conversations, modality, sample_id)
     pieces = _encode_turns(tokenizer, messages)
     if not guided:
         ids, labels = _join(pieces, set(range(len(pieces))))

@@ -17,6 +17,7 @@ from hicom.core.types import IGNORE_INDEX, VisualItem
 from hicom.data.conversation import (
     ConversationError,
     Encoded,
+    check_visual_tag,
     encode_sample,
     tokenise_guides,
 )
@@ -124,6 +125,7 @@ class ConversationDataset(torch.utils.data.Dataset):
             s = self.settings
             guided = s.guided and modality is not None
             sequences = encode_sample(self.tokenizer, sample["conversations"], modality, guided, sample_id)
+            check_visual_tag(sample["conversations"], modality, sample_id)  # after the shape checks of encoding
             guide_ids = tokenise_guides(self.guide_tokenizer, [e.guide for e in sequences], s.guide_max_length) \
                 if guided else None
             self._encoded[index] = (sequences, guide_ids)

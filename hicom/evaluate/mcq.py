@@ -29,6 +29,7 @@ from hicom.core.files import atomic_write_bytes
 from hicom.core.types import IGNORE_INDEX, VisualItem
 from hicom.data.conversation import encode_prompt, encode_sample, tokenise_guides
 from hicom.data.dataset import pad_sequences
+from hicom.data.settings import ReadLimits
 from hicom.data.video import (
     DEFAULT_IMAGE_FPS,
     FramePreprocessor,
@@ -97,6 +98,7 @@ class Job:
     variants: list[Variant] = field(default_factory=lambda: [Variant()])
     data_issues: list[dict] = field(default_factory=list)  # from the reader and the pre-flight
     preflight_missing: list[dict] = field(default_factory=list)  # questions whose video the pre-flight could not read
+    limits: ReadLimits = ReadLimits()  # params.yaml data.limits
 
     @property
     def entry(self) -> Benchmark:
@@ -134,7 +136,7 @@ def video_groups(samples: list[Sample]) -> list[list[Sample]]:
     return list(groups.values())
 
 
-def preflight(samples: list[Sample], frames_decoder: str, timeout_s: float,
+def preflight(samples: list[Sample], frames_decoder: str, limits: ReadLimits, timeout_s: float,
               subtitles: bool) -> tuple[list[Sample], list[dict], list[dict]]:
     """Before any model work: every question whose video is missing or cannot be opened (one frame of its clip
     decoded), and every subtitle file that cannot be read (its questions are asked without subtitles).
@@ -150,7 +152,7 @@ def preflight(samples: list[Sample], frames_decoder: str, timeout_s: float,
         else:
             try:
                 read_video(first.video, 1, frames_decoder, first.start, first.end, timeout_s=timeout_s,
-                           fps=first.frame_fps or DEFAULT_IMAGE_FPS)
+                           fps=first.frame_fps or DEFAULT_IMAGE_FPS, limits=limits)
             except (VideoReadError, OSError, ValueError) as exc:
                 reason = str(exc)
         if reason is not None:
@@ -222,7 +224,8 @@ def _answer_video(model, job: Job, group: list[Sample], keys: dict, done: set, t
     started = time.perf_counter()
     try:
         clip = read_video(first.video, job.frames, job.decoder, first.start, first.end,
-                          timeout_s=job.config.read_timeout_s, fps=first.frame_fps or DEFAULT_IMAGE_FPS)
+                          timeout_s=job.config.read_timeout_s, fps=first.frame_fps or DEFAULT_IMAGE_FPS,
+                          limits=job.limits)
     except VideoReadError as exc:
         missing += [{"id": s.id, "video": str(s.video), "reason": str(exc)} for s in group]
         return 0

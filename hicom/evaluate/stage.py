@@ -15,6 +15,7 @@ import torch
 
 from hicom.core.errors import ConfigError, DataError
 from hicom.core.files import atomic_write_bytes, file_digest
+from hicom.data.settings import ReadLimits
 from hicom.data.tokenizer import load_tokenizer
 from hicom.data.video import FramePreprocessor, decoder_info
 from hicom.evaluate.benchmarks import read_benchmark
@@ -48,6 +49,7 @@ class EvalRun:
     profile: ModelProfile
     config: EvalConfig
     decoder: str = "decord"
+    limits: ReadLimits = ReadLimits()  # params.yaml data.limits: bigger videos are unreadable, named
     videos: Path | None = None
     subtitles: Path | None = None
     towers: Path | None = None  # SigLIP directory: instruction tokenizer and preprocessor_config.json
@@ -104,6 +106,7 @@ def _evaluate(run: EvalRun, rank: int, world: int) -> dict | None:
     preprocessor = FramePreprocessor.from_towers(towers, model.config.vision_config.image_size)
     model_version = broadcast_from_rank0(file_digest(run.model_dir)[:16] if rank == 0 else None, world)
     job = Job(benchmark=run.benchmark, samples=samples, out=run.out, frames=frames, decoder=run.decoder,
+              limits=run.limits,
               config=run.config, model_version=model_version, variants=variants, data_issues=issues,
               preflight_missing=missing)
 
@@ -141,7 +144,7 @@ def _checked_samples(run: EvalRun, rank: int, world: int) -> tuple[list, list[di
     if rank == 0:
         issues: list[dict] = []
         samples = read_benchmark(run.benchmark, run.data, run.videos, run.subtitles, issues)
-        samples, missing, subtitle_issues = preflight(samples, run.decoder, run.config.read_timeout_s,
+        samples, missing, subtitle_issues = preflight(samples, run.decoder, run.limits, run.config.read_timeout_s,
                                                       run.subtitles is not None)
         found = (samples, missing, issues + subtitle_issues)
         run.out.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ import yaml
 from transformers import SiglipConfig, SiglipModel
 
 from hicom.cli import main
+from hicom.data.settings import ReadLimits
 from hicom.data.synthetic import WorldConfig, make_scene, mcq_prompt, write_video
 from hicom.data.tokenizer import load_tokenizer, train_tokenizer
 from hicom.data.video import FramePreprocessor, read_video
@@ -293,6 +294,18 @@ def test_likelihood_protocol_picks_the_option_whose_short_answer_the_model_finds
     assert short_answer("it moves left") == "It moves left." and short_answer("Red.") == "Red."
 
 
+@pytest.mark.parametrize("limits,over", [(ReadLimits(max_frame_pixels=63 * 63), "max_frame_pixels"),
+                                         (ReadLimits(max_file_bytes=100), "max_file_bytes")])
+def test_the_preflight_applies_the_read_limits_and_names_the_key(setup, limits, over):
+    """Evaluation honours params.yaml data.limits: a video over a bound is unreadable, named with the bound."""
+    samples = read_benchmark("videomme", setup / "videomme" / "test.parquet", setup / "videos")
+    _, missing_default, _ = preflight(samples, "decord", ReadLimits(), 30.0, subtitles=False)
+    _, missing, _ = preflight(samples, "decord", limits, 30.0, subtitles=False)
+    over_limit = [m for m in missing if m["id"] not in {d["id"] for d in missing_default}]
+    assert {m["id"] for m in missing} == {s.id for s in samples} and over_limit
+    assert all(f"data.limits.{over}" in m["reason"] for m in over_limit)
+
+
 def test_subtitles_change_likelihood_scores_and_an_unreadable_subtitle_file_costs_only_its_subtitles(setup, tmp_path):
     """Likelihood sees what generation sees: the subtitle block in the prompt moves every option's score. A
     subtitle file no decoder can read is a data issue, and its video's questions are asked without subtitles."""
@@ -302,7 +315,7 @@ def test_subtitles_change_likelihood_scores_and_an_unreadable_subtitle_file_cost
     (subs / "vidB.srt").write_bytes(b"\xff\xfe" + b"\x00\xd8" * 3)  # a UTF-16 BOM, then no valid text
     samples = read_benchmark("videomme", setup / "videomme" / "test.parquet", setup / "videos", subs)
     with pytest.warns(UserWarning, match="vidB.srt"):
-        samples, missing, issues = preflight(samples, "decord", 30.0, subtitles=True)
+        samples, missing, issues = preflight(samples, "decord", ReadLimits(), 30.0, subtitles=True)
     assert [m["id"] for m in missing] == ["q6"]
     assert [(i["file"], i["resolution"]) for i in issues] == [(str(subs / "vidB.srt"),
                                                                "questions asked without subtitles")]
