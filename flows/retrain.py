@@ -29,7 +29,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 from prefect.tasks import exponential_backoff
 
-from flows.dvc import commit_and_push, dvc_status, lock_entry, remote_url, restore_outs
+from flows.dvc import (commit_and_push, dvc_status, lock_entry, push_stages, remote_status, remote_url,
+                       restore_outs)
 from flows.executors import executor_kind, make_executor
 from flows.executors.base import (
     TRANSIENT_EXIT_CODES,
@@ -58,7 +59,7 @@ from flows.variants import (
 )
 
 RUNS_DIR = "outputs/runs"  # per pipeline run: logs/, promotion.json, report/
-CACHE_KEY_VERSION = "v1"  # bump when a stage task's result format changes
+CACHE_KEY_VERSION = "v2"  # bump when a stage task's result format changes
 PROGRESS_EVERY_S = 30.0
 
 
@@ -87,6 +88,18 @@ def tracks_itself(module: str, command: str) -> bool:
 # -- the stage task ------------------------------------------------------------------------------
 def _cache_key(context, parameters: dict) -> str:
     return f"{CACHE_KEY_VERSION}-{parameters['stage'].name}-{parameters['fingerprint']}"
+
+
+def _stage_key(stage: Stage, params: dict, hashes: ContentHashes) -> str:
+    """The stage's fingerprint; a stage that registers a model is also keyed on the tracking server it registered
+    on, so a fresh server (the team stack after a local run) gets its own version instead of a cached number that
+    does not exist there. (DVC pushes are not keyed: every run pushes all outs to its remote, see `push_stages`.)"""
+    key = fingerprint(stage, params, hashes)
+    if stage.command == REGISTER_COMMAND:
+        from hicom.tracking import default_tracking_uri
+
+        key = hashlib.sha256(f"{key}\0{default_tracking_uri()}".encode()).hexdigest()
+    return key
 
 
 def _transient(task, task_run, state) -> bool:
@@ -209,7 +222,7 @@ def run_pipeline(stages: list[Stage], params: dict, run: PipelineRun) -> dict:
     hashes = ContentHashes(run.root)
     records: dict[str, dict] = {}
     for i, stage in enumerate(stages, 1):
-        key = fingerprint(stage, params, hashes)
+        key = _stage_key(stage, params, hashes)
         logger.info(f"[{i}/{len(stages)}] {stage.name}")
         result = run_stage.with_options(**retrying)(stage, key, run, return_state=True)
         cached = result.name == "Cached"
@@ -226,6 +239,7 @@ def run_pipeline(stages: list[Stage], params: dict, run: PipelineRun) -> dict:
         hashes.forget(stage.outs)
         records[stage.name] = {**outcome, "status": "cached" if cached else "ran", "fingerprint": key}
         _log_stage(run, stage, records[stage.name])
+    push_stages(run.root, [s for s in stages if s.tracked and records[s.name]["status"] == "cached"])
     register = next((s for s in stages if s.command == REGISTER_COMMAND), None)
     if register is not None:
         registered = json.loads((run.root / register.outs[0]).read_text())
@@ -404,8 +418,17 @@ def _record_revision(parent, run: PipelineRun, stages: list[Stage], records: dic
                          "promotion.champion_version": str(decision.get("champion_version"))})
         parent.log_artifact(promotion)
     status = dvc_status(run.root)
+    missing = remote_status(run.root) if remote != "none" else {}
     return {"lock_sha256": lock_sha, "remote": remote,
-            "dvc_status": "clean" if not status else f"changed: {', '.join(sorted(status))}"}
+            "dvc_status": "clean" if not status else f"changed: {', '.join(sorted(status))}",
+            "remote_status": "in sync" if not missing else
+            f"{len(missing)} file(s) differ ({_count_states(missing)})"}
+
+
+def _count_states(status: dict) -> str:
+    """{path: "new", ...} -> "12 new, 1 missing"."""
+    states = sorted(set(status.values()))
+    return ", ".join(f"{sum(1 for v in status.values() if v == state)} {state}" for state in states)
 
 
 def _summary(run: PipelineRun, stages: list[Stage], variant: str, records: dict, revision: dict, seconds: float,
@@ -438,7 +461,7 @@ def _summary(run: PipelineRun, stages: list[Stage], variant: str, records: dict,
     else:
         lines.append(f"MLflow: run {run.parent_run_id} at {tracking_uri}")
     lines.append(f"DVC: dvc.lock sha256 {revision['lock_sha256'][:12]}, pushed to {revision['remote']}; "
-                 f"dvc status: {revision['dvc_status']}")
+                 f"dvc status: {revision['dvc_status']}; dvc status -c (that remote): {revision['remote_status']}")
     markdown = "\n".join(f"- {line}" for line in lines)
     return {"run": run.name, "parent_run_id": run.parent_run_id, "variant": variant, "model": model,
             "stages": {n: r["status"] for n, r in records.items()}, "revision": revision, "lines": lines,
