@@ -80,6 +80,10 @@ class StackConfig:
         return f"http://{HOST}:{self.port('prefect')}/api"
 
     @property
+    def prefect_ui_url(self) -> str:
+        return f"http://{HOST}:{self.port('prefect')}"
+
+    @property
     def env_file(self) -> Path:
         return self.root / "env"
 
@@ -189,7 +193,9 @@ def _commands(cfg: StackConfig) -> dict[str, tuple[list[str], dict[str, str], in
                   "AWS_DEFAULT_REGION": REGION, "MLFLOW_S3_ENDPOINT_URL": cfg.s3_url,
                   "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no huey job runner processes
     prefect = [str(cfg.bin_dir / "prefect"), "server", "start", "--host", HOST, "--port", str(cfg.port("prefect"))]
+    # The UI asks /ui-settings where its API is; unset, Prefect answers with its default port (4200).
     prefect_env = {**base, "PREFECT_HOME": str(cfg.root / "prefect" / "server"),
+                   "PREFECT_SERVER_UI_API_URL": cfg.prefect_api_url,
                    "PREFECT_SERVER_DATABASE_CONNECTION_URL":
                        f"sqlite+aiosqlite:///{cfg.root / 'prefect' / 'prefect.db'}"}
     worker = [str(cfg.bin_dir / "prefect"), "worker", "start", "--pool", cfg.work_pool, "--type", "process",
@@ -305,6 +311,7 @@ def up(cfg: StackConfig, *, dvc_repo: Path | None = PROJECT_ROOT, out=say) -> di
         configure_dvc_remote(dvc_repo, cfg)
     out(f"stack: up ({', '.join(started) or 'nothing new'} started); S3 {cfg.s3_url}, MLflow {cfg.mlflow_url}, "
         f"Prefect {cfg.prefect_api_url}; env file {env_file}")
+    out(f"stack: open the Prefect UI at {cfg.prefect_ui_url} and the MLflow UI at {cfg.mlflow_url}")
     return read_env_file(env_file)
 
 
@@ -336,6 +343,7 @@ def status(cfg: StackConfig, *, out=say) -> bool:
         ok &= answers
         out(f"{name:8} pid {record.pid:<8} {urls[name]:32} {'healthy' if answers else 'NOT ANSWERING'}")
     out(f"env file: {cfg.env_file if cfg.env_file.exists() else '(none yet)'}")
+    out(f"UIs: Prefect {cfg.prefect_ui_url}, MLflow {cfg.mlflow_url}")
     return ok
 
 

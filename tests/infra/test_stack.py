@@ -148,6 +148,19 @@ def test_status_reports_every_service_healthy(stack):
     assert [line.split()[0] for line in done.stdout.splitlines() if "healthy" in line] == list(SERVICES)
 
 
+def test_prefect_ui_is_served_and_talks_to_the_stacks_api(stack):
+    """The dashboard's page loads and its settings name this stack's API (not Prefect's default port 4200), on
+    whatever port base the stack runs."""
+    ui = f"http://127.0.0.1:{stack.port('prefect')}"
+    with urllib.request.urlopen(f"{ui}/", timeout=10) as page:
+        assert page.status == 200 and b"<html" in page.read().lower()
+    with urllib.request.urlopen(f"{ui}/ui-settings", timeout=10) as response:
+        settings = json.loads(response.read())
+    assert settings["api_url"] == stack.prefect_api_url
+    with urllib.request.urlopen(f"{settings['api_url']}/health", timeout=10) as health:
+        assert health.status == 200
+
+
 def test_up_on_taken_ports_fails_naming_the_port_and_the_setting(tmp_path):
     other = StackConfig(tmp_path / "other", free_port_base())
     with socket.socket() as squatter:
