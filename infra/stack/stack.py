@@ -127,6 +127,28 @@ def credentials(cfg: StackConfig) -> Credentials:
     return Credentials(keys["accessKey"], keys["secretKey"])
 
 
+def security_config(cfg: StackConfig) -> Path:
+    """SeaweedFS's own `security.toml` (read by master, volume and filer from `-config_dir`), generated once with
+    random JWT keys: the volume servers take reads and writes only with a token the master signs, the filer only
+    with one the S3 gateway signs; the filer UI and directory listings are off. So no port but S3 serves or
+    changes an object without credentials."""
+    path = cfg.root / "credentials" / "security.toml"
+    if not path.exists():
+        sections = {"jwt.signing": "volume writes (tokens from the master)",
+                    "jwt.signing.read": "volume reads (tokens from the master)",
+                    "jwt.filer_signing": "filer writes (tokens from the S3 gateway)",
+                    "jwt.filer_signing.read": "filer reads (tokens from the S3 gateway)"}
+        lines = ["# Written once by `make stack-up` (infra/stack): SeaweedFS's security configuration.",
+                 "[access]", "ui = false", "", "[filer.expose_directory_metadata]", "enabled = false", ""]
+        for section, what in sections.items():
+            lines += [f"# {what}", f"[{section}]", f'key = "{secrets.token_hex(32)}"', "expires_after_seconds = 60",
+                      ""]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o700)
+        write_atomic(path, "\n".join(lines), mode=0o600)
+    return path
+
+
 def client_env(cfg: StackConfig) -> dict[str, str]:
     """What a flow, a stage or DVC needs to use the stack: the content of the env file."""
     creds = credentials(cfg)
@@ -180,7 +202,7 @@ def _commands(cfg: StackConfig) -> dict[str, tuple[list[str], dict[str, str], in
     for component in ("s3", "master", "volume", "filer", "admin"):
         port = cfg.port(component)
         weed_ports += [f"-{component}.port={port}", f"-{component}.port.grpc={port + GRPC_OFFSET}"]
-    weed = [str(cfg.bin_dir / "weed"), "mini", f"-dir={s3_data}", f"-master.dir={s3_data / 'master'}",
+    weed = [str(cfg.bin_dir / "weed"), f"-config_dir={security_config(cfg).parent}", "mini", f"-dir={s3_data}", f"-master.dir={s3_data / 'master'}",
             f"-ip={HOST}", f"-ip.bind={HOST}", f"-s3.config={cfg.root / 'credentials' / 's3.json'}",
             "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
             "-master.telemetry=false", f"-bucket={MLFLOW_BUCKET},{DVC_BUCKET}",

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -186,6 +187,43 @@ def test_anonymous_s3_requests_are_refused_and_signed_ones_work(stack):
     assert signed.get_object(Bucket=DVC_BUCKET, Key="signed/probe.txt")["Body"].read() == b"signed"
     with pytest.raises(ClientError):  # nothing anonymous reads what the signed client wrote
         anonymous.get_object(Bucket=DVC_BUCKET, Key="signed/probe.txt")
+
+
+def _unsigned(method: str, url: str, data: bytes | None = None) -> int | str:
+    """An HTTP request without any credentials: its status, or the error that ended it (gRPC ports reset)."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=data, method=method), timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError as e:
+        return type(e).__name__
+
+
+def test_no_seaweedfs_port_serves_or_changes_objects_without_credentials(stack):
+    """Every port `weed` listens on (S3, master, volume, filer, admin and their gRPC ports), GET/PUT/DELETE of a
+    bucket's object (by its filer path and by a volume file id) without credentials: none succeeds, and the
+    object is unchanged in the bucket with nothing new beside it."""
+    signed = s3_client(stack)
+    signed.put_object(Bucket=DVC_BUCKET, Key="sealed/secret.txt", Body=b"secret")
+    weed = ProcessTable(stack.root / "run").get("s3").pid
+    ports = sorted({c.laddr.port for c in psutil.net_connections(kind="inet")
+                    if c.status == psutil.CONN_LISTEN and c.pid in group_members(weed)})
+    assert {stack.port(c) for c in ("s3", "volume", "filer")} <= set(ports)
+    with urllib.request.urlopen(f"http://127.0.0.1:{stack.port('master')}/dir/assign", timeout=10) as response:
+        fid = json.loads(response.read())["fid"]  # a volume file id, to try the volume server with
+    answers = {}
+    for port in ports:
+        for path in (f"/buckets/{DVC_BUCKET}/sealed/secret.txt", f"/{DVC_BUCKET}/sealed/secret.txt", f"/{fid}"):
+            url = f"http://127.0.0.1:{port}{path}"
+            answers[f"GET {url}"] = _unsigned("GET", url)
+            answers[f"PUT {url}"] = _unsigned("PUT", url, b"anonymous")
+            answers[f"POST {url}"] = _unsigned("POST", url, b"anonymous")
+            answers[f"DELETE {url}"] = _unsigned("DELETE", url)
+    assert {k: v for k, v in answers.items() if isinstance(v, int) and v < 300} == {}
+    assert signed.get_object(Bucket=DVC_BUCKET, Key="sealed/secret.txt")["Body"].read() == b"secret"
+    assert list(_objects(stack, DVC_BUCKET, "sealed/")) == ["sealed/secret.txt"]
+    assert oct((stack.root / "credentials" / "security.toml").stat().st_mode & 0o777) == "0o600"
 
 
 def test_mlflow_artifacts_land_in_s3_through_the_server_and_the_model_registers(stack, tmp_path, no_aws_env):
