@@ -156,7 +156,7 @@ def _execute(stage: Stage, run: PipelineRun, clear_outs: bool, child_run: bool) 
     job = StageJob(name=stage.name, argv=argv, log_path=log_path, workdir=run.root, nodes=resources.nodes,
                    nproc_per_node=stage.nproc_per_node, gpus_per_node=resources.gpus_per_node,
                    time_limit_s=run.settings.stage_timeout_s)
-    executor = make_executor(run.executor, stage.module)
+    executor = make_executor(run.executor, stage.module, run.settings.clusters.get(run.executor))
     logger.info(f"{stage.name}: running `{' '.join(argv)}` on {run.executor} "
                 f"({stage.nproc_per_node} process(es)); log: {log_path}")
     started = time.monotonic()
@@ -350,7 +350,7 @@ def plan_run(root: Path, ablations: list[str] | None, overrides: dict[str, Any] 
     variant = make_variant(ablations, overrides)
     changed, skip = variant_params(params, settings, variant)
     kind = executor or os.environ.get("HICOM_EXECUTOR") or settings.executor
-    executor_kind(kind)  # an unknown kind fails here, naming the known ones
+    executor_kind(kind).settings(kind, settings.clusters.get(kind))  # an unknown kind or setting fails here
     stages = plan_variant(load_stages(root), params, changed, skip, variant, f"params.{variant.name}.yaml")
     if not variant.is_baseline:  # an ablation is compared, not served: it registers nothing
         stages = [s for s in stages if s.command != REGISTER_COMMAND]
