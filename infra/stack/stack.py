@@ -37,6 +37,10 @@ GRPC_OFFSET = 10
 
 # Seconds until a service must answer (2 shared cores: MLflow needs ~15 s, Prefect ~20 s on a new DB).
 STARTUP_TIMEOUT_S = {"s3": 60, "mlflow": 180, "prefect": 180, "worker": 120}
+# MLflow clients on the stack: a few retries a few seconds apart, then a clear error (MLflow's defaults retry
+# for ~5 minutes); the timeout per request leaves room for a large checkpoint upload.
+MLFLOW_CLIENT = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "300"}
 QUIET = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "DVC_NO_ANALYTICS": "1",
          "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
 
@@ -162,6 +166,7 @@ def client_env(cfg: StackConfig) -> dict[str, str]:
         "AWS_ENDPOINT_URL": cfg.s3_url,
         "MLFLOW_S3_ENDPOINT_URL": cfg.s3_url,
         "HICOM_DVC_REMOTE": DVC_REMOTE,
+        **MLFLOW_CLIENT,
         **QUIET,
     }
 
@@ -287,6 +292,12 @@ def _worker_online(cfg: StackConfig) -> bool:
     return status == "ONLINE"
 
 
+def mlflow_artifacts_healthy(cfg: StackConfig) -> bool:
+    """MLflow's artifact path answers: the server lists its artifact root, which it reads from S3 (the server's
+    /health says only that the server runs)."""
+    return _http_status(f"{cfg.mlflow_url}/api/2.0/mlflow-artifacts/artifacts?path=") == 200
+
+
 def healthy(cfg: StackConfig, name: str) -> bool:
     if name == "s3":
         return _s3_ready(cfg)
@@ -364,6 +375,11 @@ def status(cfg: StackConfig, *, out=say) -> bool:
         answers = healthy(cfg, name)
         ok &= answers
         out(f"{name:8} pid {record.pid:<8} {urls[name]:32} {'healthy' if answers else 'NOT ANSWERING'}")
+        if name == "mlflow" and answers:  # a server that runs can still fail every upload: check its store
+            stored = mlflow_artifacts_healthy(cfg)
+            ok &= stored
+            out(f"{'artifacts':8} {'':14} {f's3://{MLFLOW_BUCKET}/artifacts via MLflow':32} "
+                f"{'healthy' if stored else 'NOT ANSWERING (MLflow runs, its artifact store does not: S3?)'}")
     out(f"env file: {cfg.env_file if cfg.env_file.exists() else '(none yet)'}")
     out(f"UIs: Prefect {cfg.prefect_ui_url}, MLflow {cfg.mlflow_url}")
     return ok
