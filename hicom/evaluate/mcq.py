@@ -204,7 +204,7 @@ def _answer_video(model, job: Job, group: list[Sample], keys: dict, done: set, t
                 prompts.append(job.template.render(sample, lines or None))
                 subtitle_counts.append(None if lines is None else len(lines))
             if variant.protocol == "likelihood":
-                replies = _rank_options(model, batch, tokenizer, guide_tokenizer, features,
+                replies = rank_options(model, batch, tokenizer, guide_tokenizer, features,
                                         embeds if needs_embeds else None, device)
             else:
                 replies = _generate(model, prompts, [guide_text(s) for s in batch], tokenizer, guide_tokenizer,
@@ -259,7 +259,7 @@ def short_answer(option: str) -> str:
     return text if text.endswith((".", "?", "!")) else text + "."
 
 
-def _rank_options(model, samples: list[Sample], tokenizer, guide_tokenizer, features, embeds,
+def rank_options(model, samples: list[Sample], tokenizer, guide_tokenizer, features, embeds,
                   device: torch.device) -> list[str]:
     """The letter of each sample's likeliest option: the summed log-probability of the option as the answer
     turn (its text and the end of turn) to the bare question, about the same video (lm-eval-harness style).
@@ -330,7 +330,8 @@ def merge_and_score(job: Job, world: int = 1) -> dict:
     atomic_write_bytes(job.out / "predictions.jsonl",
                        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in predictions).encode())
     primary = summaries[job.variants[0].name]
-    results = {"benchmark": job.benchmark, "variant": job.variants[0].name, **primary,
+    results = {"benchmark": job.benchmark, "variant": job.variants[0].name, "protocol": job.variants[0].protocol,
+               **primary,
                "missing_samples": sorted(missing.values(), key=lambda m: m["id"]),
                "variants": summaries,
                "settings": {"model_version": job.model_version, "frames": job.frames, "decoder": job.decoder,
