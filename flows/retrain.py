@@ -61,6 +61,7 @@ from flows.variants import (
 RUNS_DIR = "outputs/runs"  # per pipeline run: logs/, promotion.json, report/
 CACHE_KEY_VERSION = "v2"  # bump when a stage task's result format changes
 PROGRESS_EVERY_S = 30.0
+RESULTS_BLOCK = "hicom-results"  # the RemoteFileSystem block of $HICOM_PREFECT_RESULTS on the Prefect server
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,21 @@ def _stage_key(stage: Stage, params: dict, hashes: ContentHashes) -> str:
 
         key = hashlib.sha256(f"{key}\0{default_tracking_uri()}".encode()).hexdigest()
     return key
+
+
+def result_storage():
+    """Where stage results (the cache) are kept: $HICOM_PREFECT_RESULTS (the team stack's env file names its S3
+    bucket), so a scheduled run on the stack's worker reuses what `make run-stack` computed; unset, Prefect's
+    local storage under its home."""
+    url = os.environ.get("HICOM_PREFECT_RESULTS")
+    if not url:
+        return None
+    from prefect.filesystems import RemoteFileSystem
+
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")  # credentials: AWS_* from the environment, as for DVC
+    storage = RemoteFileSystem(basepath=url, settings={"client_kwargs": {"endpoint_url": endpoint}} if endpoint else {})
+    storage.save(RESULTS_BLOCK, overwrite=True)  # Prefect keeps result storage as a block on its server
+    return storage
 
 
 def _transient(task, task_run, state) -> bool:
@@ -219,6 +235,9 @@ def run_pipeline(stages: list[Stage], params: dict, run: PipelineRun) -> dict:
     logger = get_run_logger()
     retrying = {"retries": run.settings.retries,
                 "retry_delay_seconds": exponential_backoff(run.settings.retry_delay_s)}
+    storage = result_storage()
+    if storage is not None:
+        retrying["result_storage"] = storage
     hashes = ContentHashes(run.root)
     records: dict[str, dict] = {}
     for i, stage in enumerate(stages, 1):

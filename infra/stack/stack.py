@@ -26,6 +26,7 @@ HOST = "127.0.0.1"
 REGION = "us-east-1"
 MLFLOW_BUCKET = "mlflow"
 DVC_BUCKET = "dvc"
+PREFECT_BUCKET = "prefect"  # the flow's task results (their cache), shared by every worker and `make run-stack`
 DVC_REMOTE = "stack"
 DVC_REMOTE_URL = f"s3://{DVC_BUCKET}/hicom"
 DEFAULT_PORT_BASE = 27100
@@ -166,6 +167,7 @@ def client_env(cfg: StackConfig) -> dict[str, str]:
         "AWS_ENDPOINT_URL": cfg.s3_url,
         "MLFLOW_S3_ENDPOINT_URL": cfg.s3_url,
         "HICOM_DVC_REMOTE": DVC_REMOTE,
+        "HICOM_PREFECT_RESULTS": f"s3://{PREFECT_BUCKET}/results",
         **MLFLOW_CLIENT,
         **QUIET,
     }
@@ -210,7 +212,7 @@ def _commands(cfg: StackConfig) -> dict[str, tuple[list[str], dict[str, str], in
     weed = [str(cfg.bin_dir / "weed"), f"-config_dir={security_config(cfg).parent}", "mini", f"-dir={s3_data}", f"-master.dir={s3_data / 'master'}",
             f"-ip={HOST}", f"-ip.bind={HOST}", f"-s3.config={cfg.root / 'credentials' / 's3.json'}",
             "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
-            "-master.telemetry=false", f"-bucket={MLFLOW_BUCKET},{DVC_BUCKET}",
+            "-master.telemetry=false", f"-bucket={MLFLOW_BUCKET},{DVC_BUCKET},{PREFECT_BUCKET}",
             f"-filer.localSocket={cfg.root / 'run' / 'filer.sock'}",
             f"-s3.localSocket={cfg.root / 'run' / 's3.sock'}", *weed_ports]
     mlflow = [str(cfg.bin_dir / "mlflow"), "server", "--host", HOST, "--port", str(cfg.port("mlflow")),
@@ -269,14 +271,14 @@ def s3_client(cfg: StackConfig, *, signed: bool = True):
 
 
 def _s3_ready(cfg: StackConfig) -> bool:
-    """Signed requests see both buckets (SeaweedFS creates them just after its S3 port opens)."""
+    """Signed requests see every bucket (SeaweedFS creates them just after its S3 port opens)."""
     if _http_status(f"{cfg.s3_url}/") is None:
         return False
     try:
         names = {b["Name"] for b in s3_client(cfg).list_buckets()["Buckets"]}
     except Exception:  # noqa: BLE001 - any failure means "not ready yet"; the timeout reports the log
         return False
-    return {MLFLOW_BUCKET, DVC_BUCKET} <= names
+    return {MLFLOW_BUCKET, DVC_BUCKET, PREFECT_BUCKET} <= names
 
 
 def _worker_online(cfg: StackConfig) -> bool:

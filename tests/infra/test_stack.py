@@ -184,7 +184,7 @@ def test_anonymous_s3_requests_are_refused_and_signed_ones_work(stack):
             call()
         assert refused.value.response["Error"]["Code"] == "AccessDenied"
     signed = s3_client(stack)
-    assert {MLFLOW_BUCKET, DVC_BUCKET} <= {b["Name"] for b in signed.list_buckets()["Buckets"]}
+    assert {MLFLOW_BUCKET, DVC_BUCKET, "prefect"} <= {b["Name"] for b in signed.list_buckets()["Buckets"]}
     signed.put_object(Bucket=DVC_BUCKET, Key="signed/probe.txt", Body=b"signed")
     assert signed.get_object(Bucket=DVC_BUCKET, Key="signed/probe.txt")["Body"].read() == b"signed"
     with pytest.raises(ClientError):  # nothing anonymous reads what the signed client wrote
@@ -346,6 +346,34 @@ def test_run_then_run_stack_on_a_fresh_stack_registers_there_and_pushes_every_ou
     assert status.returncode == 0 and "in sync" in status.stdout, status.stdout + status.stderr
     assert second["revision"]["remote_status"] == "in sync"
     assert "dvc status -c (that remote): in sync" in second["lines"][-1]
+
+
+def test_a_deployment_run_on_the_stacks_worker_reuses_what_run_stack_computed(stack, stack_env, tmp_path):
+    """`make run-stack`, then the scheduled deployment triggered on the stack's worker (its own Prefect home, its
+    own process): every unchanged stage is cached, because stage results live in the stack's S3, not in one
+    machine's Prefect home. calls.log (the stand-in's record of what really ran) gains only the actions."""
+    project = _standin_project(tmp_path / "project", stack, stack_env)
+    assert set(_retrain(project, stack_env, tmp_path)["stages"].values()) == {"ran"}
+    before = (project / "calls.log").read_text().splitlines()
+    assert any(key.startswith("results/") for key in _objects(stack, "prefect", "results/"))
+
+    script = """
+import sys
+from prefect import flow
+from prefect.deployments import run_deployment
+root, project, pool = sys.argv[1:]
+deployed = flow.from_source(source=root, entrypoint="flows.retrain.retrain")  # as prefect.yaml
+deployed.deploy(name="stack-test", work_pool_name=pool, parameters={"project_dir": project}, build=False,
+                push=False, job_variables={"env": {"PYTHONPATH": project + ":" + root}})
+print("STATE", run_deployment("retrain/stack-test", timeout=500).state.type.value)
+"""
+    env = {**stack_env, "PYTHONPATH": str(ROOT), "PREFECT_HOME": str(tmp_path / "deployer-home")}
+    done = subprocess.run([sys.executable, "-c", script, str(ROOT), str(project), stack.work_pool], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=560)
+    assert "STATE COMPLETED" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:] + \
+        (stack.logs / "worker.log").read_text()[-3000:]
+    ran = [line.split()[0] for line in (project / "calls.log").read_text().splitlines()[len(before):]]
+    assert ran == ["promote", "pipeline-report"]
 
 
 # ---- failures and restarts (these stop parts of the stack: they run last) ----
