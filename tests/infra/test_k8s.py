@@ -156,6 +156,51 @@ def test_a_single_process_stage_runs_the_plain_command_and_fails_the_job_on_disr
     assert rules[0] == {"action": "FailJob", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
 
 
+def _pod_spec(manifest: dict) -> dict:
+    return manifest["spec"]["template"]["spec"]
+
+
+def test_each_stage_gets_the_image_and_resources_params_yaml_gives_its_command(monkeypatch):
+    """pipeline.clusters.kubernetes in params.yaml, read through the factory's settings: CPU, memory and node
+    selector per hicom command (GPUs from pipeline.resources through the StageJob), the image from $HICOM_IMAGE
+    unless params names one; a command without an entry gets the modest defaults, not a training node's."""
+    from flows.executors import executor_kind
+    from flows.settings import PipelineSettings
+    monkeypatch.setenv("HICOM_IMAGE", "registry.example/hicom-ops:abc123")
+    params = yaml.safe_load("""
+pipeline:
+  clusters:
+    kubernetes:
+      per_command:
+        train: {cpu: "16", memory: 128Gi, node_selector: {gpu: h100}}
+        evaluate: {cpu: "4", memory: 32Gi, image: registry.example/hicom-eval:1}
+""")
+    options = PipelineSettings.from_params(params).clusters["kubernetes"]
+    settings = executor_kind("kubernetes").settings("kubernetes", options)
+    executor = KubernetesExecutor(settings, batch_api=object(), core_api=object())
+    jobs = {"train": StageJob("train_sft", ["train", "--stage", "sft"], Path("t.log"), gpus_per_node=8),
+            "evaluate": StageJob("evaluate@synthetic", ["evaluate"], Path("e.log")),
+            "curate": StageJob("curate", ["curate"], Path("c.log"))}
+    pods = {command: _pod_spec(executor.render(job, f"hicom-{command}-abc123")[1]) for command, job in jobs.items()}
+    containers = {command: pod["containers"][0] for command, pod in pods.items()}
+    assert containers["train"]["resources"]["requests"] == {"cpu": "16", "memory": "128Gi", "nvidia.com/gpu": "8"}
+    assert pods["train"]["nodeSelector"] == {"gpu": "h100"}
+    assert containers["train"]["image"] == "registry.example/hicom-ops:abc123"
+    assert containers["evaluate"]["image"] == "registry.example/hicom-eval:1"
+    assert containers["evaluate"]["resources"]["requests"] == {"cpu": "4", "memory": "32Gi"}
+    assert containers["curate"]["resources"]["requests"] == {"cpu": "2", "memory": "8Gi"}
+    assert "nodeSelector" not in pods["curate"]
+    for command, job in jobs.items():
+        _validate(executor.render(job, f"hicom-{command}-abc123")[1])
+
+
+def test_a_per_command_setting_that_is_not_a_resource_fails_naming_it():
+    from flows.errors import PipelineError
+    from flows.executors import executor_kind
+    with pytest.raises(PipelineError, match=r"pipeline\.clusters\.kubernetes\.per_command\.train\.cpus: unknown"):
+        executor_kind("kubernetes").settings("kubernetes", {"per_command": {"train": {"cpus": "16"}}})
+
+
 def test_job_names_are_dns_labels_even_for_odd_stage_names():
     name = job_name("Cond_Pretrain / Stage 2 " + "x" * 80)
     assert len(name) <= 63 and name.startswith("hicom-cond-pretrain-stage-2-")
