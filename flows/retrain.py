@@ -59,7 +59,7 @@ from flows.variants import (
 )
 
 RUNS_DIR = "outputs/runs"  # per pipeline run: logs/, promotion.json, report/
-CACHE_KEY_VERSION = "v2"  # bump when a stage task's result format changes
+CACHE_KEY_VERSION = "v1"  # bump when a stage task's result format changes
 PROGRESS_EVERY_S = 30.0
 RESULTS_BLOCK = "hicom-results"  # the RemoteFileSystem block of $HICOM_PREFECT_RESULTS on the Prefect server
 

@@ -326,10 +326,11 @@ def test_the_retrain_flow_runs_through_the_stack_by_environment_alone(stack, sta
 
 
 def test_run_then_run_stack_on_a_fresh_stack_registers_there_and_pushes_every_out(stack, stack_env, tmp_path):
-    """`make run` (local MLflow store, local DVC remote), then `make run-stack` on the same machine: the cached
-    training is reused, but the model is registered on the stack's MLflow (champion v1 there) and every out,
-    cached or not, is on the stack's remote (`dvc status -c -r stack` in sync), as the summary says."""
-    local_env = {k: v for k, v in stack_env.items() if k not in read_env_file(stack.env_file) or k.startswith("PREFECT")}
+    """A run on a local MLflow store and the local DVC remote, then `make run-stack`, both seeing the same stage
+    results (the stack's S3): the cached training is reused, but the model is registered on the stack's MLflow
+    (champion v1 there) and every out, cached or not, is on the stack's remote (`dvc status -c -r stack` in
+    sync), as the summary says."""
+    local_env = {k: v for k, v in stack_env.items() if k != "HICOM_DVC_REMOTE"}
     local_env.update(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}", STANDIN_REGISTRY="mlflow")
     project = _standin_project(tmp_path / "project", stack, local_env)
     first = _retrain(project, local_env, tmp_path)
