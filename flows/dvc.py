@@ -56,6 +56,24 @@ def _quiet_dvc():
         dvc_logger.setLevel(level)
 
 
+def push_stages(root: Path, stages: list[Stage]) -> None:
+    """Push the outs dvc.lock records for `stages` to the active remote: a stage cached from a run that pushed
+    elsewhere (e.g. `make run` before the team stack existed) still lands on this run's remote. DVC sends only
+    what the remote lacks."""
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    if not stages:
+        return
+    remote = dvc_remote()
+    try:
+        with _quiet_dvc(), contextlib.chdir(root), Repo(str(root)) as repo:
+            repo.push(targets=[s.name for s in stages], remote=remote)
+    except DvcException as exc:
+        names = ", ".join(s.name for s in stages)
+        raise DvcError(f"dvc push of {names} to {remote or 'the default remote'} failed: {exc}") from exc
+
+
 def restore_outs(root: Path, stage: Stage) -> bool:
     """Put the outs dvc.lock records for `stage` back from the DVC cache or remote; False where DVC cannot."""
     from dvc.exceptions import DvcException
@@ -82,6 +100,14 @@ def dvc_status(root: Path) -> dict:
 
     with contextlib.chdir(root), Repo(str(root)) as repo:
         return repo.status()
+
+
+def remote_status(root: Path) -> dict:
+    """`dvc status -c` against the active remote as data: {path: "new" | "deleted" | "missing"}, {} when in sync."""
+    from dvc.repo import Repo
+
+    with _quiet_dvc(), contextlib.chdir(root), Repo(str(root)) as repo:
+        return repo.status(cloud=True, remote=dvc_remote())
 
 
 def remote_url(root: Path) -> str:

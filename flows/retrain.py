@@ -28,7 +28,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 from prefect.tasks import exponential_backoff
 
-from flows.dvc import commit_and_push, dvc_status, lock_entry, remote_url, restore_outs
+from flows.dvc import (commit_and_push, dvc_status, lock_entry, push_stages, remote_status, remote_url,
+                       restore_outs)
 from flows.executors import executor_kind, make_executor
 from flows.executors.base import (
     TRANSIENT_EXIT_CODES,
@@ -60,6 +61,7 @@ from flows.variants import (
 RUNS_DIR = "outputs/runs"  # per pipeline run: logs/, promotion.json, report/
 CACHE_KEY_VERSION = "v1"  # bump when a stage task's result format changes
 PROGRESS_EVERY_S = 30.0
+RESULTS_BLOCK = "hicom-results"  # the RemoteFileSystem block of $HICOM_PREFECT_RESULTS on the Prefect server
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,33 @@ def tracks_itself(module: str, command: str) -> bool:
 # -- the stage task ------------------------------------------------------------------------------
 def _cache_key(context, parameters: dict) -> str:
     return f"{CACHE_KEY_VERSION}-{parameters['stage'].name}-{parameters['fingerprint']}"
+
+
+def _stage_key(stage: Stage, params: dict, hashes: ContentHashes) -> str:
+    """The stage's fingerprint; a stage that registers a model is also keyed on the tracking server it registered
+    on, so a fresh server (the team stack after a local run) gets its own version instead of a cached number that
+    does not exist there. (DVC pushes are not keyed: every run pushes all outs to its remote, see `push_stages`.)"""
+    key = fingerprint(stage, params, hashes)
+    if stage.command == REGISTER_COMMAND:
+        from hicom.tracking import default_tracking_uri
+
+        key = hashlib.sha256(f"{key}\0{default_tracking_uri()}".encode()).hexdigest()
+    return key
+
+
+def result_storage():
+    """Where stage results (the cache) are kept: $HICOM_PREFECT_RESULTS (the team stack's env file names its S3
+    bucket), so a scheduled run on the stack's worker reuses what `make run-stack` computed; unset, Prefect's
+    local storage under its home."""
+    url = os.environ.get("HICOM_PREFECT_RESULTS")
+    if not url:
+        return None
+    from prefect.filesystems import RemoteFileSystem
+
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")  # credentials: AWS_* from the environment, as for DVC
+    storage = RemoteFileSystem(basepath=url, settings={"client_kwargs": {"endpoint_url": endpoint}} if endpoint else {})
+    storage.save(RESULTS_BLOCK, overwrite=True)  # Prefect keeps result storage as a block on its server
+    return storage
 
 
 def _transient(task, task_run, state) -> bool:
@@ -144,7 +173,7 @@ def _execute(stage: Stage, run: PipelineRun, key: str | None, first_attempt: boo
         job = StageJob(name=stage.name, argv=argv, log_path=log_path, workdir=run.root, nodes=resources.nodes,
                        nproc_per_node=stage.nproc_per_node, gpus_per_node=resources.gpus_per_node,
                        time_limit_s=run.settings.stage_timeout_s, keep_fds=(held.fd,))
-        executor = make_executor(run.executor, stage.module)
+        executor = make_executor(run.executor, stage.module, run.settings.clusters.get(run.executor))
         logger.info(f"{stage.name}: running `{' '.join(argv)}` on {run.executor} "
                     f"({stage.nproc_per_node} process(es)); log: {log_path}")
         started = time.monotonic()
@@ -203,10 +232,13 @@ def run_pipeline(stages: list[Stage], params: dict, run: PipelineRun) -> dict:
     logger = get_run_logger()
     retrying = {"retries": run.settings.retries,
                 "retry_delay_seconds": exponential_backoff(run.settings.retry_delay_s)}
+    storage = result_storage()
+    if storage is not None:
+        retrying["result_storage"] = storage
     hashes = ContentHashes(run.root)
     records: dict[str, dict] = {}
     for i, stage in enumerate(stages, 1):
-        key = fingerprint(stage, params, hashes)
+        key = _stage_key(stage, params, hashes)
         logger.info(f"[{i}/{len(stages)}] {stage.name}")
         result = run_stage.with_options(**retrying)(stage, key, run, return_state=True)
         cached = result.name == "Cached"
@@ -223,6 +255,7 @@ def run_pipeline(stages: list[Stage], params: dict, run: PipelineRun) -> dict:
         hashes.forget(stage.outs)
         records[stage.name] = {**outcome, "status": "cached" if cached else "ran", "fingerprint": key}
         _log_stage(run, stage, records[stage.name])
+    push_stages(run.root, [s for s in stages if s.tracked and records[s.name]["status"] == "cached"])
     register = next((s for s in stages if s.command == REGISTER_COMMAND), None)
     if register is not None:
         registered = json.loads((run.root / register.outs[0]).read_text())
@@ -333,7 +366,7 @@ def plan_run(root: Path, ablations: list[str] | None, overrides: dict[str, Any] 
     variant = make_variant(ablations, overrides)
     changed, skip = variant_params(params, settings, variant)
     kind = executor or os.environ.get("HICOM_EXECUTOR") or settings.executor
-    executor_kind(kind)  # an unknown kind fails here, naming the known ones
+    executor_kind(kind).settings(kind, settings.clusters.get(kind))  # an unknown kind or setting fails here
     stages = plan_variant(load_stages(root), params, changed, skip, variant, f"params.{variant.name}.yaml")
     if not variant.is_baseline:  # an ablation is compared, not served: it registers nothing
         stages = [s for s in stages if s.command != REGISTER_COMMAND]
@@ -401,8 +434,17 @@ def _record_revision(parent, run: PipelineRun, stages: list[Stage], records: dic
                          "promotion.champion_version": str(decision.get("champion_version"))})
         parent.log_artifact(promotion)
     status = dvc_status(run.root)
+    missing = remote_status(run.root) if remote != "none" else {}
     return {"lock_sha256": lock_sha, "remote": remote,
-            "dvc_status": "clean" if not status else f"changed: {', '.join(sorted(status))}"}
+            "dvc_status": "clean" if not status else f"changed: {', '.join(sorted(status))}",
+            "remote_status": "in sync" if not missing else
+            f"{len(missing)} file(s) differ ({_count_states(missing)})"}
+
+
+def _count_states(status: dict) -> str:
+    """{path: "new", ...} -> "12 new, 1 missing"."""
+    states = sorted(set(status.values()))
+    return ", ".join(f"{sum(1 for v in status.values() if v == state)} {state}" for state in states)
 
 
 def _summary(run: PipelineRun, stages: list[Stage], variant: str, records: dict, revision: dict, seconds: float,
@@ -435,7 +477,7 @@ def _summary(run: PipelineRun, stages: list[Stage], variant: str, records: dict,
     else:
         lines.append(f"MLflow: run {run.parent_run_id} at {tracking_uri}")
     lines.append(f"DVC: dvc.lock sha256 {revision['lock_sha256'][:12]}, pushed to {revision['remote']}; "
-                 f"dvc status: {revision['dvc_status']}")
+                 f"dvc status: {revision['dvc_status']}; dvc status -c (that remote): {revision['remote_status']}")
     markdown = "\n".join(f"- {line}" for line in lines)
     return {"run": run.name, "parent_run_id": run.parent_run_id, "variant": variant, "model": model,
             "stages": {n: r["status"] for n, r in records.items()}, "revision": revision, "lines": lines,

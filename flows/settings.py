@@ -45,6 +45,7 @@ class PipelineSettings:
     stage_timeout_s: int = 6 * 3600
     timeout_s: int = 24 * 3600
     ablations: dict[str, Ablation] = field(default_factory=dict)
+    clusters: dict[str, dict] = field(default_factory=dict)  # executor kind -> its settings (python, setup, ...)
 
     @classmethod
     def from_params(cls, params: dict) -> PipelineSettings:
@@ -53,7 +54,7 @@ class PipelineSettings:
             return cls()
         _expect(data, dict, "pipeline")
         _known(data, ("experiment", "executor", "schedule", "benchmarks", "resources", "retries", "retry_delay_s",
-                      "stage_timeout_s", "timeout_s", "ablations"), "pipeline")
+                      "stage_timeout_s", "timeout_s", "ablations", "clusters"), "pipeline")
         kwargs: dict[str, Any] = {}
         for key in ("experiment", "executor"):
             if key in data:
@@ -106,6 +107,14 @@ class PipelineSettings:
                     _expect(path, str, f"{where}.skip.{stage}")
                 ablations[name] = Ablation(set=dict(sets), skip=dict(skip))
             kwargs["ablations"] = ablations
+        if "clusters" in data:
+            clusters = {}
+            for kind, spec in _expect(data["clusters"], dict, "pipeline.clusters").items():
+                if kind not in EXECUTORS:
+                    raise PipelineError(f"params.yaml: pipeline.clusters.{kind}: not an executor (known: "
+                                        f"{', '.join(EXECUTORS)})")
+                clusters[kind] = dict(_expect(spec, dict, f"pipeline.clusters.{kind}"))
+            kwargs["clusters"] = clusters
         return cls(**kwargs)
 
     def resources_for(self, command: str) -> Resources:

@@ -46,7 +46,7 @@ from hicom.gate import (
     gate_decision,
     read_evaluation,
 )
-from hicom.tracking import PROJECT_ROOT, Tracker, default_tracking_uri
+from hicom.tracking import PROJECT_ROOT, Tracker, artifact_store_errors, default_tracking_uri
 
 CHALLENGER, CHAMPION = "challenger", "champion"
 # What the served model imports (hicom.serving); pinned to the versions it was logged with. Passing them
@@ -106,7 +106,8 @@ def register_model(*, model_dir: str | Path, towers_dir: str | Path, name: str, 
         tracker.log_params({"model_dir": str(model_dir), "towers_dir": str(towers_dir), "registered_model": name})
         for artifact_path, file in (attachments or {}).items():
             tracker.log_artifact(file, artifact_path)
-        with mlflow.start_run(run_id=tracker.run_id), warnings.catch_warnings():
+        with mlflow.start_run(run_id=tracker.run_id), warnings.catch_warnings(), \
+                artifact_store_errors(f"logging model {name} to run {tracker.run_id}"):
             # An input example would be a video file that a consumer of the model does not have.
             warnings.filterwarnings("ignore", message=".*input example was not provided", category=UserWarning)
             info = mlflow.pyfunc.log_model(
@@ -319,4 +320,5 @@ def json_artifacts(run_id: str, filenames: tuple[str, ...]) -> list[tuple[str, d
 
 def log_folder(run_id: str, folder: str | Path, artifact_path: str) -> None:
     """Copy a folder's files into a run's artifacts (a report into its pipeline run)."""
-    _client().log_artifacts(run_id, str(folder), artifact_path)
+    with artifact_store_errors(f"logging {folder} to run {run_id}"):
+        _client().log_artifacts(run_id, str(folder), artifact_path)

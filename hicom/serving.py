@@ -27,7 +27,7 @@ SIGNATURE = ModelSignature(
         ColSpec(Array(DataType.string), "options", required=False),  # multiple choice: option texts, A first
     ]),
     outputs=Schema([
-        ColSpec(DataType.string, "reply"),  # the generated text
+        ColSpec(DataType.string, "reply"),  # the generated text (likelihood: the chosen option as a short answer)
         ColSpec(DataType.string, "choice", required=False),  # the option letter it chose; None: none or several
         ColSpec(DataType.string, "answer"),  # the chosen option's text (the reply when none was chosen)
     ]),
@@ -38,7 +38,10 @@ class VideoQAModel(mlflow.pyfunc.PythonModel):
     """Greedy video question answering with a trained HICom model.
 
     model_config: num_frames, decoder (decord | pyav), guide_max_length, max_new_tokens, template (a
-    hicom.evaluate.benchmarks.BENCHMARKS name: its prompt template lays out the options).
+    hicom.evaluate.benchmarks.BENCHMARKS name: its prompt template lays out the options), protocol (how a
+    multiple-choice answer is read, as in the evaluation the model was promoted on: `generate`, a greedy reply
+    with its letter extracted, or `likelihood`, the option likeliest as the short answer; models registered
+    before it was recorded generate).
     """
 
     def load_context(self, context) -> None:
@@ -52,6 +55,7 @@ class VideoQAModel(mlflow.pyfunc.PythonModel):
         self.guide_max_length = int(settings["guide_max_length"])
         self.max_new_tokens = int(settings["max_new_tokens"])
         self.template = settings["template"]
+        self.protocol = settings.get("protocol", "generate")
         model_dir = Path(context.artifacts[MODEL_ARTIFACT])
         towers_dir = Path(context.artifacts[TOWERS_ARTIFACT])
         self.model = HIComForCausalLM.from_pretrained(model_dir).eval()
@@ -81,6 +85,15 @@ class VideoQAModel(mlflow.pyfunc.PythonModel):
         guide = None
         if self.guide_tokenizer is not None:
             guide = tokenise_guides(self.guide_tokenizer, [guide_text(sample)], self.guide_max_length)[0]
+        if options and self.protocol == "likelihood":
+            from hicom.evaluate.mcq import likeliest_letter, option_scores, short_answer
+
+            features, embeds = self.model.encode_frames(pixels, with_embeds=self.model.projector.needs_embeds)
+            [scores] = option_scores(self.model, [sample], [prompt], self.tokenizer, self.guide_tokenizer, features,
+                                     embeds, pixels.device)
+            choice = likeliest_letter(scores)
+            answer = options[ord(choice) - ord("A")]
+            return {"reply": short_answer(answer), "choice": choice, "answer": answer}
         ids = encode_prompt(self.tokenizer, prompt, "video").unsqueeze(0)
         out = self.model.generate(ids, visual_items=[VisualItem(pixels, "video", guide)],
                                   max_new_tokens=self.max_new_tokens, eos_token_id=self.tokenizer.eos_token_id)

@@ -7,6 +7,7 @@ parent run and a stage's child run can be open in one process at once.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -63,6 +64,25 @@ _log = logging.getLogger(__name__)
 def default_tracking_uri() -> str:
     """$MLFLOW_TRACKING_URI, else the project's own sqlite store, so runs land in one place without a server."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT}/mlflow.db"
+
+
+class ArtifactStoreError(MlflowException):
+    """The tracking server answers, but the artifact store behind it (the stack's S3) does not."""
+
+
+@contextlib.contextmanager
+def artifact_store_errors(what: str):
+    """An upload that the tracking server's artifact proxy failed (HTTP 5xx on mlflow-artifacts/...) is an
+    ArtifactStoreError naming the store, not MLflow's bare "too many 500 error responses"."""
+    try:
+        yield
+    except MlflowException as e:
+        if "mlflow-artifacts" not in str(e):
+            raise
+        endpoint = os.environ.get("MLFLOW_S3_ENDPOINT_URL")
+        store = f"its artifact store (S3 at {endpoint})" if endpoint else "its artifact store"
+        raise ArtifactStoreError(f"{what}: the tracking server {default_tracking_uri()} could not write to {store}; "
+                                 f"is S3 down? (`make stack-status` checks it). MLflow said: {e}") from e
 
 
 def run_environment() -> dict[str, str]:
@@ -291,12 +311,14 @@ class Tracker:
             return
         if not Path(path).exists():
             raise FileNotFoundError(f"artifact to log does not exist: {path}")
-        self._client.log_artifact(self.run_id, str(path), artifact_path)
+        with artifact_store_errors(f"logging {path} to run {self.run_id}"):
+            self._client.log_artifact(self.run_id, str(path), artifact_path)
 
     def log_dict(self, data: dict, artifact_file: str) -> None:
         """Write `data` as a JSON (or .yaml/.yml) artifact."""
         if self._logging():
-            self._client.log_dict(self.run_id, data, artifact_file)
+            with artifact_store_errors(f"logging {artifact_file} to run {self.run_id}"):
+                self._client.log_dict(self.run_id, data, artifact_file)
 
     def log_table(self, data: dict[str, list], artifact_file: str) -> None:
         """A table (column -> values) as a JSON artifact that MLflow's UI shows as a table (mlflow.log_table)."""

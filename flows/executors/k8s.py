@@ -9,6 +9,8 @@ preemption or eviction -> PREEMPTED, by a lost node -> NODE_FAIL, any other fail
 """
 from __future__ import annotations
 
+import dataclasses
+import os
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ import yaml
 from kubernetes.client import V1Job, V1Pod
 from kubernetes.client.exceptions import ApiException
 
+from flows.errors import PipelineError
 from flows.executors.base import JobState, StageJob
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "infra" / "k8s"
@@ -37,7 +40,7 @@ class KubernetesSettings:
     """Where and with what a stage runs on the cluster; the StageJob says how big it is."""
 
     namespace: str = "hicom"
-    image: str = "hicom-ops:latest"
+    image: str = field(default_factory=lambda: os.environ.get("HICOM_IMAGE", "hicom-ops:latest"))
     image_pull_policy: str = "IfNotPresent"
     workdir: str = "/opt/hicom-ops"  # the project inside the image (prefect.yaml's $HICOM_IMAGE_PROJECT_DIR)
     volume_claim: str | None = "hicom-data"  # a shared PVC for outputs/, mounted at <workdir>/outputs
@@ -45,14 +48,30 @@ class KubernetesSettings:
     config_maps: tuple[str, ...] = ("hicom-stack",)  # envFrom: MLFLOW_TRACKING_URI, AWS_ENDPOINT_URL, ...
     service_account: str | None = None
     node_selector: dict[str, str] = field(default_factory=dict)
-    cpu: str = "8"
-    memory: str = "64Gi"
+    cpu: str = "2"  # a stage without a per_command entry: data preparation, reports
+    memory: str = "8Gi"
     gpu_resource: str = "nvidia.com/gpu"
     python: str = "python"
     module: str = "hicom"
     rdzv_port: int = 29500
     requeue: bool = True  # recreate pods lost to preemption/eviction instead of failing the Job
     ttl_after_finished_s: int = 86400
+    # hicom command -> its own image, cpu, memory, node_selector (GPUs: pipeline.resources.<command>)
+    per_command: dict[str, dict] = field(default_factory=dict)
+
+    def __post_init__(self):
+        for command, overrides in self.per_command.items():
+            for key in overrides:
+                if key not in PER_COMMAND:
+                    raise PipelineError(f"params.yaml: pipeline.clusters.kubernetes.per_command.{command}.{key}: "
+                                        f"unknown key (known: {', '.join(PER_COMMAND)})")
+
+    def for_command(self, command: str) -> KubernetesSettings:
+        """These settings with the command's own image and resources."""
+        return dataclasses.replace(self, **self.per_command.get(command, {}))
+
+
+PER_COMMAND = ("image", "cpu", "memory", "node_selector")
 
 
 def job_name(stage: str) -> str:
@@ -89,7 +108,7 @@ class KubernetesExecutor:
 
     def render(self, job: StageJob, name: str) -> tuple[dict, dict]:
         """The (Service, Job) manifests for `job`, named `name`."""
-        s = self.settings
+        s = self.settings.for_command(job.argv[0] if job.argv else "")
         gpus = {s.gpu_resource: str(job.gpus_per_node)} if job.gpus_per_node else {}
         if job.nodes > 1 or job.nproc_per_node > 1:
             command = [s.python, "-m", "torch.distributed.run", f"--nnodes={job.nodes}",

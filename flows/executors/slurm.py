@@ -14,6 +14,7 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,7 +78,14 @@ class SlurmSettings:
     setup: tuple[str, ...] = ()  # shell lines before the stage (e.g. "source .venv/bin/activate")
     container_image: str | None = None  # run under pyxis/enroot: srun --container-image
     container_mounts: tuple[str, ...] = ()
-    python: str = "python"
+    # The stage's interpreter. Default: the flow's own (the project's venv, on the shared filesystem a Slurm
+    # cluster mounts), never whatever `python` a node's PATH finds; in a container, the image's `python`. A
+    # node that sees the project elsewhere names its interpreter, or activates an environment in `setup`.
+    python: str | None = None
+
+    @property
+    def interpreter(self) -> str:
+        return self.python or ("python" if self.container_image else sys.executable)
     module: str = "hicom"  # the package run with -m: the stage CLI
     requeue: bool = True
     max_requeues: int = 2
@@ -129,7 +137,7 @@ class SlurmExecutor:
             log_path=Path(job.log_path).resolve(), workdir=Path(job.workdir).resolve(), requeue=s.requeue,
             extra_sbatch=s.extra_sbatch, modules=s.modules, setup=s.setup, env=job.env,
             distributed=job.nodes > 1 or job.nproc_per_node > 1, container_flags=container,
-            python=shlex.quote(s.python), module=s.module, rdzv_port=s.rdzv_port, argv=shlex.join(job.argv))
+            python=shlex.quote(s.interpreter), module=s.module, rdzv_port=s.rdzv_port, argv=shlex.join(job.argv))
 
     def submit(self, job: StageJob) -> str:
         log_path = Path(job.log_path)

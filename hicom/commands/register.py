@@ -40,7 +40,8 @@ def run(args, params) -> int:
     model_config = read_json_object(Path(args.model) / "config.json")
     settings = {"num_frames": profile.num_frames, "decoder": params.data.decoder,
                 "guide_max_length": model_config.get("guide_max_length", profile.guide_max_length),
-                "max_new_tokens": params.evaluate.max_new_tokens, "template": cfg.prompt_template}
+                "max_new_tokens": params.evaluate.max_new_tokens, "template": cfg.prompt_template,
+                "protocol": serving_protocol(args.eval or [], cfg.prompt_template)}
     name = args.name or cfg.model_name
     result = register_model(model_dir=args.model, towers_dir=towers, name=name, metrics=metrics, settings=settings,
                             question_sets=question_sets, attachments=attachments, experiment=args.experiment,
@@ -50,3 +51,22 @@ def run(args, params) -> int:
     print(f"register: {name} version {result['version']} (alias challenger) from {args.model}: {shown}; "
           f"wrote {args.out}")
     return 0
+
+
+def serving_protocol(eval_paths, template: str) -> str:
+    """How the served model answers: as the evaluation it is gated and promoted on read its answers (results.json's
+    headline protocol, `generate` or `likelihood`), that of the served template's benchmark, else the first given;
+    `generate` without an evaluation."""
+    from hicom.core.files import read_json_object
+    from hicom.evaluate.mcq import PROTOCOLS
+    from hicom.gate import results_file
+
+    found = {}
+    for path in eval_paths:
+        file = results_file(path)
+        results = read_json_object(file)
+        protocol = results.get("protocol", "generate")
+        if protocol not in PROTOCOLS:
+            raise ConfigError(f"{file}: protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}")
+        found.setdefault(str(results.get("benchmark")), protocol)
+    return found.get(template) or next(iter(found.values()), "generate")

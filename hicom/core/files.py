@@ -53,15 +53,17 @@ def atomic_write_json(path: str | os.PathLike, data: Any, indent: int | None = 2
     return atomic_write_text(path, json.dumps(data, indent=indent) + "\n")
 
 
-def atomic_write_dir(out_dir: str | os.PathLike, fill: Callable[[Path], None]) -> Path:
+def atomic_write_dir(out_dir: str | os.PathLike, fill: Callable[[Path], None], mode: int = 0o755) -> Path:
     """fill(tmp_dir) builds a directory beside out_dir, which then replaces out_dir whole.
 
-    An existing out_dir is removed only once the new one is in place under its name.
+    An existing out_dir is removed only once the new one is in place under its name. The folder gets `mode`
+    (mkdtemp's 0o700 would keep a teammate's web server or reader out of every artifact folder).
     """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
+        os.chmod(tmp, mode)
         fill(tmp)
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")

@@ -251,7 +251,7 @@ def _answer_video(model, job: Job, group: list[Sample], keys: dict, done: set, t
             if variant.protocol == "likelihood":
                 scores = option_scores(model, batch, prompts, tokenizer, guide_tokenizer, features,
                                        embeds if needs_embeds else None, device)
-                replies = [chr(ord("A") + max(range(len(x)), key=x.__getitem__)) for x in scores]
+                replies = [likeliest_letter(x) for x in scores]
             else:
                 replies = _generate(model, prompts, [guide_text(s) for s in batch], tokenizer, guide_tokenizer,
                                     features, embeds if needs_embeds else None, job.config.max_new_tokens, device)
@@ -337,6 +337,11 @@ def option_scores(model, samples: list[Sample], prompts: list[str], tokenizer, g
     return out
 
 
+def likeliest_letter(scores: list[float]) -> str:
+    """The letter of the option with the highest score (the first on a tie)."""
+    return chr(ord("A") + max(range(len(scores)), key=scores.__getitem__))
+
+
 # -- merging and scoring (rank 0) -------------------------------------------------------------------
 def merge_and_score(job: Job, world: int = 1) -> dict:
     """Join every part into predictions.jsonl and samples.jsonl, score each variant, write results.json (and the
@@ -392,7 +397,8 @@ def merge_and_score(job: Job, world: int = 1) -> dict:
     atomic_write_bytes(job.out / SAMPLES_FILE,
                        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in audit).encode())
     primary = summaries[job.variants[0].name]
-    results = {"benchmark": job.benchmark, "variant": job.variants[0].name, **primary,
+    results = {"benchmark": job.benchmark, "variant": job.variants[0].name, "protocol": job.variants[0].protocol,
+               **primary,
                "missing_samples": sorted(missing.values(), key=lambda m: m["id"]),
                "data_issues": job.data_issues,
                "variants": summaries,

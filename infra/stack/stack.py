@@ -26,6 +26,7 @@ HOST = "127.0.0.1"
 REGION = "us-east-1"
 MLFLOW_BUCKET = "mlflow"
 DVC_BUCKET = "dvc"
+PREFECT_BUCKET = "prefect"  # the flow's task results (their cache), shared by every worker and `make run-stack`
 DVC_REMOTE = "stack"
 DVC_REMOTE_URL = f"s3://{DVC_BUCKET}/hicom"
 DEFAULT_PORT_BASE = 27100
@@ -37,6 +38,10 @@ GRPC_OFFSET = 10
 
 # Seconds until a service must answer (2 shared cores: MLflow needs ~15 s, Prefect ~20 s on a new DB).
 STARTUP_TIMEOUT_S = {"s3": 60, "mlflow": 180, "prefect": 180, "worker": 120}
+# MLflow clients on the stack: a few retries a few seconds apart, then a clear error (MLflow's defaults retry
+# for ~5 minutes); the timeout per request leaves room for a large checkpoint upload.
+MLFLOW_CLIENT = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "300"}
 QUIET = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "DVC_NO_ANALYTICS": "1",
          "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
 
@@ -78,6 +83,10 @@ class StackConfig:
     @property
     def prefect_api_url(self) -> str:
         return f"http://{HOST}:{self.port('prefect')}/api"
+
+    @property
+    def prefect_ui_url(self) -> str:
+        return f"http://{HOST}:{self.port('prefect')}"
 
     @property
     def env_file(self) -> Path:
@@ -123,6 +132,28 @@ def credentials(cfg: StackConfig) -> Credentials:
     return Credentials(keys["accessKey"], keys["secretKey"])
 
 
+def security_config(cfg: StackConfig) -> Path:
+    """SeaweedFS's own `security.toml` (read by master, volume and filer from `-config_dir`), generated once with
+    random JWT keys: the volume servers take reads and writes only with a token the master signs, the filer only
+    with one the S3 gateway signs; the filer UI and directory listings are off. So no port but S3 serves or
+    changes an object without credentials."""
+    path = cfg.root / "credentials" / "security.toml"
+    if not path.exists():
+        sections = {"jwt.signing": "volume writes (tokens from the master)",
+                    "jwt.signing.read": "volume reads (tokens from the master)",
+                    "jwt.filer_signing": "filer writes (tokens from the S3 gateway)",
+                    "jwt.filer_signing.read": "filer reads (tokens from the S3 gateway)"}
+        lines = ["# Written once by `make stack-up` (infra/stack): SeaweedFS's security configuration.",
+                 "[access]", "ui = false", "", "[filer.expose_directory_metadata]", "enabled = false", ""]
+        for section, what in sections.items():
+            lines += [f"# {what}", f"[{section}]", f'key = "{secrets.token_hex(32)}"', "expires_after_seconds = 60",
+                      ""]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o700)
+        write_atomic(path, "\n".join(lines), mode=0o600)
+    return path
+
+
 def client_env(cfg: StackConfig) -> dict[str, str]:
     """What a flow, a stage or DVC needs to use the stack: the content of the env file."""
     creds = credentials(cfg)
@@ -136,6 +167,8 @@ def client_env(cfg: StackConfig) -> dict[str, str]:
         "AWS_ENDPOINT_URL": cfg.s3_url,
         "MLFLOW_S3_ENDPOINT_URL": cfg.s3_url,
         "HICOM_DVC_REMOTE": DVC_REMOTE,
+        "HICOM_PREFECT_RESULTS": f"s3://{PREFECT_BUCKET}/results",
+        **MLFLOW_CLIENT,
         **QUIET,
     }
 
@@ -176,10 +209,10 @@ def _commands(cfg: StackConfig) -> dict[str, tuple[list[str], dict[str, str], in
     for component in ("s3", "master", "volume", "filer", "admin"):
         port = cfg.port(component)
         weed_ports += [f"-{component}.port={port}", f"-{component}.port.grpc={port + GRPC_OFFSET}"]
-    weed = [str(cfg.bin_dir / "weed"), "mini", f"-dir={s3_data}", f"-master.dir={s3_data / 'master'}",
+    weed = [str(cfg.bin_dir / "weed"), f"-config_dir={security_config(cfg).parent}", "mini", f"-dir={s3_data}", f"-master.dir={s3_data / 'master'}",
             f"-ip={HOST}", f"-ip.bind={HOST}", f"-s3.config={cfg.root / 'credentials' / 's3.json'}",
             "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
-            "-master.telemetry=false", f"-bucket={MLFLOW_BUCKET},{DVC_BUCKET}",
+            "-master.telemetry=false", f"-bucket={MLFLOW_BUCKET},{DVC_BUCKET},{PREFECT_BUCKET}",
             f"-filer.localSocket={cfg.root / 'run' / 'filer.sock'}",
             f"-s3.localSocket={cfg.root / 'run' / 's3.sock'}", *weed_ports]
     mlflow = [str(cfg.bin_dir / "mlflow"), "server", "--host", HOST, "--port", str(cfg.port("mlflow")),
@@ -189,7 +222,9 @@ def _commands(cfg: StackConfig) -> dict[str, tuple[list[str], dict[str, str], in
                   "AWS_DEFAULT_REGION": REGION, "MLFLOW_S3_ENDPOINT_URL": cfg.s3_url,
                   "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no huey job runner processes
     prefect = [str(cfg.bin_dir / "prefect"), "server", "start", "--host", HOST, "--port", str(cfg.port("prefect"))]
+    # The UI asks /ui-settings where its API is; unset, Prefect answers with its default port (4200).
     prefect_env = {**base, "PREFECT_HOME": str(cfg.root / "prefect" / "server"),
+                   "PREFECT_SERVER_UI_API_URL": cfg.prefect_api_url,
                    "PREFECT_SERVER_DATABASE_CONNECTION_URL":
                        f"sqlite+aiosqlite:///{cfg.root / 'prefect' / 'prefect.db'}"}
     worker = [str(cfg.bin_dir / "prefect"), "worker", "start", "--pool", cfg.work_pool, "--type", "process",
@@ -236,14 +271,14 @@ def s3_client(cfg: StackConfig, *, signed: bool = True):
 
 
 def _s3_ready(cfg: StackConfig) -> bool:
-    """Signed requests see both buckets (SeaweedFS creates them just after its S3 port opens)."""
+    """Signed requests see every bucket (SeaweedFS creates them just after its S3 port opens)."""
     if _http_status(f"{cfg.s3_url}/") is None:
         return False
     try:
         names = {b["Name"] for b in s3_client(cfg).list_buckets()["Buckets"]}
     except Exception:  # noqa: BLE001 - any failure means "not ready yet"; the timeout reports the log
         return False
-    return {MLFLOW_BUCKET, DVC_BUCKET} <= names
+    return {MLFLOW_BUCKET, DVC_BUCKET, PREFECT_BUCKET} <= names
 
 
 def _worker_online(cfg: StackConfig) -> bool:
@@ -257,6 +292,12 @@ def _worker_online(cfg: StackConfig) -> bool:
     except (OSError, urllib.error.URLError, ValueError):
         return False
     return status == "ONLINE"
+
+
+def mlflow_artifacts_healthy(cfg: StackConfig) -> bool:
+    """MLflow's artifact path answers: the server lists its artifact root, which it reads from S3 (the server's
+    /health says only that the server runs)."""
+    return _http_status(f"{cfg.mlflow_url}/api/2.0/mlflow-artifacts/artifacts?path=") == 200
 
 
 def healthy(cfg: StackConfig, name: str) -> bool:
@@ -305,6 +346,7 @@ def up(cfg: StackConfig, *, dvc_repo: Path | None = PROJECT_ROOT, out=say) -> di
         configure_dvc_remote(dvc_repo, cfg)
     out(f"stack: up ({', '.join(started) or 'nothing new'} started); S3 {cfg.s3_url}, MLflow {cfg.mlflow_url}, "
         f"Prefect {cfg.prefect_api_url}; env file {env_file}")
+    out(f"stack: open the Prefect UI at {cfg.prefect_ui_url} and the MLflow UI at {cfg.mlflow_url}")
     return read_env_file(env_file)
 
 
@@ -335,7 +377,13 @@ def status(cfg: StackConfig, *, out=say) -> bool:
         answers = healthy(cfg, name)
         ok &= answers
         out(f"{name:8} pid {record.pid:<8} {urls[name]:32} {'healthy' if answers else 'NOT ANSWERING'}")
+        if name == "mlflow" and answers:  # a server that runs can still fail every upload: check its store
+            stored = mlflow_artifacts_healthy(cfg)
+            ok &= stored
+            out(f"{'artifacts':8} {'':14} {f's3://{MLFLOW_BUCKET}/artifacts via MLflow':32} "
+                f"{'healthy' if stored else 'NOT ANSWERING (MLflow runs, its artifact store does not: S3?)'}")
     out(f"env file: {cfg.env_file if cfg.env_file.exists() else '(none yet)'}")
+    out(f"UIs: Prefect {cfg.prefect_ui_url}, MLflow {cfg.mlflow_url}")
     return ok
 
 

@@ -166,7 +166,7 @@ def test_prefect_yaml_resolves_to_the_schedule_in_params(project, monkeypatch):
     config = apply_values(yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text()), {}, remove_notset=False)
     assert {d["work_pool"]["name"] for d in config["deployments"]} == set(WORK_POOLS)
     for deployment in config["deployments"]:
-        assert deployment["entrypoint"] == "flows/retrain.py:retrain"
+        assert deployment["entrypoint"] == "flows.retrain.retrain"
         schedule = deployment["schedules"][0]
         assert (schedule["cron"], schedule["timezone"]) == (settings.schedule_cron, settings.schedule_timezone)
 

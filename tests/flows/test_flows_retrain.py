@@ -343,7 +343,7 @@ def test_deploy_creates_the_work_pools_and_the_scheduled_deployments(prefect_ser
         assert (pools["hicom-process"], pools["hicom-kubernetes"]) == ("process", "kubernetes")
         scheduled = client.read_deployment_by_name("retrain/retrain-scheduled")
         kubernetes = client.read_deployment_by_name("retrain/retrain-kubernetes")
-    assert scheduled.work_pool_name == "hicom-process" and scheduled.entrypoint == "flows/retrain.py:retrain"
+    assert scheduled.work_pool_name == "hicom-process" and scheduled.entrypoint == "flows.retrain.retrain"
     (schedule,) = scheduled.schedules
     assert (schedule.schedule.cron, schedule.schedule.timezone, schedule.active) == \
         (settings.schedule_cron, settings.schedule_timezone, True)

@@ -158,6 +158,35 @@ def test_served_model_parses_a_reply_into_the_chosen_letter_and_option(world, re
                                                "answer": "The answer is (B)."}
 
 
+@pytest.mark.parametrize("protocol", ["likelihood", "generate"])
+def test_served_model_answers_by_the_protocol_it_was_evaluated_on_and_returns_a_choice(world, protocol):
+    """A model promoted on option-likelihood accuracy is served by option likelihood (no generation, a choice on
+    every multiple-choice question); one evaluated by generation generates and parses its reply."""
+    root, question = world["root"], world["question"]
+    folder = root / f"eval-{protocol}"
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps({**results_json(answers(60)), "protocol": protocol,
+                                                     "variant": "likelihood" if protocol == "likelihood" else "default"}))
+    name = f"{NAME}-{protocol}"
+    assert main(["register", "--model", str(root / "model"), "--towers", str(root / "towers"), "--name", name,
+                 "--eval", str(folder), "--out", str(root / f"registered-{protocol}.json")]) == 0
+    assert main(["promote", "--name", name, "--version", "1", "--out", str(root / f"promoted-{protocol}.json")]) == 0
+    served = mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}")
+    inner = served.unwrap_python_model()
+    if protocol == "likelihood":
+        def no_generation(*args, **kwargs):
+            raise AssertionError("a likelihood model must not generate")
+        inner.model.generate = no_generation
+    else:
+        reply_ids = inner.tokenizer("The answer is (C).", add_special_tokens=False)["input_ids"]
+        inner.model.generate = lambda *args, **kwargs: torch.tensor([reply_ids])
+    row = served.predict({"video": str(root / "clip.mp4"), "question": question["question"],
+                          "options": question["options"]}).iloc[0].to_dict()
+    assert row["choice"] in ("A", "B", "C", "D") and row["answer"] == question["options"]["ABCD".index(row["choice"])]
+    if protocol == "generate":
+        assert row == {"reply": "The answer is (C).", "choice": "C", "answer": question["options"][2]}
+
+
 # -- the gate against the registry ---------------------------------------------------------------
 def add_version(world, registered, name, correct=None, tokens=48.0, latency=1.0, records=True):
     """A new version of `name` (from the one logged model) with its own run holding eval/synthetic/results.json

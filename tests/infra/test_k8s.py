@@ -40,15 +40,51 @@ def test_the_stack_manifests_hold_mlflow_the_s3_secret_and_the_prefect_worker():
             ("Deployment", "prefect-worker"), ("Role", "prefect-worker"), ("ConfigMap", "hicom-stack")} <= kinds
 
 
+def test_every_service_the_stack_config_points_at_is_defined_with_that_port_and_a_backing_deployment():
+    """The ConfigMap's URLs (MLflow, the Prefect API, S3) name Services of the manifests, on the port they use,
+    each selecting the pods of a Deployment that listens there."""
+    from urllib.parse import urlsplit
+    documents = [d for path in STACK_MANIFESTS for d in yaml.safe_load_all(path.read_text())]
+    services = {d["metadata"]["name"]: d for d in documents if d["kind"] == "Service"}
+    deployments = [d for d in documents if d["kind"] == "Deployment"]
+    config = next(d for d in documents if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "hicom-stack")
+    for key, value in config["data"].items():
+        if not str(value).startswith("http"):
+            continue
+        url = urlsplit(value)
+        name, namespace = url.hostname.split(".")[:2]
+        assert name in services and namespace == services[name]["metadata"]["namespace"], f"{key}: no Service {name}"
+        [port] = [p for p in services[name]["spec"]["ports"] if p["port"] == url.port]
+        selector = services[name]["spec"]["selector"]
+        backing = [d for d in deployments if selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()]
+        assert backing, f"{key}: Service {name} selects no Deployment's pods"
+        container_ports = {p["name"] for d in backing for c in d["spec"]["template"]["spec"]["containers"]
+                           for p in c.get("ports", [])}
+        assert port["targetPort"] in container_ports, f"{key}: {name} targets {port['targetPort']}"
+
+
+def test_the_kubernetes_worker_package_is_pinned_and_provides_the_pools_worker_type():
+    from importlib import metadata
+
+    from prefect_kubernetes.worker import KubernetesWorker
+
+    from flows.cli import WORK_POOLS
+    assert KubernetesWorker.type == WORK_POOLS["hicom-kubernetes"]
+    pin = f"prefect-kubernetes=={metadata.version('prefect-kubernetes')}"
+    assert f'"{pin}"' in (ROOT / "pyproject.toml").read_text()
+    assert pin in (ROOT / "requirements.lock").read_text().splitlines()
+
+
 @pytest.mark.parametrize("path", STACK_MANIFESTS, ids=lambda p: p.name)
 def test_stack_manifest_validates_against_the_kubernetes_schema(path):
     for document in yaml.safe_load_all(path.read_text()):
         _validate(document)
 
 
-def test_the_committed_secret_holds_placeholders_only():
-    secret = yaml.safe_load((K8S / "stack" / "s3-credentials.yaml").read_text())
-    assert set(secret["stringData"].values()) == {"set-me"}
+def test_the_committed_secrets_hold_placeholders_only():
+    secrets = [d for path in STACK_MANIFESTS for d in yaml.safe_load_all(path.read_text()) if d["kind"] == "Secret"]
+    assert {s["metadata"]["name"] for s in secrets} == {"hicom-s3-credentials", "hicom-seaweedfs"}
+    assert {value for s in secrets for value in s["stringData"].values()} == {"set-me"}
 
 
 def test_schema_validation_catches_a_broken_manifest():
@@ -118,6 +154,51 @@ def test_a_single_process_stage_runs_the_plain_command_and_fails_the_job_on_disr
     assert "envFrom" not in container and "activeDeadlineSeconds" not in manifest["spec"]
     rules = manifest["spec"]["podFailurePolicy"]["rules"]
     assert rules[0] == {"action": "FailJob", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+
+
+def _pod_spec(manifest: dict) -> dict:
+    return manifest["spec"]["template"]["spec"]
+
+
+def test_each_stage_gets_the_image_and_resources_params_yaml_gives_its_command(monkeypatch):
+    """pipeline.clusters.kubernetes in params.yaml, read through the factory's settings: CPU, memory and node
+    selector per hicom command (GPUs from pipeline.resources through the StageJob), the image from $HICOM_IMAGE
+    unless params names one; a command without an entry gets the modest defaults, not a training node's."""
+    from flows.executors import executor_kind
+    from flows.settings import PipelineSettings
+    monkeypatch.setenv("HICOM_IMAGE", "registry.example/hicom-ops:abc123")
+    params = yaml.safe_load("""
+pipeline:
+  clusters:
+    kubernetes:
+      per_command:
+        train: {cpu: "16", memory: 128Gi, node_selector: {gpu: h100}}
+        evaluate: {cpu: "4", memory: 32Gi, image: registry.example/hicom-eval:1}
+""")
+    options = PipelineSettings.from_params(params).clusters["kubernetes"]
+    settings = executor_kind("kubernetes").settings("kubernetes", options)
+    executor = KubernetesExecutor(settings, batch_api=object(), core_api=object())
+    jobs = {"train": StageJob("train_sft", ["train", "--stage", "sft"], Path("t.log"), gpus_per_node=8),
+            "evaluate": StageJob("evaluate@synthetic", ["evaluate"], Path("e.log")),
+            "curate": StageJob("curate", ["curate"], Path("c.log"))}
+    pods = {command: _pod_spec(executor.render(job, f"hicom-{command}-abc123")[1]) for command, job in jobs.items()}
+    containers = {command: pod["containers"][0] for command, pod in pods.items()}
+    assert containers["train"]["resources"]["requests"] == {"cpu": "16", "memory": "128Gi", "nvidia.com/gpu": "8"}
+    assert pods["train"]["nodeSelector"] == {"gpu": "h100"}
+    assert containers["train"]["image"] == "registry.example/hicom-ops:abc123"
+    assert containers["evaluate"]["image"] == "registry.example/hicom-eval:1"
+    assert containers["evaluate"]["resources"]["requests"] == {"cpu": "4", "memory": "32Gi"}
+    assert containers["curate"]["resources"]["requests"] == {"cpu": "2", "memory": "8Gi"}
+    assert "nodeSelector" not in pods["curate"]
+    for command, job in jobs.items():
+        _validate(executor.render(job, f"hicom-{command}-abc123")[1])
+
+
+def test_a_per_command_setting_that_is_not_a_resource_fails_naming_it():
+    from flows.errors import PipelineError
+    from flows.executors import executor_kind
+    with pytest.raises(PipelineError, match=r"pipeline\.clusters\.kubernetes\.per_command\.train\.cpus: unknown"):
+        executor_kind("kubernetes").settings("kubernetes", {"per_command": {"train": {"cpus": "16"}}})
 
 
 def test_job_names_are_dns_labels_even_for_odd_stage_names():

@@ -15,7 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
+from flows.executors import make_executor
 from flows.executors.base import JobState, StageFailed, StageJob, run_job
 from flows.executors.slurm import (SlurmExecutor, SlurmSettings, _Submitted, format_time_limit,
                                    map_slurm_state, parse_exit_code)
@@ -42,7 +44,7 @@ def test_multi_node_stage_runs_srun_torchrun_with_a_c10d_rendezvous_on_the_first
                           "#SBATCH --account=vision"]
     assert 'RDZV_HOST=$(scontrol show hostnames "${SLURM_JOB_NODELIST}" | head -n 1)' in script
     launch = " ".join(script[script.index("srun "):].split("\\\n"))
-    assert launch.split() == ["srun", "--kill-on-bad-exit=1", "python", "-m", "torch.distributed.run",
+    assert launch.split() == ["srun", "--kill-on-bad-exit=1", sys.executable, "-m", "torch.distributed.run",
                               "--nnodes=4", "--nproc_per_node=8", "--rdzv_backend=c10d",
                               '--rdzv_endpoint="${RDZV_HOST}:29500"', '--rdzv_id="${SLURM_JOB_ID}"',
                               "-m", "hicom", "train", "--stage", "sft", "--out", "outputs/sft"]
@@ -217,6 +219,42 @@ def test_a_requeued_job_runs_again_and_appends_to_its_log(executor, tmp_path):
     assert _wait(executor, handle, lambda s: s.final) is JobState.COMPLETED
     log = job.log_path.read_text()
     assert f"[slurm] job {handle} restart 0" in log and f"[slurm] job {handle} restart 1" in log
+
+
+@slow
+def test_the_flows_factory_runs_stages_with_the_projects_interpreter_or_the_one_params_names(cluster, tmp_path,
+                                                                                            monkeypatch):
+    """The executor the flow makes (flows.executors.make_executor) on a node whose PATH has no venv: by default
+    the stage runs with the project's interpreter (the flow's), not a bare `python`; with
+    pipeline.clusters.slurm in params.yaml, with the interpreter and setup lines named there."""
+    for key, value in cluster.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("PATH", "/usr/local/bin:/usr/bin:/bin")  # sbatch exports it: the node's plain PATH
+    smoke = ["smoke", "--profile", "tiny", "--steps", "2"]
+    job = StageJob("smoke", smoke, tmp_path / "default.log", workdir=ROOT)
+    result = run_job(make_executor("slurm", "hicom"), job, poll_interval_s=0.5)
+    assert (result.state, result.returncode) == (JobState.COMPLETED, 0), job.log_path.read_text()[-2000:]
+
+    wrapper = tmp_path / "cluster-python"
+    wrapper.write_text(f'#!/bin/sh\necho "cluster python, setup: $HICOM_NODE_SETUP"\nexec {sys.executable} "$@"\n')
+    wrapper.chmod(0o755)
+    from flows.settings import PipelineSettings
+    params = yaml.safe_load(f"""
+pipeline:
+  clusters:
+    slurm: {{python: {wrapper}, setup: ["export HICOM_NODE_SETUP=done"]}}
+""")
+    configured = make_executor("slurm", "hicom", PipelineSettings.from_params(params).clusters["slurm"])
+    job = StageJob("smoke", smoke, tmp_path / "configured.log", workdir=ROOT)
+    result = run_job(configured, job, poll_interval_s=0.5)
+    assert (result.state, result.returncode) == (JobState.COMPLETED, 0), job.log_path.read_text()[-2000:]
+    assert "cluster python, setup: done" in job.log_path.read_text()
+
+
+def test_an_unknown_cluster_setting_fails_naming_its_key():
+    from flows.errors import PipelineError
+    with pytest.raises(PipelineError, match=r"pipeline\.clusters\.slurm\.pyhton: unknown key \(known: .*python"):
+        make_executor("slurm", "hicom", {"pyhton": "/opt/venv/bin/python"})
 
 
 def _wait(executor, handle, done, max_polls: int = 600):

@@ -12,6 +12,8 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -145,7 +147,21 @@ def test_second_up_starts_nothing_and_keeps_the_same_processes(stack):
 def test_status_reports_every_service_healthy(stack):
     done = stack_cli(stack, "status")
     assert done.returncode == 0, done.stdout
-    assert [line.split()[0] for line in done.stdout.splitlines() if "healthy" in line] == list(SERVICES)
+    assert [line.split()[0] for line in done.stdout.splitlines() if "healthy" in line] == \
+        ["s3", "mlflow", "artifacts", "prefect", "worker"]
+
+
+def test_prefect_ui_is_served_and_talks_to_the_stacks_api(stack):
+    """The dashboard's page loads and its settings name this stack's API (not Prefect's default port 4200), on
+    whatever port base the stack runs."""
+    ui = f"http://127.0.0.1:{stack.port('prefect')}"
+    with urllib.request.urlopen(f"{ui}/", timeout=10) as page:
+        assert page.status == 200 and b"<html" in page.read().lower()
+    with urllib.request.urlopen(f"{ui}/ui-settings", timeout=10) as response:
+        settings = json.loads(response.read())
+    assert settings["api_url"] == stack.prefect_api_url
+    with urllib.request.urlopen(f"{settings['api_url']}/health", timeout=10) as health:
+        assert health.status == 200
 
 
 def test_up_on_taken_ports_fails_naming_the_port_and_the_setting(tmp_path):
@@ -168,11 +184,48 @@ def test_anonymous_s3_requests_are_refused_and_signed_ones_work(stack):
             call()
         assert refused.value.response["Error"]["Code"] == "AccessDenied"
     signed = s3_client(stack)
-    assert {MLFLOW_BUCKET, DVC_BUCKET} <= {b["Name"] for b in signed.list_buckets()["Buckets"]}
+    assert {MLFLOW_BUCKET, DVC_BUCKET, "prefect"} <= {b["Name"] for b in signed.list_buckets()["Buckets"]}
     signed.put_object(Bucket=DVC_BUCKET, Key="signed/probe.txt", Body=b"signed")
     assert signed.get_object(Bucket=DVC_BUCKET, Key="signed/probe.txt")["Body"].read() == b"signed"
     with pytest.raises(ClientError):  # nothing anonymous reads what the signed client wrote
         anonymous.get_object(Bucket=DVC_BUCKET, Key="signed/probe.txt")
+
+
+def _unsigned(method: str, url: str, data: bytes | None = None) -> int | str:
+    """An HTTP request without any credentials: its status, or the error that ended it (gRPC ports reset)."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=data, method=method), timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError as e:
+        return type(e).__name__
+
+
+def test_no_seaweedfs_port_serves_or_changes_objects_without_credentials(stack):
+    """Every port `weed` listens on (S3, master, volume, filer, admin and their gRPC ports), GET/PUT/DELETE of a
+    bucket's object (by its filer path and by a volume file id) without credentials: none succeeds, and the
+    object is unchanged in the bucket with nothing new beside it."""
+    signed = s3_client(stack)
+    signed.put_object(Bucket=DVC_BUCKET, Key="sealed/secret.txt", Body=b"secret")
+    weed = ProcessTable(stack.root / "run").get("s3").pid
+    ports = sorted({c.laddr.port for c in psutil.net_connections(kind="inet")
+                    if c.status == psutil.CONN_LISTEN and c.pid in group_members(weed)})
+    assert {stack.port(c) for c in ("s3", "volume", "filer")} <= set(ports)
+    with urllib.request.urlopen(f"http://127.0.0.1:{stack.port('master')}/dir/assign", timeout=10) as response:
+        fid = json.loads(response.read())["fid"]  # a volume file id, to try the volume server with
+    answers = {}
+    for port in ports:
+        for path in (f"/buckets/{DVC_BUCKET}/sealed/secret.txt", f"/{DVC_BUCKET}/sealed/secret.txt", f"/{fid}"):
+            url = f"http://127.0.0.1:{port}{path}"
+            answers[f"GET {url}"] = _unsigned("GET", url)
+            answers[f"PUT {url}"] = _unsigned("PUT", url, b"anonymous")
+            answers[f"POST {url}"] = _unsigned("POST", url, b"anonymous")
+            answers[f"DELETE {url}"] = _unsigned("DELETE", url)
+    assert {k: v for k, v in answers.items() if isinstance(v, int) and v < 300} == {}
+    assert signed.get_object(Bucket=DVC_BUCKET, Key="sealed/secret.txt")["Body"].read() == b"secret"
+    assert list(_objects(stack, DVC_BUCKET, "sealed/")) == ["sealed/secret.txt"]
+    assert oct((stack.root / "credentials" / "security.toml").stat().st_mode & 0o777) == "0o600"
 
 
 def test_mlflow_artifacts_land_in_s3_through_the_server_and_the_model_registers(stack, tmp_path, no_aws_env):
@@ -220,25 +273,38 @@ def test_dvc_push_with_a_wrong_key_is_refused(stack, stack_env, tmp_path):
     assert not _objects(stack, DVC_BUCKET, "hicom/files/md5/" + _md5(repo / "model.bin")[:2])
 
 
-def test_the_retrain_flow_runs_through_the_stack_by_environment_alone(stack, stack_env, tmp_path):
-    """The flow's stand-in pipeline (tests/flow_standin) with nothing but the env file pointing it at the stack:
-    the flow run lands on the Prefect server, its MLflow run on the tracking server (artifacts in S3), the
-    stages' DVC outs in the S3 remote. (The stand-in's register stage is a stub: registration on the server
-    is checked above with the MLflow client.)"""
-    project = tmp_path / "project"
-    shutil.copytree(ROOT / "tests" / "flow_standin", project)
-    (project / "stages.yaml").rename(project / "dvc.yaml")
-    subprocess.run([DVC, "init", "--no-scm", "-q"], cwd=project, check=True, env=stack_env)
-    configure_dvc_remote(project, stack)
-    env = {**stack_env, "PYTHONPATH": f"{project}{os.pathsep}{ROOT}",
-           "PREFECT_HOME": str(tmp_path / "prefect-home"),
-           "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(tmp_path / "results")}
+def _standin_project(path: Path, cfg: StackConfig, env: dict) -> Path:
+    """The flow's stand-in pipeline (tests/flow_standin) as a DVC project whose default remote is a local
+    folder (as `make run` pushes to .dvc/remote) and which knows the stack's remote."""
+    shutil.copytree(ROOT / "tests" / "flow_standin", path)
+    (path / "stages.yaml").rename(path / "dvc.yaml")
+    subprocess.run([DVC, "init", "--no-scm", "-q"], cwd=path, check=True, env=env)
+    subprocess.run([DVC, "remote", "add", "-d", "local", str(path.parent / "local-remote")], cwd=path, check=True,
+                   env=env)
+    configure_dvc_remote(path, cfg)
+    return path
+
+
+def _retrain(project: Path, env: dict, home: Path) -> dict:
+    """The retrain flow in a fresh process, as `make run` starts it; Prefect's home and result storage in `home`
+    (one machine's, shared by its runs). Returns the flow's summary."""
+    env = {**env, "PYTHONPATH": f"{project}{os.pathsep}{ROOT}", "PREFECT_HOME": str(home / "prefect-home"),
+           "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(home / "results")}
     script = ("import json, sys; from flows.retrain import retrain; "
               "print('SUMMARY', json.dumps(retrain(project_dir=sys.argv[1])))")
     done = subprocess.run([sys.executable, "-c", script, str(project)], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    summary = json.loads(done.stdout.split("SUMMARY ", 1)[1].splitlines()[0])
+    return json.loads(done.stdout.split("SUMMARY ", 1)[1].splitlines()[0])
+
+
+def test_the_retrain_flow_runs_through_the_stack_by_environment_alone(stack, stack_env, tmp_path):
+    """The flow's stand-in pipeline (tests/flow_standin) with nothing but the env file pointing it at the stack:
+    the flow run lands on the Prefect server, its MLflow run on the tracking server (artifacts in S3), the
+    stages' DVC outs in the S3 remote. (The stand-in's register stage is a stub here: registration on the server
+    is checked above with the MLflow client, and by the stand-in's MLflow mode in the next test.)"""
+    project = _standin_project(tmp_path / "project", stack, stack_env)
+    summary = _retrain(project, stack_env, tmp_path)
     assert set(summary["stages"].values()) == {"ran"}
 
     from mlflow.tracking import MlflowClient
@@ -257,6 +323,58 @@ def test_the_retrain_flow_runs_through_the_stack_by_environment_alone(stack, sta
     with urllib.request.urlopen(request, timeout=10) as response:
         flow_runs = json.loads(response.read())
     assert "COMPLETED" in {run["state_type"] for run in flow_runs}
+
+
+def test_run_then_run_stack_on_a_fresh_stack_registers_there_and_pushes_every_out(stack, stack_env, tmp_path):
+    """A run on a local MLflow store and the local DVC remote, then `make run-stack`, both seeing the same stage
+    results (the stack's S3): the cached training is reused, but the model is registered on the stack's MLflow
+    (champion v1 there) and every out, cached or not, is on the stack's remote (`dvc status -c -r stack` in
+    sync), as the summary says."""
+    local_env = {k: v for k, v in stack_env.items() if k != "HICOM_DVC_REMOTE"}
+    local_env.update(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}", STANDIN_REGISTRY="mlflow")
+    project = _standin_project(tmp_path / "project", stack, local_env)
+    first = _retrain(project, local_env, tmp_path)
+    assert set(first["stages"].values()) == {"ran"}
+    assert first["revision"]["remote_status"] == "in sync"
+
+    second = _retrain(project, {**stack_env, "STANDIN_REGISTRY": "mlflow"}, tmp_path)
+    assert second["stages"] == {"prepare": "cached", "train": "cached", "evaluate@synthetic": "cached",
+                                "register": "ran", "promote": "ran", "report": "ran"}
+    from mlflow.tracking import MlflowClient
+    champion = MlflowClient(stack.mlflow_url).get_model_version_by_alias("standin-model", "champion")
+    assert champion.version == "1" and second["model"]["alias"] == "champion"
+    status = _dvc(project, stack_env, "status", "-c", "-r", "stack")
+    assert status.returncode == 0 and "in sync" in status.stdout, status.stdout + status.stderr
+    assert second["revision"]["remote_status"] == "in sync"
+    assert "dvc status -c (that remote): in sync" in second["lines"][-1]
+
+
+def test_a_deployment_run_on_the_stacks_worker_reuses_what_run_stack_computed(stack, stack_env, tmp_path):
+    """`make run-stack`, then the scheduled deployment triggered on the stack's worker (its own Prefect home, its
+    own process): every unchanged stage is cached, because stage results live in the stack's S3, not in one
+    machine's Prefect home. calls.log (the stand-in's record of what really ran) gains only the actions."""
+    project = _standin_project(tmp_path / "project", stack, stack_env)
+    assert set(_retrain(project, stack_env, tmp_path)["stages"].values()) == {"ran"}
+    before = (project / "calls.log").read_text().splitlines()
+    assert any(key.startswith("results/") for key in _objects(stack, "prefect", "results/"))
+
+    script = """
+import sys
+from prefect import flow
+from prefect.deployments import run_deployment
+root, project, pool = sys.argv[1:]
+deployed = flow.from_source(source=root, entrypoint="flows.retrain.retrain")  # as prefect.yaml
+deployed.deploy(name="stack-test", work_pool_name=pool, parameters={"project_dir": project}, build=False,
+                push=False, job_variables={"env": {"PYTHONPATH": project + ":" + root}})
+print("STATE", run_deployment("retrain/stack-test", timeout=500).state.type.value)
+"""
+    env = {**stack_env, "PYTHONPATH": str(ROOT), "PREFECT_HOME": str(tmp_path / "deployer-home")}
+    done = subprocess.run([sys.executable, "-c", script, str(ROOT), str(project), stack.work_pool], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=560)
+    assert "STATE COMPLETED" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:] + \
+        (stack.logs / "worker.log").read_text()[-3000:]
+    ran = [line.split()[0] for line in (project / "calls.log").read_text().splitlines()[len(before):]]
+    assert ran == ["promote", "pipeline-report"]
 
 
 # ---- failures and restarts (these stop parts of the stack: they run last) ----
@@ -282,10 +400,22 @@ def test_s3_crash_fails_uploads_clearly_and_a_rerun_after_stack_up_loses_nothing
     failed_push = _dvc(repo, stack_env, "push", "-r", "stack")
     assert failed_push.returncode != 0
     assert f"Could not connect to the endpoint URL: \"{stack.s3_url}" in failed_push.stderr
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail now rather than retry for minutes
-    with pytest.raises(MlflowException, match="mlflow-artifacts/artifacts/.*500 error"):
-        client.log_artifact(run_id, str(checkpoint))
-    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+    status = stack_cli(stack, "status")  # MLflow itself runs; its artifact path, S3, does not
+    assert status.returncode != 0
+    lines = {line.split()[0]: line for line in status.stdout.splitlines() if line.strip()}
+    assert lines["s3"].split()[1] == "stopped" and lines["mlflow"].endswith(" healthy"), status.stdout
+    assert "s3://mlflow/artifacts" in lines["artifacts"] and "NOT ANSWERING" in lines["artifacts"], status.stdout
+    from hicom.tracking import ArtifactStoreError, Tracker
+    for key, value in read_env_file(stack.env_file).items():  # the clients' retry settings, as flows get them
+        if key.startswith("MLFLOW_"):
+            monkeypatch.setenv(key, value)
+    started = time.monotonic()
+    with pytest.raises(ArtifactStoreError, match=rf"could not write to its artifact store \(S3 at {stack.s3_url}\)"):
+        with Tracker(tracking_uri=stack.mlflow_url, resume_run_id=run_id, system_metrics=False) as tracker:
+            tracker.log_artifact(checkpoint)
+    assert time.monotonic() - started < 60  # not MLflow's ~5 minutes of retries
+    for key in read_env_file(stack.env_file):
+        monkeypatch.delenv(key, raising=False)
 
     restarted = stack_cli(stack, "up")
     assert restarted.returncode == 0, restarted.stderr

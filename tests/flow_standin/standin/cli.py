@@ -4,7 +4,9 @@ first TIMES calls, default all); STANDIN_SLEEP="STAGE:SECONDS" makes it write it
 sleep that long first. STANDIN_STEPS="STAGE:STEPS:SECONDS" makes STAGE train: STEPS steps of SECONDS each,
 a checkpoint (checkpoints/step-N/complete.json, as hicom's trainer marks them) after each, resuming from the
 newest one; meanwhile a "rank" runs in a session of its own, as torchrun starts ranks, and both pids are
-appended to pids-STAGE."""
+appended to pids-STAGE.
+STANDIN_REGISTRY=mlflow makes register create a model version on $MLFLOW_TRACKING_URI
+and promote set alias champion on the version it is given (failing, as hicom's does, where it does not exist)."""
 import argparse
 import json
 import os
@@ -35,6 +37,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub.choices["pipeline-report"].add_argument("--run-id", required=True)
     sub.choices["pipeline-report"].add_argument("--eval", nargs="+", default=[])
     return parser
+
+
+def _register(run_id: str) -> str:
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient()
+    try:
+        client.create_registered_model("standin-model")
+    except MlflowException:
+        pass  # registered by an earlier run
+    return client.create_model_version("standin-model", source=f"runs:/{run_id}/model", run_id=run_id).version
 
 
 def main(argv=None) -> int:
@@ -72,10 +85,14 @@ def main(argv=None) -> int:
         (out / "results.json").write_text(json.dumps({"accuracy": 0.5, "total": 2}))
     elif args.command == "register":
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"name": "standin-model", "version": "1", "run_id": "r", "model_uri": "m"}))
+        version = _register(args.parent_run_id) if os.environ.get("STANDIN_REGISTRY") == "mlflow" else "1"
+        out.write_text(json.dumps({"name": "standin-model", "version": version, "run_id": "r", "model_uri": "m"}))
     elif args.command == "promote":
+        if os.environ.get("STANDIN_REGISTRY") == "mlflow":
+            from mlflow.tracking import MlflowClient
+            MlflowClient().set_registered_model_alias(args.name, "champion", args.version)  # raises if absent
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"promoted": True, "reasons": ["first model"], "champion_version": "1"}))
+        out.write_text(json.dumps({"promoted": True, "reasons": ["first model"], "champion_version": args.version}))
     elif args.command == "pipeline-report":
         out.mkdir(parents=True, exist_ok=True)
         (out / "report.md").write_text(f"# report\n\n{json.dumps(payload)}\n")

@@ -55,6 +55,15 @@ def test_atomic_write_gives_the_requested_mode_not_the_temporary_files(tmp_path,
     assert stat.S_IMODE(target.stat().st_mode) == mode
 
 
+def test_report_and_artifact_files_and_folders_are_readable_by_the_group(tmp_path):
+    """A teammate's web server serves the reports: files 0644, folders (checkpoints, report dirs) 0755."""
+    page = atomic_write_bytes(tmp_path / "report" / "report.html", b"<html></html>")
+    folder = atomic_write_dir(tmp_path / "checkpoint", lambda d: atomic_write_bytes(d / "model.safetensors", b"w"))
+    assert stat.S_IMODE(page.stat().st_mode) == 0o644
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+    assert stat.S_IMODE((folder / "model.safetensors").stat().st_mode) == 0o644
+
+
 def test_atomic_write_dir_swaps_the_folder_only_once_the_new_one_is_complete(tmp_path):
     out = tmp_path / "model"
     atomic_write_dir(out, lambda d: (d / "weights").write_text("v1"))

@@ -271,6 +271,7 @@ def test_likelihood_protocol_picks_the_option_whose_short_answer_the_model_finds
     assert main(evaluate_args(setup, out, "--protocol", "likelihood,generate", "--no-track", "--allow-missing")) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["variant"] == "likelihood" and set(results["variants"]) == {"likelihood", "default"}
+    assert results["protocol"] == "likelihood"  # what register serves the model by
     model = HIComForCausalLM.from_pretrained(setup / "model").eval()
     tok = load_tokenizer(setup / "model")
     pixels = FramePreprocessor(IMAGE)(read_video(setup / "videos" / "vidA.mp4", 8).frames)
