@@ -381,7 +381,6 @@ print("STATE", run_deployment("retrain/stack-test", timeout=500).state.type.valu
 
 def test_s3_crash_fails_uploads_clearly_and_a_rerun_after_stack_up_loses_nothing(stack, stack_env, tmp_path,
                                                                                  no_aws_env, monkeypatch):
-    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
     repo = _dvc_repo(tmp_path / "repo", stack)
     (repo / "data").mkdir()
