@@ -132,13 +132,73 @@ def credentials(cfg: StackConfig) -> Credentials:
     return Credentials(keys["accessKey"], keys["secretKey"])
 
 
+# SeaweedFS components that serve gRPC (each gets its own certificate) and `client`, the identity the stack's own
+# tools use to reach the master's HTTPS API.
+TLS_COMPONENTS = ("master", "volume", "filer", "s3", "admin", "client")
+
+
+def tls_dir(cfg: StackConfig) -> Path:
+    return cfg.root / "credentials" / "tls"
+
+
+def tls_files(cfg: StackConfig) -> None:
+    """The stack's private CA (`ca.crt`; its key is discarded once the certificates are signed) and one
+    certificate/key per component, generated once: every gRPC port and the master's HTTP API take only TLS clients
+    that present a certificate of this CA (SeaweedFS's mutual TLS, security.toml `[grpc]`, `[https.master]`)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    folder = tls_dir(cfg)
+    if (folder / "ca.crt").exists() and all((folder / f"{c}.key").exists() for c in TLS_COMPONENTS):
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    start, end = now - datetime.timedelta(hours=1), now + datetime.timedelta(days=3650)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"hicom-stack-ca-{secrets.token_hex(4)}")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
+                                       data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                       crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    for component in TLS_COMPONENTS:
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (x509.CertificateBuilder()
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"hicom-stack-{component}")]))
+                .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(start).not_valid_after(end)
+                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                            x509.IPAddress(ipaddress.ip_address(HOST))]),
+                               critical=False)
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                                      ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+                .sign(ca_key, hashes.SHA256()))
+        write_atomic(folder / f"{component}.crt", cert.public_bytes(serialization.Encoding.PEM).decode())
+        write_atomic(folder / f"{component}.key",
+                     key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()).decode(), mode=0o600)
+    write_atomic(folder / "ca.crt", ca.public_bytes(serialization.Encoding.PEM).decode())  # last: marks "done"
+
+
 def security_config(cfg: StackConfig) -> Path:
     """SeaweedFS's own `security.toml` (read by master, volume and filer from `-config_dir`), generated once with
     random JWT keys: the volume servers take reads and writes only with a token the master signs, the filer only
-    with one the S3 gateway signs; the filer UI and directory listings are off. So no port but S3 serves or
+    with one the S3 gateway signs; the filer UI and directory listings are off. Every gRPC port (master, volume,
+    filer, S3, admin) is mutual TLS with the stack's CA (`tls_files`), and the master's HTTP API (which hands out
+    write tokens, /dir/assign) is HTTPS that requires a client certificate of that CA. So no port but S3 serves or
     changes an object without credentials."""
     path = cfg.root / "credentials" / "security.toml"
-    if not path.exists():
+    tls_files(cfg)
+    if not path.exists() or "[https.master]" not in path.read_text():  # a stack from before TLS: JWT keys renew
         sections = {"jwt.signing": "volume writes (tokens from the master)",
                     "jwt.signing.read": "volume reads (tokens from the master)",
                     "jwt.filer_signing": "filer writes (tokens from the S3 gateway)",
@@ -148,6 +208,16 @@ def security_config(cfg: StackConfig) -> Path:
         for section, what in sections.items():
             lines += [f"# {what}", f"[{section}]", f'key = "{secrets.token_hex(32)}"', "expires_after_seconds = 60",
                       ""]
+        tls = tls_dir(cfg)
+        lines += ["# gRPC: mutual TLS on every port, certificates of the stack's CA only", "[grpc]",
+                  f'ca = "{tls / "ca.crt"}"', ""]
+        for component in TLS_COMPONENTS:
+            section = "grpc.client" if component == "client" else f"grpc.{component}"
+            lines += [f"[{section}]", f'cert = "{tls / f"{component}.crt"}"', f'key = "{tls / f"{component}.key"}"',
+                      ""]
+        lines += ["# the master's HTTP API (it signs volume write tokens): HTTPS, client certificate required",
+                  "[https.master]", f'cert = "{tls / "master.crt"}"', f'key = "{tls / "master.key"}"',
+                  f'ca = "{tls / "ca.crt"}"', ""]
         path.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(path.parent, 0o700)
         write_atomic(path, "\n".join(lines), mode=0o600)

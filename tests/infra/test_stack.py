@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -23,8 +24,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from infra.stack.procs import ProcessTable, group_members, port_is_free
-from infra.stack.stack import (DVC_BUCKET, MLFLOW_BUCKET, SERVICES, StackConfig, configure_dvc_remote,
-                               free_port_base, read_env_file, s3_client, up)
+from infra.stack.stack import (DVC_BUCKET, GRPC_OFFSET, MLFLOW_BUCKET, SERVICES, StackConfig, configure_dvc_remote,
+                               free_port_base, read_env_file, s3_client, tls_dir, up)
 
 ROOT = Path(__file__).resolve().parents[2]
 DVC = str(ROOT / ".venv" / "bin" / "dvc")
@@ -202,18 +203,64 @@ def _unsigned(method: str, url: str, data: bytes | None = None) -> int | str:
         return type(e).__name__
 
 
+def _tls_context(cfg: StackConfig, *, client_cert: bool) -> ssl.SSLContext:
+    """Trusts the stack's CA; with client_cert, presents the stack's client certificate."""
+    context = ssl.create_default_context(cafile=str(tls_dir(cfg) / "ca.crt"))
+    if client_cert:
+        context.load_cert_chain(tls_dir(cfg) / "client.crt", tls_dir(cfg) / "client.key")
+    return context
+
+
+def _assign(cfg: StackConfig, scheme: str, context: ssl.SSLContext | None = None) -> str | None:
+    """The master's /dir/assign (a fresh volume file id with its write token): the fid, or None if refused."""
+    try:
+        with urllib.request.urlopen(f"{scheme}://127.0.0.1:{cfg.port('master')}/dir/assign", timeout=10,
+                                    context=context) as response:
+            return json.loads(response.read()).get("fid")
+    except (urllib.error.HTTPError, OSError, ValueError):
+        return None
+
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes.fromhex("000000040000000000")  # + empty SETTINGS
+
+
+def _grpc_answers(port: int, context: ssl.SSLContext | None = None) -> bool:
+    """Whether the port speaks HTTP/2 (gRPC's transport) to this client: it answers the connection preface with
+    a SETTINGS frame. No context: plaintext (h2c), as an insecure gRPC channel connects; else TLS with ALPN h2."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            conn = raw
+            if context is not None:
+                context.set_alpn_protocols(["h2"])
+                conn = context.wrap_socket(raw, server_hostname="127.0.0.1")
+            conn.sendall(H2_PREFACE)
+            head = b""
+            while len(head) < 9:
+                chunk = conn.recv(9 - len(head))
+                if not chunk:
+                    return False
+                head += chunk
+            return head[3] == 0x04  # frame type SETTINGS
+    except (OSError, ssl.SSLError):
+        return False
+
+
 def test_no_seaweedfs_port_serves_or_changes_objects_without_credentials(stack):
     """Every port `weed` listens on (S3, master, volume, filer, admin and their gRPC ports), GET/PUT/DELETE of a
     bucket's object (by its filer path and by a volume file id) without credentials: none succeeds, and the
-    object is unchanged in the bucket with nothing new beside it."""
+    object is unchanged in the bucket with nothing new beside it. The master hands out file ids (with their
+    volume write tokens) only over mutual TLS, and every gRPC port takes only TLS clients with the stack's
+    certificate: a plain gRPC connection and a TLS one without a client certificate get no HTTP/2 session."""
     signed = s3_client(stack)
     signed.put_object(Bucket=DVC_BUCKET, Key="sealed/secret.txt", Body=b"secret")
     weed = ProcessTable(stack.root / "run").get("s3").pid
     ports = sorted({c.laddr.port for c in psutil.net_connections(kind="inet")
                     if c.status == psutil.CONN_LISTEN and c.pid in group_members(weed)})
     assert {stack.port(c) for c in ("s3", "volume", "filer")} <= set(ports)
-    with urllib.request.urlopen(f"http://127.0.0.1:{stack.port('master')}/dir/assign", timeout=10) as response:
-        fid = json.loads(response.read())["fid"]  # a volume file id, to try the volume server with
+    assert _assign(stack, "http") is None
+    assert _assign(stack, "https", _tls_context(stack, client_cert=False)) is None
+    fid = _assign(stack, "https", _tls_context(stack, client_cert=True))  # the stack's own certificate: a file id
+    assert fid, "the master refused a client with the stack's certificate"
     answers = {}
     for port in ports:
         for path in (f"/buckets/{DVC_BUCKET}/sealed/secret.txt", f"/{DVC_BUCKET}/sealed/secret.txt", f"/{fid}"):
@@ -223,9 +270,19 @@ def test_no_seaweedfs_port_serves_or_changes_objects_without_credentials(stack):
             answers[f"POST {url}"] = _unsigned("POST", url, b"anonymous")
             answers[f"DELETE {url}"] = _unsigned("DELETE", url)
     assert {k: v for k, v in answers.items() if isinstance(v, int) and v < 300} == {}
+    grpc_ports = [stack.port(c) + GRPC_OFFSET for c in ("s3", "master", "volume", "filer", "admin")]
+    assert set(grpc_ports) <= set(ports)
+    assert {p: _grpc_answers(p) for p in grpc_ports} == dict.fromkeys(grpc_ports, False)
+    assert {p: _grpc_answers(p, _tls_context(stack, client_cert=False)) for p in grpc_ports} == \
+        dict.fromkeys(grpc_ports, False)
+    assert {p: _grpc_answers(p, _tls_context(stack, client_cert=True)) for p in grpc_ports} == \
+        dict.fromkeys(grpc_ports, True)  # the check itself works: the stack's certificate gets a session
     assert signed.get_object(Bucket=DVC_BUCKET, Key="sealed/secret.txt")["Body"].read() == b"secret"
     assert list(_objects(stack, DVC_BUCKET, "sealed/")) == ["sealed/secret.txt"]
-    assert oct((stack.root / "credentials" / "security.toml").stat().st_mode & 0o777) == "0o600"
+    credentials = stack.root / "credentials"
+    assert oct((credentials / "security.toml").stat().st_mode & 0o777) == "0o600"
+    assert {oct(key.stat().st_mode & 0o777) for key in (credentials / "tls").glob("*.key")} == {"0o600"}
+    assert not (credentials / "tls" / "ca.key").exists()
 
 
 def test_mlflow_artifacts_land_in_s3_through_the_server_and_the_model_registers(stack, tmp_path, no_aws_env):
