@@ -102,14 +102,20 @@ class Evaluation:
         return len({q["video"] for q in self.questions})
 
 
-def read_evaluation(results: dict, source: str) -> Evaluation:
-    """An Evaluation from results.json's content; errors name the source and what is wrong or missing."""
+def headline_accuracy(results: dict, source: str | Path) -> float:
+    """results.json's headline accuracy, after checking it is an evaluate stage's results (errors name the source)."""
     for key in ("benchmark", "accuracy"):
         if key not in results:
             raise ConfigError(f"{source}: no top-level {key!r} field (an evaluate stage's results.json?)")
     accuracy = results["accuracy"]
     if isinstance(accuracy, bool) or not isinstance(accuracy, (int, float)):
         raise ConfigError(f"{source}: accuracy must be a number (no question was scored?), got {accuracy!r}")
+    return accuracy
+
+
+def read_evaluation(results: dict, source: str) -> Evaluation:
+    """An Evaluation from results.json's content; errors name the source and what is wrong or missing."""
+    accuracy = headline_accuracy(results, source)
     questions, stored = results.get("questions"), results.get("question_set")
     if not isinstance(questions, list) or not isinstance(stored, str):
         raise ConfigError(f"{source}: no per-question records ('questions' and 'question_set'; evaluated before "
@@ -152,12 +158,7 @@ def candidate_metrics(eval_paths, efficiency_file: str | Path | None,
 
 def eval_metrics(results: dict, source: str | Path = "results.json") -> dict[str, float]:
     """{"accuracy/<benchmark>": accuracy, and its interval's ci_low, ci_high, n where known} from results.json."""
-    for key in ("benchmark", "accuracy"):
-        if key not in results:
-            raise ConfigError(f"{source}: no top-level {key!r} field (an evaluate stage's results.json?)")
-    accuracy = results["accuracy"]
-    if isinstance(accuracy, bool) or not isinstance(accuracy, (int, float)):
-        raise ConfigError(f"{source}: accuracy must be a number (no question was scored?), got {accuracy!r}")
+    accuracy = headline_accuracy(results, source)
     key = f"{ACCURACY_PREFIX}{results['benchmark']}"
     ci = results.get("accuracy_ci") or {}
     extra = {f"{key}/ci_low": ci.get("low"), f"{key}/ci_high": ci.get("high"), f"{key}/n": ci.get("n")}

@@ -1,9 +1,9 @@
 """The promotion gate's rules without a store: paired non-inferiority per benchmark on the same questions,
 tokens and latency, and the inputs it refuses. The per-question records are built here and scored by
 hicom.evaluate.scoring, as an evaluation would."""
-import random
 
 import pytest
+from paired_answers import answers, flipped
 
 from hicom.core.errors import ConfigError, DataError
 from hicom.evaluate.scoring import summarise
@@ -33,20 +33,6 @@ def candidate(label: str, correct: list[bool], **metrics) -> Candidate:
                      {"synthetic": evaluation})
 
 
-def flipped(correct: list[bool], worse: int, better: int, seed: int = 0) -> list[bool]:
-    """The same answers with `worse` right ones made wrong and `better` wrong ones made right, at random places."""
-    rng = random.Random(seed)
-    out = list(correct)
-    for i in rng.sample([i for i, c in enumerate(correct) if c], worse):
-        out[i] = False
-    for i in rng.sample([i for i, c in enumerate(correct) if not c], better):
-        out[i] = True
-    return out
-
-
-def half_right(n: int, seed: int = 1) -> list[bool]:
-    rng = random.Random(seed)
-    return [rng.random() < 0.5 for _ in range(n)]
 
 
 GATE = GateConfig(accuracy_margin=0.05, min_questions=50)
@@ -58,7 +44,7 @@ GATE = GateConfig(accuracy_margin=0.05, min_questions=50)
     (2000, 200, 200, "promoted", "pass"),  # equal on a large set, though 400 answers changed
 ])
 def test_the_gate_decides_on_the_paired_interval_against_the_margin(n, worse, better, outcome, verdict):
-    old = half_right(n)
+    old = answers(n)
     decision = gate_decision(candidate("version 2", flipped(old, worse, better)), candidate("version 1", old), GATE)
     assert decision.outcome == outcome and decision.passed is (outcome == "promoted")
     numbers = decision.comparisons["synthetic"]
@@ -74,7 +60,7 @@ def test_the_gate_decides_on_the_paired_interval_against_the_margin(n, worse, be
 
 
 def test_a_failed_efficiency_check_rejects_even_when_accuracy_cannot_be_told():
-    old = half_right(60)
+    old = answers(60)
     decision = gate_decision(candidate("version 2", flipped(old, 7, 5), **{"efficiency/visual_tokens": 101.0}),
                              candidate("version 1", old), GATE)
     assert decision.outcome == "rejected"
@@ -88,19 +74,19 @@ def test_a_failed_efficiency_check_rejects_even_when_accuracy_cannot_be_told():
     ({"efficiency/visual_tokens": 50.0}, True),
 ])
 def test_tokens_and_latency_keep_their_tolerances(change, passed):
-    answers = half_right(400)
+    same = answers(400)
     gate = GateConfig(accuracy_margin=0.05, min_questions=50, visual_tokens_max_increase=0.0,
                       latency_max_increase=0.25)
-    assert gate_decision(candidate("v2", answers, **change), candidate("v1", answers), gate).passed is passed
+    assert gate_decision(candidate("v2", same, **change), candidate("v1", same), gate).passed is passed
 
 
 def test_the_first_model_becomes_champion():
-    decision = gate_decision(candidate("version 1", half_right(60)), None, GATE)
+    decision = gate_decision(candidate("version 1", answers(60)), None, GATE)
     assert decision.passed and decision.reasons == ["no champion yet: the first registered version becomes champion"]
 
 
 def test_a_champion_on_another_question_set_cannot_be_paired_and_is_kept_naming_both_hashes():
-    old, new = half_right(400, seed=1), half_right(400, seed=2)
+    old, new = answers(400, seed=1), answers(400, seed=2)
     champion = candidate("version 1", old)
     moved = Candidate("version 2", candidate("version 2", new).metrics,
                       {"synthetic": read_evaluation(results(new, answer="B"), "version 2")})
@@ -112,21 +98,21 @@ def test_a_champion_on_another_question_set_cannot_be_paired_and_is_kept_naming_
 
 
 def test_a_champion_without_records_is_kept_and_says_why():
-    answers = half_right(400)
+    same = answers(400)
     champion = Candidate("version 1", {"accuracy/synthetic": 0.5, **EFFICIENCY}, {},
                          {"synthetic": "no per-question records"})
-    decision = gate_decision(candidate("version 2", answers), champion, GATE)
+    decision = gate_decision(candidate("version 2", same), champion, GATE)
     assert decision.outcome == "inconclusive"
     assert ("inconclusive accuracy/synthetic: champion version 1 cannot be paired: no per-question records; "
             "champion kept") in decision.reasons
 
 
 def test_a_challenger_missing_a_benchmark_is_rejected_and_a_new_one_is_reported():
-    answers = half_right(400)
-    champion = candidate("v1", answers)
-    other = read_evaluation(results(answers, benchmark="other"), "v1")
+    same = answers(400)
+    champion = candidate("v1", same)
+    other = read_evaluation(results(same, benchmark="other"), "v1")
     champion = Candidate("v1", {**champion.metrics, "accuracy/other": 0.4}, {**champion.evaluations, "other": other})
-    challenger = candidate("v2", answers)
+    challenger = candidate("v2", same)
     decision = gate_decision(challenger, champion, GATE)
     assert decision.outcome == "rejected"
     assert "FAIL accuracy/other: challenger was not evaluated on it (champion 0.4000)" in decision.reasons
@@ -138,7 +124,7 @@ def test_a_challenger_missing_a_benchmark_is_rejected_and_a_new_one_is_reported(
 def test_a_set_smaller_than_the_minimum_fails_naming_the_key():
     with pytest.raises(ConfigError, match=r"registry.gate.min_questions: version 2 was evaluated on 60 synthetic "
                                           r"questions, fewer than the minimum 100"):
-        gate_decision(candidate("version 2", half_right(60)), None, GateConfig(accuracy_margin=0.05,
+        gate_decision(candidate("version 2", answers(60)), None, GateConfig(accuracy_margin=0.05,
                                                                                min_questions=100))
 
 
@@ -156,7 +142,7 @@ def test_a_challenger_without_records_fails_naming_it():
 
 
 def test_results_without_records_edited_records_or_repeated_ids_are_named():
-    content = results(half_right(8))
+    content = results(answers(8))
     bare = {k: v for k, v in content.items() if k != "questions"}
     with pytest.raises(ConfigError, match=r"run r1: no per-question records .* re-run its evaluation"):
         read_evaluation(bare, "run r1")
@@ -172,7 +158,7 @@ def test_results_without_records_edited_records_or_repeated_ids_are_named():
 
 
 def test_paired_comparison_refuses_two_question_sets_naming_both_hashes():
-    a, b = results(half_right(40)), results(half_right(40), answer="C")
+    a, b = results(answers(40)), results(answers(40), answer="C")
     with pytest.raises(ConfigError) as err:
         paired_comparison(read_evaluation(a, "run A"), read_evaluation(b, "run B"))
     assert (f"run A was evaluated on question set {a['question_set']}, run B on question set {b['question_set']}"

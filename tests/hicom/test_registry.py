@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
+from paired_answers import answers, flipped
 
 from hicom.cli import main
 from hicom.core.errors import ConfigError
@@ -37,21 +38,6 @@ IMAGE = Params.load().profile("tiny").vision.config["image_size"]  # the tiny to
 NAME = "hicom-test"
 GATE = GateConfig(accuracy_margin=0.05, min_questions=50)
 
-
-def answers(n: int, seed: int = 1) -> list[bool]:
-    rng = random.Random(seed)
-    return [rng.random() < 0.5 for _ in range(n)]
-
-
-def flipped(correct: list[bool], worse: int, better: int, seed: int = 0) -> list[bool]:
-    """`worse` right answers made wrong and `better` wrong ones made right, at random places."""
-    rng = random.Random(seed)
-    out = list(correct)
-    for i in rng.sample([i for i, c in enumerate(correct) if c], worse):
-        out[i] = False
-    for i in rng.sample([i for i, c in enumerate(correct) if not c], better):
-        out[i] = True
-    return out
 
 
 def results_json(correct: list[bool], per_video: int = 4) -> dict:
