@@ -19,7 +19,7 @@ from hicom.curate.settings import CurateConfig
 from hicom.data.settings import DataSettings
 from hicom.efficiency.settings import EfficiencySettings
 from hicom.evaluate.settings import EvalConfig
-from hicom.gate import RegistryConfig
+from hicom.gate.settings import RegistryConfig
 from hicom.model.configuration_hicom import (
     PRESETS,
     CompressorConfig,

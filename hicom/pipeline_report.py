@@ -17,7 +17,7 @@ from pathlib import Path
 from hicom.core.errors import ConfigError
 from hicom.core.files import atomic_write_bytes, read_json_object
 from hicom.efficiency.fields import MODELS
-from hicom.gate import (
+from hicom.gate.decision import (
     ACCURACY_PREFIX,
     LATENCY,
     VISUAL_TOKENS,

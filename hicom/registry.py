@@ -31,7 +31,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID  # noqa: E402
 
 from hicom.core.errors import ConfigError
-from hicom.gate import (
+from hicom.gate.decision import (
     ACCURACY_PREFIX,
     EFFICIENCY_PREFIX,
     GATE_PREFIX,
@@ -40,13 +40,18 @@ from hicom.gate import (
     UNCHANGED,
     VISUAL_TOKENS,
     Candidate,
-    GateConfig,
     GateDecision,
     benchmark_keys,
     gate_decision,
     read_evaluation,
 )
-from hicom.tracking import PROJECT_ROOT, Tracker, artifact_store_errors, default_tracking_uri
+from hicom.gate.settings import GateConfig
+from hicom.tracking import (
+    PROJECT_ROOT,
+    Tracker,
+    artifact_store_errors,
+    default_tracking_uri,
+)
 
 CHALLENGER, CHAMPION = "challenger", "champion"
 # What the served model imports (hicom.serving); pinned to the versions it was logged with. Passing them

@@ -27,7 +27,7 @@ def add_arguments(parser) -> None:
 
 def run(args, params) -> int:
     from hicom.core.files import atomic_write_bytes, read_json_object
-    from hicom.gate import candidate_metrics
+    from hicom.gate.decision import candidate_metrics
     from hicom.registry import register_model
 
     cfg = params.registry
@@ -59,7 +59,7 @@ def serving_protocol(eval_paths, template: str) -> str:
     `generate` without an evaluation."""
     from hicom.core.files import read_json_object
     from hicom.evaluate.mcq import PROTOCOLS
-    from hicom.gate import results_file
+    from hicom.gate.decision import results_file
 
     found = {}
     for path in eval_paths:

@@ -8,7 +8,7 @@ reply, so it counts as unanswered (wrong); hicom.evaluate.mcq reports `missing` 
 Every accuracy has an interval beside it (`<name>_ci`: low, high, and the n questions and videos it rests
 on), from a cluster bootstrap over videos (hicom.core.stats). The per-question records (`questions`) and
 the hash of the question set (`question_set`: ids and correct answers) let two runs on the same questions
-be paired (hicom.gate.paired_comparison).
+be paired (hicom.gate.decision.paired_comparison).
 """
 from __future__ import annotations
 

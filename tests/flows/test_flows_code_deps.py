@@ -97,3 +97,25 @@ def test_write_replaces_only_the_code_deps_keeping_comments_and_layout(pkg):
     assert "        - ${item.data}\n        - pkg/__init__.py\n" in text and "        - pkg/plots.py\n" in text
     assert all(not s.uncovered and set(s.listed) == set(s.derived) for s in stage_code(pkg))
     assert write_code_deps(pkg, stage_code(pkg)) == []
+
+
+def test_code_that_runs_at_start_up_imports_hicom_at_module_level():
+    """Modules every command loads at start-up (params, the settings sections) are followed only through their
+    module-level imports; an import inside one of their functions (a dataclass check run by Params) would be a
+    dependency no stage lists. Command modules are exempt: each stage follows its own command's functions."""
+    import ast
+
+    from flows.code_deps import imported_files
+
+    hicom = PROJECT_ROOT / "hicom"
+    startup = imported_files([hicom / "__main__.py", hicom / "cli.py"], PROJECT_ROOT, "hicom", function_level=False)
+    hidden = []
+    for path in sorted(startup - {hicom / "__main__.py", hicom / "cli.py"}):
+        if path.parent == hicom / "commands":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for inner in ast.walk(node):
+                    if isinstance(inner, ast.ImportFrom) and (inner.module or "").startswith("hicom"):
+                        hidden.append(f"{path.relative_to(PROJECT_ROOT)}:{inner.lineno} {inner.module}")
+    assert hidden == []

@@ -7,13 +7,13 @@ from paired_answers import answers, flipped
 
 from hicom.core.errors import ConfigError, DataError
 from hicom.evaluate.scoring import summarise
-from hicom.gate import (
+from hicom.gate.decision import (
     Candidate,
-    GateConfig,
     gate_decision,
     paired_comparison,
     read_evaluation,
 )
+from hicom.gate.settings import GateConfig
 
 EFFICIENCY = {"efficiency/visual_tokens": 100.0, "efficiency/s_per_video": 1.0}
 

@@ -158,7 +158,7 @@ def test_compare_puts_runs_side_by_side_in_one_table_and_one_plot(runs, tmp_path
 
 
 def test_compare_tells_better_from_worse_when_the_interval_excludes_zero(tmp_path):
-    from hicom.gate import paired_comparison, read_evaluation
+    from hicom.gate.decision import paired_comparison, read_evaluation
     from hicom.pipeline_report import paired_verdict
 
     spread = {**results(0), "questions": [{**q, "correct": i % 4 != 0} for i, q in enumerate(results(0)["questions"])]}

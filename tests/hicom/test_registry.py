@@ -21,12 +21,8 @@ from hicom.data.synthetic import WorldConfig, make_scene, mcq, write_video
 from hicom.data.tokenizer import train_tokenizer
 from hicom.data.video import FramePreprocessor
 from hicom.evaluate.scoring import summarise
-from hicom.gate import (
-    GateConfig,
-    efficiency_metrics,
-    eval_metrics,
-    profile_row,
-)
+from hicom.gate.decision import efficiency_metrics, eval_metrics, profile_row
+from hicom.gate.settings import GateConfig
 from hicom.model.build import build_model
 from hicom.model.checkpoint import save_model
 from hicom.params import Params

@@ -18,6 +18,7 @@ from hicom.core.errors import ConfigError, DataError
 from hicom.core.files import read_json_object
 from hicom.core.stats import METHOD, cluster_bootstrap, mcnemar_exact
 from hicom.evaluate.scoring import question_set_hash
+from hicom.gate.settings import GateConfig
 
 ACCURACY_PREFIX = "accuracy/"  # + benchmark name; + "/ci_low", "/ci_high", "/n" for its interval
 
@@ -41,38 +42,6 @@ LATENCY = "efficiency/s_per_video"
 # "s_per_video": ..., "vision_ms": ..., ...}, ...]}; the gate reads the HICom row at the configured frame count.
 PROFILE_MODEL = "hicom"
 
-
-@dataclass(frozen=True)
-class GateConfig:
-    """How much worse than the champion a challenger may be and still be promoted, and on how many questions."""
-
-    accuracy_margin: float = 0.05  # per benchmark: the paired interval's low end must be above -margin
-    min_questions: int = 50  # a benchmark's question set must be at least this large to decide on
-    visual_tokens_max_increase: float = 0.0  # relative
-    latency_max_increase: float = 0.25  # relative
-
-    def __post_init__(self):
-        if not 0 < self.accuracy_margin < 1:
-            raise ConfigError(f"registry.gate.accuracy_margin: must be above 0 and below 1 (an accuracy difference), "
-                              f"got {self.accuracy_margin!r}")
-        if self.min_questions < 1:
-            raise ConfigError(f"registry.gate.min_questions: must be at least 1, got {self.min_questions!r}")
-
-
-@dataclass(frozen=True)
-class RegistryConfig:
-    """params.yaml `registry:`."""
-
-    model_name: str = "hicom-video-qa"
-    efficiency_frames: int = 32  # the profile row (HICom at this many frames) that gives tokens and latency
-    prompt_template: str = "synthetic"  # how the served model lays out options (hicom.evaluate.benchmarks.BENCHMARKS)
-    gate: GateConfig = dataclasses.field(default_factory=GateConfig)
-
-    def __post_init__(self):
-        from hicom.evaluate.benchmarks import BENCHMARKS
-
-        if self.prompt_template not in BENCHMARKS:
-            raise ConfigError(f"registry.prompt_template: {self.prompt_template!r} is not one of {sorted(BENCHMARKS)}")
 
 
 # -- metrics of a candidate ----------------------------------------------------------------------
