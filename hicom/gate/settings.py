@@ -5,7 +5,9 @@ import dataclasses
 from dataclasses import dataclass
 
 from hicom.core.errors import ConfigError
-from hicom.evaluate.benchmarks import BENCHMARKS  # module level: every command validates this at start
+from hicom.evaluate.benchmarks import (
+    BENCHMARKS,  # module level: every command validates this at start
+)
 
 
 @dataclass(frozen=True)

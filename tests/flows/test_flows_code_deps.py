@@ -4,7 +4,12 @@ import textwrap
 
 import pytest
 
-from flows.code_deps import covering_paths, stage_code, stage_code_files, write_code_deps
+from flows.code_deps import (
+    covering_paths,
+    stage_code,
+    stage_code_files,
+    write_code_deps,
+)
 from flows.settings import PROJECT_ROOT
 
 
