@@ -175,12 +175,12 @@ def eval_section(evals: list[dict]) -> list[str]:
         if any((s or {}).get("total") for s in (r.get("validity") or {}).values()):
             groups["instruction (Table A4)"] = r["validity"]
         for name, values in groups.items():
-            rows = [[value, _pct_ci(s.get("accuracy"), s.get("accuracy_ci")), _num(s.get("total")),
-                     _num(s.get("unanswered"))]
+            rows = [[value, _pct_ci(s.get("accuracy"), s.get("accuracy_ci")), _pct(s.get("chance")),
+                     _num(s.get("total")), _num(s.get("unanswered"))]
                     for value, s in values.items() if isinstance(s, dict) and s.get("total")]
             if rows:
                 lines += ["", f"**{r['benchmark']}** by {name}:", ""]
-                lines += _table([name, "accuracy [95% CI]", "questions", "unanswered"], rows)
+                lines += _table([name, "accuracy [95% CI]", "chance", "questions", "unanswered"], rows)
     return lines
 
 

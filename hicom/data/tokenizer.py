@@ -12,6 +12,9 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from hicom.data.mixture import read_annotations
+from hicom.data.synthetic import TRAIN_FILES
+
 PAD_TOKEN = "<|endoftext|>"
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
@@ -56,20 +59,8 @@ def load_tokenizer(path: str | Path):
 
 
 def world_texts(world: Path) -> Iterable[str]:
-    """Every caption, question and answer of a synthetic world, for tokenizer training."""
-    import json
-
-    from hicom.data.mixture import read_annotations
-
-    for path in sorted(world.glob("*.jsonl")):
-        if path.name == "scenes.jsonl":
-            continue
-        if path.name == "mcq_test.jsonl":
-            for line in path.read_text().splitlines():
-                row = json.loads(line)
-                yield row["question"]
-                yield from row["options"]
-            continue
-        for sample in read_annotations(path):
+    """Every caption, question and answer of a synthetic world's training files (never the held-out test's)."""
+    for name in TRAIN_FILES:
+        for sample in read_annotations(world / name):
             for turn in sample["conversations"]:
                 yield turn["value"].replace("<video>", "").replace("<image>", "")

@@ -94,7 +94,8 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
         # hicom.data.synthetic.mcq_prompt, which instruction tuning saw
         PromptTemplate(header="", question="{question}", options_header="", option="{letter}. {text}",
                        footer=MCQ_INSTRUCTION),
-        breakdowns=("kind",)),
+        # the headline of the synthetic world is the family mean (each question family weighted equally)
+        breakdowns=("family", "kind"), task_field="family"),
 )}
 
 

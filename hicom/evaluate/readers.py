@@ -264,7 +264,8 @@ def read_synthetic(path: Path, videos: Path | None, issues: list[dict]) -> list[
                               video=root / _text(_field(row, "video", where), where, "video"),
                               question=_text(_field(row, "question", where), where, "question"), options=options,
                               answer=_letter(_field(row, "answer", where), len(options), where),
-                              groups={"kind": str(row.get("kind") or "unknown")}))
+                              groups={"kind": str(row.get("kind") or "unknown"),
+                                      "family": str(row.get("family") or "unknown")}))
     return _unique(samples, path)
 
 

@@ -69,6 +69,7 @@ def _stats(records: list[dict]) -> dict:
     correct = sum(bool(r["correct"]) for r in records)
     answered = sum(r["choice"] is not None for r in records)
     return {"accuracy": correct / total if total else None, "accuracy_ci": interval(records),
+            "chance": sum(1 / r["num_options"] for r in records) / total if total else None,
             "total": total, "correct": correct, "answered": answered, "unanswered": total - answered,
             "accuracy_answered": correct / answered if answered else None,
             "accuracy_answered_ci": interval(records, [float(r["choice"] is not None) for r in records])}
@@ -86,7 +87,6 @@ def summarise(records: list[dict], breakdowns: Iterable[str] = (), task_field: s
         if "video" not in r:
             raise DataError(f"prediction record {r.get('id')!r} has no 'video' (the interval resamples videos)")
     out = _stats(scored)
-    out["chance"] = sum(1 / r["num_options"] for r in scored) / len(scored) if scored else None
     out["choice_counts"] = dict(sorted(Counter(r["choice"] or "none" for r in scored).items()))
     out["breakdown"] = {}
     for name in breakdowns:
@@ -95,6 +95,7 @@ def summarise(records: list[dict], breakdowns: Iterable[str] = (), task_field: s
     if task_field is not None:
         tasks = out["breakdown"].get(task_field) or {}
         out["task_mean"] = sum(t["accuracy"] for t in tasks.values()) / len(tasks) if tasks else None
+        out["task_mean_chance"] = sum(t["chance"] for t in tasks.values()) / len(tasks) if tasks else None
         out["task_mean_ci"] = interval(scored, strata=[r["groups"][task_field] for r in scored])
     out["validity"] = {name: _stats([r for r in scored if r["instruction_valid"] is flag])
                        for name, flag in (("valid", True), ("invalid", False))}

@@ -36,6 +36,7 @@ from hicom.data.tokenizer import load_tokenizer
 from hicom.data.video import FramePreprocessor, decoder_info
 from hicom.model.build import build_model
 from hicom.model.checkpoint import load_compressor, save_compressor, save_model
+from hicom.model.diagnostics import global_token_spread
 from hicom.model.configuration_hicom import ModelProfile
 from hicom.train.checkpoints import (
     CHECKPOINTS,
@@ -223,7 +224,7 @@ def train_stage(run: StageRun) -> dict:
                               source=str(cfg.data), context="train", num_rows=len(samples))
         history = _loop(engine, dataset, run, rank, world, accum, total_steps, tracker, ckpt_dir, tokenizer,
                         global_step, epoch, micro_done, history)
-        result = _finish(engine, model, run, rank, history, tokenizer, guide_tokenizer, tracker, samples)
+        result = _finish(engine, model, run, rank, history, tokenizer, guide_tokenizer, tracker, samples, dataset)
     return result
 
 
@@ -304,7 +305,35 @@ def _save_checkpoint(engine, ckpt_dir: Path, rank, global_step, epoch, micro_don
     torch.distributed.barrier()
 
 
-def _finish(engine, model, run: StageRun, rank, history, tokenizer, guide_tokenizer, tracker, samples) -> dict:
+SPREAD_SAMPLES = 16  # video samples the global-token spread is measured on at the end of a stage
+
+
+def _global_spread(model, dataset, pad_id: int) -> dict[str, float] | None:
+    """The global level's token spread (hicom.model.diagnostics) on the first video samples of the stage's data."""
+    picked = []
+    for i in range(len(dataset)):
+        if len(picked) == SPREAD_SAMPLES:
+            break
+        if "video" in dataset.samples[i]:
+            picked.append(dataset[i])
+    batch = collate(picked, pad_id)
+    if batch is None:
+        return None
+    items = batch["visual_items"]
+    if dataset.feature_cache is not None:
+        items = dataset.feature_cache.complete(model, items)
+    device = next(model.parameters()).device
+    items = batch_to({"visual_items": items}, device)["visual_items"]
+    was_training = model.training
+    model.eval()
+    try:
+        return global_token_spread(model, items)
+    finally:
+        model.train(was_training)
+
+
+def _finish(engine, model, run: StageRun, rank, history, tokenizer, guide_tokenizer, tracker, samples,
+            dataset) -> dict:
     out = run.out_dir
     with _gathered(engine, model.projector.parameters()):
         if rank == 0:
@@ -320,7 +349,13 @@ def _finish(engine, model, run: StageRun, rank, history, tokenizer, guide_tokeni
     result = {"stage": run.stage, "global_step": final.get("step", 0), "final_loss": final.get("loss"),
               "first_loss": history[0]["loss"] if history else None, "samples": len(samples),
               "rejected": len(RejectLog(out / "rejects.jsonl").read()), "history": history}
+    with _gathered(engine, model.parameters()):  # every rank measures (ZeRO-3 gathers collectively); rank 0 logs
+        spread = _global_spread(engine.module, dataset, tokenizer.pad_token_id)
+    if spread:
+        result.update(spread)
     if rank == 0:
+        if spread:
+            tracker.log_metrics(spread, step=result["global_step"])
         atomic_write_bytes(out / "config.json", json.dumps(
             {"stage": run.stage, "profile": run.profile.name, "train": asdict(run.cfg),
              "compressor": run.profile.compressor.to_dict(), "init_from": str(run.init_from or "")},

@@ -23,6 +23,7 @@ class WorldConfig:
     mcq_per_video: int = 2  # multiple-choice turns (answered with a letter) per train video, in sft_mcq.jsonl
     pairs_per_video: int = 3  # instruction-description pairs per video (conditional pre-training)
     test_fraction: float = 0.2  # share of videos held out for the MCQ test split (never in train files)
+    test_per_family: int = 2  # held-out questions per clip and tested question family (distinct texts)
 
     def __post_init__(self):
         where = "data.synthetic"
@@ -34,7 +35,8 @@ class WorldConfig:
             elif isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"{where}.{f.name}: must be an integer, got {value!r}")
         minimum = {"num_videos": 1, "num_frames": 8, "fps": 1, "size": 32, "min_objects": 1,
-                   "qa_per_video": 1, "pairs_per_video": 1, "mcq_per_video": 0}
+                   "qa_per_video": 1, "pairs_per_video": 1, "mcq_per_video": 0,
+                   "test_per_family": 1}
         for name, low in minimum.items():
             if getattr(self, name) < low:
                 raise ValueError(f"{where}.{name}: must be >= {low}, got {getattr(self, name)!r}")

@@ -116,19 +116,73 @@ def instruction_pairs(scene: Scene, rng: random.Random, n: int) -> list[tuple[st
                   _story(scene, late, "A") if late else "Nothing new appears in the second half of the video."))
     pairs.append(("What disappears before the middle of the video?",
                   _story(scene, early, "The") if early else "Nothing disappears before the middle of the video."))
+    pairs += [(q.text, _statement(q)) for q in _questions(scene) if q.family in _STATEMENTS]
     return rng.sample(pairs, min(n, len(pairs)))
+
+
+# One-object questions answered by a sentence that names the object with the asked attribute: conditional
+# pre-training then teaches the compressor to keep, for the instruction's object, exactly what is asked.
+_STATEMENTS = {
+    "colour_of_shape": lambda q: f"It is {q.target}.",
+    "shape_of_colour": lambda q: f"It is {q.target}.",
+    "motion_of_object": lambda q: f"{q.target.capitalize()} {q.answer.removeprefix('it ')}.",
+    "start_cell": lambda q: f"{q.target.capitalize()} is in the {q.answer}.",
+    "end_cell": lambda q: f"{q.target.capitalize()} is in the {q.answer}.",
+    "event_colour": lambda q: f"That object is {q.answer}.",
+    "event_shape": lambda q: f"That object is a {q.answer}.",
+}
+
+
+def _statement(q: _Question) -> str:
+    return _STATEMENTS[q.family](q)
+
+
+@dataclass(frozen=True)
+class Family:
+    """A kind of question with its own chance level. `binds`: answering needs one object's attribute tied to
+    another (its shape to its colour, its name to its motion or place) in a scene of several objects, which
+    an unconditional compressor at a fixed token budget may average away; `tested`: in the held-out test."""
+
+    name: str
+    kind: str  # "object" | "moment" | "existence"
+    binds: bool
+    tested: bool
+
+
+FAMILIES = {f.name: f for f in (
+    Family("colour_seen", "existence", binds=False, tested=True),      # which colour can be seen at all
+    Family("colour_of_shape", "object", binds=True, tested=True),      # what colour is the square?
+    Family("shape_of_colour", "object", binds=True, tested=True),      # what shape is the red object?
+    Family("motion_of_object", "object", binds=True, tested=True),     # how does the red square move?
+    Family("start_cell", "object", binds=True, tested=True),           # where is the red square at the start?
+    Family("event_colour", "moment", binds=True, tested=True),         # what colour is the object that appears late?
+    Family("end_cell", "object", binds=True, tested=False),
+    Family("size", "object", binds=True, tested=False),
+    Family("appearance_time", "object", binds=True, tested=False),
+    Family("object_by_motion", "object", binds=True, tested=False),
+    Family("count", "moment", binds=False, tested=False),              # answerable from a text prior; not tested
+    Family("object_in_cell", "moment", binds=True, tested=False),
+    Family("event_object", "moment", binds=True, tested=False),
+    Family("event_shape", "moment", binds=True, tested=False),
+)}
+TEST_FAMILIES = tuple(name for name, f in FAMILIES.items() if f.tested)
+BINDING_FAMILIES = tuple(name for name in TEST_FAMILIES if FAMILIES[name].binds)
 
 
 @dataclass(frozen=True)
 class _Question:
     """A short-answer question; `near` are wrong answers present in the scene, `far` other wrong answers."""
 
-    kind: str  # "object" | "moment" | "existence"
+    family: str
     target: str
     text: str
     answer: str
     near: tuple[str, ...] = ()
     far: tuple[str, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        return FAMILIES[self.family].kind
 
     @property
     def multiple_choice(self) -> bool:
@@ -147,63 +201,63 @@ def _questions(scene: Scene) -> list[_Question]:
     absent = [f"the {c} {s}" for s in SHAPES for c in COLOURS if f"the {c} {s}" not in names]
     qs: list[_Question] = []
 
-    def which(kind: str, target: str, text: str, obj: SceneObject) -> _Question:
-        return _Question(kind, target, text, obj.name, _others(names, obj.name), tuple(absent))
+    def which(family: str, target: str, text: str, obj: SceneObject) -> _Question:
+        return _Question(family, target, text, obj.name, _others(names, obj.name), tuple(absent))
 
-    def attribute(kind: str, target: str, text: str, value: str, present, universe) -> _Question:
-        return _Question(kind, target, text, value, _others(present, value), _others(universe, value))
+    def attribute(family: str, target: str, text: str, value: str, present, universe) -> _Question:
+        return _Question(family, target, text, value, _others(present, value), _others(universe, value))
 
     for o in objs:
         motion = _MOTION_PHRASE[o.motion]
-        qs.append(attribute("object", o.name, f"How does {o.name} move?", motion,
+        qs.append(attribute("motion_of_object", o.name, f"How does {o.name} move?", motion,
                             [_MOTION_PHRASE[p.motion] for p in objs], _MOTION_PHRASE.values()))
         start_text = f"Where is {o.name} when it first appears?" if o.appear \
             else f"Where is {o.name} at the start of the video?"
         seen = [_cell_at(scene, p, o.appear) for p in objs if p.visible(o.appear)]
-        qs.append(attribute("object", o.name, start_text, _cell_at(scene, o, o.appear), seen, CELLS))
+        qs.append(attribute("start_cell", o.name, start_text, _cell_at(scene, o, o.appear), seen, CELLS))
         if o.motion != "static":
             end_text = f"Where is {o.name} at the end of the video?" if o.disappear == last \
                 else f"Where is {o.name} just before it disappears?"
             seen = [_cell_at(scene, p, o.disappear) for p in objs if p.visible(o.disappear)]
-            qs.append(attribute("object", o.name, end_text, _cell_at(scene, o, o.disappear), seen, CELLS))
-        qs.append(_Question("object", o.name, f"Is {o.name} small or large?", o.size))
+            qs.append(attribute("end_cell", o.name, end_text, _cell_at(scene, o, o.disappear), seen, CELLS))
+        qs.append(_Question("size", o.name, f"Is {o.name} small or large?", o.size))
         when = "at the start" if o.appear == 0 else f"after about {o.appear / scene.fps:.1f} seconds"
-        qs.append(_Question("object", o.name, f"When does {o.name} appear?", when))
+        qs.append(_Question("appearance_time", o.name, f"When does {o.name} appear?", when))
         if sum(p.shape == o.shape for p in objs) == 1:
-            qs.append(attribute("object", o.name, f"What colour is the {o.shape}?", o.colour,
+            qs.append(attribute("colour_of_shape", o.name, f"What colour is the {o.shape}?", o.colour,
                                 [p.colour for p in objs], COLOURS))
         if sum(p.colour == o.colour for p in objs) == 1:
-            qs.append(attribute("object", o.name, f"What shape is the {o.colour} object?", o.shape,
+            qs.append(attribute("shape_of_colour", o.name, f"What shape is the {o.colour} object?", o.shape,
                                 [p.shape for p in objs], SHAPES))
         if sum(p.motion == o.motion for p in objs) == 1:
             verb = "stays still" if o.motion == "static" else f"moves {o.motion}"
-            qs.append(which("object", o.name, f"Which object {verb}?", o))
+            qs.append(which("object_by_motion", o.name, f"Which object {verb}?", o))
 
     present = list(dict.fromkeys(o.colour for o in objs))
     absent_colours = [c for c in COLOURS if c not in present]
     for colour in present:  # one text, several right answers: a choice offers only one of them
-        qs.append(_Question("existence", "the whole video", "Which colour can be seen in the video?", colour,
+        qs.append(_Question("colour_seen", "the whole video", "Which colour can be seen in the video?", colour,
                             (), tuple(absent_colours)))
 
     counts = [NUMBERS[sum(p.visible(t) for p in objs)] for _, _, t in _moments(scene)]
     for phrase, target, t in _moments(scene):
-        qs.append(attribute("moment", target, f"How many objects are visible {phrase}?",
+        qs.append(attribute("count", target, f"How many objects are visible {phrase}?",
                             NUMBERS[sum(p.visible(t) for p in objs)], counts, NUMBERS[:MAX_OBJECTS + 1]))
         shown = [p for p in objs if p.visible(t)]
         cells = [_cell_at(scene, p, t) for p in shown]
         for p, where in zip(shown, cells):
             if cells.count(where) == 1:
-                qs.append(which("moment", f"the {where} {phrase}", f"Which object is in the {where} {phrase}?", p))
+                qs.append(which("object_in_cell", f"the {where} {phrase}", f"Which object is in the {where} {phrase}?", p))
 
     events = ((_late(scene), "appears in the second half of the video", "the second half of the video"),
               (_early(scene), "disappears before the middle of the video", "the first half of the video"))
     for obj, event, target in events:
         if obj is None:
             continue
-        qs.append(which("moment", target, f"Which object {event}?", obj))
-        qs.append(attribute("moment", target, f"What colour is the object that {event}?", obj.colour,
+        qs.append(which("event_object", target, f"Which object {event}?", obj))
+        qs.append(attribute("event_colour", target, f"What colour is the object that {event}?", obj.colour,
                             [p.colour for p in objs], COLOURS))
-        qs.append(attribute("moment", target, f"What shape is the object that {event}?", obj.shape,
+        qs.append(attribute("event_shape", target, f"What shape is the object that {event}?", obj.shape,
                             [p.shape for p in objs], SHAPES))
     return qs
 
@@ -225,22 +279,38 @@ def mcq_prompt(question: str, options: list[str]) -> str:
     return f"{question}\n" + "".join(f"{letter}. {opt}\n" for letter, opt in zip(LETTERS, options)) + MCQ_INSTRUCTION
 
 
-def mcq(scene: Scene, rng: random.Random, exclude=()) -> dict:
-    """One 4-option question; kind chosen evenly, in-scene distractors first, answer letter uniform.
-
-    `exclude`: question texts not to ask again (with none excluded, the draws are exactly as before).
-    """
-    eligible = [q for q in _questions(scene) if q.multiple_choice and q.text not in exclude]
-    if not eligible:
-        raise ValueError(f"scene {scene.id}: no multiple-choice question left to ask")
-    kind = rng.choice(sorted({q.kind for q in eligible}))
-    q = rng.choice([q for q in eligible if q.kind == kind])
+def _choice(q: _Question, rng: random.Random) -> dict:
+    """q as 4 options: in-scene distractors first (so a choice needs the object, not just the scene), answer
+    letter uniform."""
     near = rng.sample(q.near, len(q.near))
     far = [v for v in rng.sample(q.far, len(q.far)) if v not in near]
     options = (near + far)[:len(LETTERS) - 1]
     slot = rng.randrange(len(LETTERS))
     options.insert(slot, q.answer)
-    return {"question": q.text, "options": options, "answer": LETTERS[slot], "kind": q.kind, "target": q.target}
+    return {"question": q.text, "options": options, "answer": LETTERS[slot], "kind": q.kind, "family": q.family,
+            "target": q.target}
+
+
+def mcq(scene: Scene, rng: random.Random, exclude=()) -> dict:
+    """One 4-option question; family chosen evenly among those the scene offers.
+
+    `exclude`: question texts not to ask again.
+    """
+    eligible = [q for q in _questions(scene) if q.multiple_choice and q.text not in exclude]
+    if not eligible:
+        raise ValueError(f"scene {scene.id}: no multiple-choice question left to ask")
+    family = rng.choice(sorted({q.family for q in eligible}))
+    return _choice(rng.choice([q for q in eligible if q.family == family]), rng)
+
+
+def held_out_questions(scene: Scene, rng: random.Random, per_family: int) -> list[dict]:
+    """The held-out questions of one clip: up to per_family distinct-text questions of every tested family."""
+    out: list[dict] = []
+    for family in TEST_FAMILIES:
+        by_text = {q.text: q for q in _questions(scene) if q.family == family and q.multiple_choice}
+        texts = rng.sample(sorted(by_text), min(per_family, len(by_text)))
+        out += [_choice(by_text[text], rng) for text in texts]
+    return out
 
 
 def mcq_turns(scene: Scene, rng: random.Random, k: int) -> list[dict]:

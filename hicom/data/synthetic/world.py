@@ -21,8 +21,8 @@ from hicom.data.synthetic.language import (
     IMAGE_PROMPTS,
     VIDEO_PROMPTS,
     caption,
+    held_out_questions,
     instruction_pairs,
-    mcq,
     mcq_prompt,
     mcq_turns,
     qa_turns,
@@ -64,9 +64,9 @@ def _records(cfg: WorldConfig, scenes: list[Scene], test_ids: set[str]) -> dict[
         out["scenes.jsonl"].append(scene.to_dict())
         video = f"videos/{scene.id}.mp4"
         if scene.id in test_ids:
-            q = mcq(scene, _rng(cfg, scene.id, "mcq"))
-            out[TEST_FILE].append({"id": scene.id, "video": video, **q,
-                                   "prompt": mcq_prompt(q["question"], q["options"])})
+            questions = held_out_questions(scene, _rng(cfg, scene.id, "mcq"), cfg.test_per_family)
+            out[TEST_FILE] += [{"id": f"{scene.id}_q{i}", "video": video, **q,
+                                "prompt": mcq_prompt(q["question"], q["options"])} for i, q in enumerate(questions)]
             continue
         prompts = _rng(cfg, scene.id, "prompts")
         for t in _image_frames(cfg, scene):

@@ -15,13 +15,16 @@ from hicom.data.conversation import extract_guide
 from hicom.data.synthetic import (
     BACKGROUNDS,
     COLOURS,
+    FAMILIES,
     LETTERS,
     MCQ_INSTRUCTION,
     SHAPES,
+    TEST_FAMILIES,
     Scene,
     WorldConfig,
     caption,
     generate_world,
+    held_out_questions,
     instruction_pairs,
     make_scene,
     mcq,
@@ -31,6 +34,7 @@ from hicom.data.synthetic import (
     qa_turns,
     render_frame,
 )
+from hicom.data.tokenizer import world_texts
 
 SMALL = WorldConfig(seed=7, num_videos=12, test_fraction=0.25)
 TRAIN_FILES = ("align_images.jsonl", "align_videos.jsonl", "cond_pretrain.jsonl", "sft.jsonl", "sft_mcq.jsonl")
@@ -171,13 +175,17 @@ def test_every_mcq_has_four_distinct_options_and_exactly_one_matches_ground_trut
     assert len(verified) >= 3 and sum(verified.values()) >= 60
 
 
-def test_mcq_answer_letters_and_kinds_are_spread_and_questions_hold_no_options():
+def test_mcq_answer_letters_and_families_are_spread_and_questions_hold_no_options():
     rng = random.Random(1)
     questions = [mcq(scene, rng) for scene in scenes_of(WorldConfig(), 400)]
     letters = Counter(q["answer"] for q in questions)
     assert set(letters) == set(LETTERS) and min(letters.values()) > 0.15 * len(questions), letters
-    kinds = Counter(q["kind"] for q in questions)
-    assert min(kinds["object"], kinds["moment"], kinds["existence"]) > 0.25 * len(questions), kinds
+    families = Counter(q["family"] for q in questions)
+    assert {q["kind"] for q in questions} == {"object", "moment", "existence"}
+    for q in questions:
+        assert FAMILIES[q["family"]].kind == q["kind"]
+    # a family is drawn evenly among those a scene offers: none is crowded out
+    assert len(families) >= 10 and min(families.values()) >= 0.02 * len(questions), families
     for q in questions:
         assert "\n" not in q["question"] and not re.search(r"\b[A-D][.)]", q["question"])
         for option in q["options"]:
@@ -197,7 +205,7 @@ def test_distractors_prefer_values_present_in_the_scene():
 
 def test_test_scenes_never_appear_in_train_files(world):
     out, manifest = world
-    test_ids = {row["id"] for row in read_jsonl(out / "mcq_test.jsonl")}
+    test_ids = {Path(row["video"]).stem for row in read_jsonl(out / "mcq_test.jsonl")}
     assert test_ids == set(manifest["test_ids"]) and len(test_ids) == 3
     for name in TRAIN_FILES:
         rows = read_jsonl(out / name)
@@ -353,9 +361,9 @@ def test_sft_mcq_covers_every_train_scene_only_with_distinct_questions_and_corre
 def test_mcq_test_rows_carry_the_shared_prompt(big_world):
     out, _ = big_world
     rows = read_jsonl(out / "mcq_test.jsonl")
-    assert len(rows) == 20
+    assert len({row["video"] for row in rows}) == 20 and len({row["id"] for row in rows}) == len(rows)
     for row in rows:
-        assert set(row) == {"id", "video", "question", "options", "answer", "kind", "target", "prompt"}
+        assert set(row) == {"id", "video", "question", "options", "answer", "kind", "family", "target", "prompt"}
         assert row["prompt"] == mcq_prompt(row["question"], row["options"])
         assert extract_guide(row["prompt"]) == row["question"]
 
@@ -370,3 +378,48 @@ def test_adding_mcq_turns_changes_no_other_file(tmp_path):
         assert without["files"][name] == with_mcq["files"][name]
     assert without["counts"]["sft_mcq.jsonl"] == 0 and (tmp_path / "a" / "sft_mcq.jsonl").read_bytes() == b""
     assert with_mcq["counts"]["sft_mcq.jsonl"] == with_mcq["splits"]["train"] == 4
+
+
+@pytest.mark.parametrize("per_family", [1, 2, 3])
+def test_held_out_clips_get_up_to_per_family_distinct_questions_of_every_tested_family(per_family):
+    for scene in scenes_of(WorldConfig(min_objects=3, max_objects=5), 40):
+        questions = held_out_questions(scene, random.Random(scene.id), per_family)
+        counts = Counter(q["family"] for q in questions)
+        assert set(counts) <= set(TEST_FAMILIES) and max(counts.values()) <= per_family
+        assert len({q["question"] for q in questions}) == len(questions)
+        for q in questions:
+            assert len(q["options"]) == len(LETTERS) and len(set(q["options"])) == len(LETTERS)
+
+
+def test_binding_questions_offer_other_objects_values_so_the_scene_alone_does_not_answer_them():
+    """With several objects, a colour-of-shape question's wrong options are the other objects' colours first."""
+    checked = 0
+    for scene in scenes_of(WorldConfig(min_objects=4, max_objects=5), 60):
+        colours = {o.colour for o in scene.objects}
+        for q in held_out_questions(scene, random.Random(0), 3):
+            if q["family"] == "colour_of_shape" and len(colours) >= 4:
+                assert set(q["options"]) <= colours
+                checked += 1
+    assert checked >= 20
+
+
+def test_test_split_answers_are_not_given_away_by_a_text_prior():
+    """Each tested family's most frequent correct answer text is at most 1.6x its chance share."""
+    rows = []
+    for scene in scenes_of(WorldConfig(min_objects=3, max_objects=5), 300):
+        rows += held_out_questions(scene, random.Random(scene.id), 2)
+    for family in TEST_FAMILIES:
+        answers = Counter(r["options"][LETTERS.index(r["answer"])] for r in rows if r["family"] == family)
+        total = sum(answers.values())
+        assert total >= 100, family
+        assert answers.most_common(1)[0][1] / total <= 1.6 / len(answers), (family, answers)
+
+
+def test_tokenizer_text_leaves_out_the_held_out_questions(world):
+    out, _ = world
+    texts = set(world_texts(out))
+    held_out = {r["question"] for r in read_jsonl(out / "mcq_test.jsonl")}
+    train = {t for name in TRAIN_FILES for r in read_jsonl(out / name) for turn in r["conversations"]
+             for t in [turn["value"]]}
+    assert held_out - train, "the fixture world should hold a test question no training file asks"
+    assert not (held_out - train) & texts

@@ -188,12 +188,13 @@ def test_mlvu_dev_files_give_one_task_per_question_type_and_videos_in_their_task
 
 def test_synthetic_prompt_is_the_one_instruction_tuning_saw(tmp_path):
     row = {"id": "s0", "video": "videos/s0.mp4", "question": "What colour is the circle?",
-           "options": ["red", "green", "blue", "white"], "answer": "C", "kind": "object"}
+           "options": ["red", "green", "blue", "white"], "answer": "C", "kind": "object",
+           "family": "colour_of_shape"}
     path = tmp_path / "mcq_test.jsonl"
     path.write_text(json.dumps(row) + "\n")
     sample = read_benchmark("synthetic", path)[0]
     assert BENCHMARKS["synthetic"].template.render(sample) == mcq_prompt(row["question"], row["options"])
-    assert sample.video == tmp_path / "videos" / "s0.mp4" and sample.groups == {"kind": "object"}
+    assert sample.video == tmp_path / "videos" / "s0.mp4" and sample.groups == {"kind": "object", "family": "colour_of_shape"}
 
 
 def test_duplicate_sample_ids_are_an_error(tmp_path):

@@ -126,12 +126,15 @@ def test_two_process_deepspeed_run_completes_and_logs_from_rank_zero_only(setup,
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 3 and len(state["history"]) == 3
     assert (out / "compressor" / "compressor.safetensors").is_file()
+    # the global level's spread is measured at the end of the stage, with ZeRO-3's partitioned weights too
+    assert state["global_tokens_spread"] > 0 and state["global_tokens_question_spread"] > 0
     from mlflow.tracking import MlflowClient
     client = MlflowClient(tracking_uri=store)
     runs = client.search_runs([client.get_experiment_by_name(f"zero{zero}").experiment_id])
     assert len(runs) == 1  # two processes, one run
     assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "loss")] == [1, 2, 3]
     assert runs[0].data.params["deepspeed.zero_optimization.stage"] == str(zero)
+    assert runs[0].data.metrics["global_tokens_spread"] == pytest.approx(state["global_tokens_spread"])
 
 
 @pytest.mark.slow
