@@ -196,7 +196,8 @@ def summarise_variant(variant: str, runs: list[RunResult]) -> VariantSummary:
     correct = [float(q["correct"]) for e in evaluations for q in e.questions]
     videos = [str(q["video"]) for e in evaluations for q in e.questions]
     bounds = cluster_bootstrap(correct, videos)
-    tokens = {r.visual_tokens for r in runs if r.visual_tokens is not None}
+    tokens = {r.visual_tokens if r.visual_tokens is not None else r.results.get("visual_tokens") for r in runs}
+    tokens.discard(None)
     chance = runs[0].results.get("chance")
     return VariantSummary(variant, [r.seed for r in runs], [e.accuracy for e in evaluations],
                           bounds[0] if bounds else None, bounds[1] if bounds else None,
@@ -351,8 +352,9 @@ def verdict_lines(report: SweepReport) -> list[str]:
         for cmp in c.comparisons:
             scope = "" if cmp.label == "overall" else f" ({cmp.label})"
             lines.append(f"{c.claim.name} {c.claim.says}{scope}: {cmp.verdict.upper()}: baseline - {c.claim.ablation} = "
-                         f"{_diff(cmp.pooled)} points, n={cmp.pooled.n if cmp.pooled else 0} pairs over "
-                         f"{len(cmp.per_seed) or '-'} seed(s)" + (f"; {cmp.note}" if cmp.note else ""))
+                         f"{_diff(cmp.pooled)} points, n={cmp.pooled.n if cmp.pooled else 0} pairs"
+                         + (f" over {len(cmp.per_seed)} seed(s)" if cmp.per_seed else "")
+                         + (f"; {cmp.note}" if cmp.note else ""))
     return lines
 
 
