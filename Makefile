@@ -6,11 +6,12 @@ PROFILE ?= tiny
 DEPS_HASH := $(shell cat requirements.lock pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
 STAMP := .venv/.setup-$(DEPS_HASH)
 
-.PHONY: help setup run deploy test report bench clean stack-up stack-down stack-status run-stack
+.PHONY: help setup run ablations deploy test report bench clean stack-up stack-down stack-status run-stack
 
 help:
 	@echo "make setup   create .venv and install pinned dependencies (idempotent)"
 	@echo "make run     the whole pipeline (Prefect retrain flow) on the embedded default; ablations: .venv/bin/python -m flows run --ablation no_grouping"
+	@echo "make ablations  benchmark (not a test): the paper's ablations A3-A5 x 3 seeds + accuracy vs visual tokens, verdicts in outputs/ablations/report/ (resumes; up to ~1 h on 2 cores)"
 	@echo "make deploy  the scheduled retraining deployments (prefect.yaml) on a Prefect server"
 	@echo "make test    install, then run every test"
 	@echo "make report  parameter and visual-token report of a profile on the meta device"
@@ -30,6 +31,12 @@ $(STAMP): requirements.lock pyproject.toml scripts/setup.sh
 # mlflow.db, DVC pushing to .dvc/remote) or on the team stack when its environment is loaded.
 run: setup
 	$(PY) -m flows run
+
+# The paper's ablations (params.yaml pipeline.ablation_sweep): baseline, no_grouping, no_injection, two_stage with
+# each seed, HICom at two token budgets against the LLaVA-OV projector; a verdict per claim in
+# outputs/ablations/report/ and an MLflow run. A benchmark, not a test; finished runs are reused (it resumes).
+ablations: setup
+	$(PY) -m flows ablations
 
 # The scheduled retraining deployments of prefect.yaml (needs a Prefect server, e.g. `make stack-up`).
 deploy: setup

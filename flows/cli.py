@@ -1,5 +1,6 @@
-"""`python -m flows run | serve | deploy | deps`: run the retrain flow here, serve its schedule, deploy prefect.yaml,
-or check/write dvc.yaml's code deps."""
+"""`python -m flows run | ablations | serve | deploy | deps`: run the retrain flow here, run the ablation sweep
+(params.yaml pipeline.ablation_sweep) and its report, serve its schedule, deploy prefect.yaml, or check/write
+dvc.yaml's code deps."""
 from __future__ import annotations
 
 import argparse
@@ -106,6 +107,13 @@ def main(argv: list[str] | None = None) -> int:
     run_cmd.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                          help="override a params.yaml key for this run (repeatable)")
     run_cmd.add_argument("--executor", choices=list(EXECUTORS), default=None)
+    sweep = sub.add_parser("ablations", help="the paper's ablations with seeds and accuracy vs visual tokens "
+                                             "(params.yaml pipeline.ablation_sweep), then the comparison report; "
+                                             "finished runs are reused")
+    sweep.add_argument("--executor", choices=list(EXECUTORS), default=None)
+    sweep.add_argument("--report-only", action="store_true",
+                       help="run nothing: the report of the runs finished so far")
+    sweep.add_argument("--project-dir", default=None, help="the project to run in (default: this checkout)")
     serve = sub.add_parser("serve", help="serve the scheduled retraining from this process (cron from params.yaml)")
     serve.add_argument("--name", default="retrain-served")
     sub.add_parser("deploy", help="create the work pools and deploy prefect.yaml (needs a Prefect server)")
@@ -119,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
             deploy()
         elif args.command == "deps":
             return code_deps(PROJECT_ROOT, write=args.write)
+        elif args.command == "ablations":
+            from flows.ablations import ablations
+
+            ablations(project_dir=args.project_dir, executor=args.executor, report_only=args.report_only)
         elif args.command == "serve":
             from prefect.schedules import Cron
 

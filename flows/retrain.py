@@ -28,8 +28,16 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 from prefect.tasks import exponential_backoff
 
-from flows.dvc import (commit_and_push, dvc_status, lock_entry, push_stages, remote_status, remote_url,
-                       restore_outs)
+from flows.dvc import (
+    commit_and_push,
+    dvc_status,
+    lock_entry,
+    push_stages,
+    remote_status,
+    remote_url,
+    restore_outs,
+)
+from flows.errors import PipelineError
 from flows.executors import executor_kind, make_executor
 from flows.executors.base import (
     TRANSIENT_EXIT_CODES,
@@ -358,31 +366,56 @@ class RunPlan:
 
 
 def plan_run(root: Path, ablations: list[str] | None, overrides: dict[str, Any] | None,
-             executor: str | None) -> RunPlan:
+             executor: str | None, skip: list[str] | None = None) -> RunPlan:
     """Everything that can be wrong in a request (params, ablation names, overrides, executor, dvc.yaml),
-    checked in a second and before any work starts."""
+    checked in a second and before any work starts. skip: stages to leave out of this run (a name, or a `foreach`
+    stage's base name), none of whose outputs another stage of the run reads."""
     root = root.resolve()
     params, settings = load_checked_params(root / "params.yaml")
     variant = make_variant(ablations, overrides)
-    changed, skip = variant_params(params, settings, variant)
+    changed, skipped = variant_params(params, settings, variant)
     kind = executor or os.environ.get("HICOM_EXECUTOR") or settings.executor
     executor_kind(kind).settings(kind, settings.clusters.get(kind))  # an unknown kind or setting fails here
-    stages = plan_variant(load_stages(root), params, changed, skip, variant, f"params.{variant.name}.yaml")
+    defined = load_stages(root)
+    stages = plan_variant(defined, params, changed, skipped, variant, f"params.{variant.name}.yaml")
     if not variant.is_baseline:  # an ablation is compared, not served: it registers nothing
         stages = [s for s in stages if s.command != REGISTER_COMMAND]
+    if skip:
+        stages = drop_stages(stages, skip, {s.name for s in defined})
     return RunPlan(root, settings, variant, changed, kind, stages)
+
+
+def drop_stages(stages: list[Stage], skip: list[str], defined: set[str]) -> list[Stage]:
+    """The stages without those named in `skip` (a stage's name or a `foreach` stage's base name, e.g. evaluate);
+    a name dvc.yaml does not define (`defined`), or a dropped stage whose outputs a remaining stage reads, is an
+    error naming it. (A defined stage this run does not have anyway, e.g. register in a variant, is no error.)"""
+    names = defined | {name.partition("@")[0] for name in defined}
+    unknown = sorted(set(skip) - names)
+    if unknown:
+        raise PipelineError(f"skip: stage {unknown[0]!r} is not defined in dvc.yaml ({', '.join(sorted(names))})")
+    dropped = [s for s in stages if s.name in skip or s.name.partition("@")[0] in skip]
+    kept = [s for s in stages if s not in dropped]
+    for stage in kept:
+        for dep in stage.deps:
+            for gone in dropped:
+                reader = next((out for out in gone.outs if dep == out or dep.startswith(out + "/")
+                               or out.startswith(dep + "/")), None)
+                if reader is not None:
+                    raise PipelineError(f"skip: stage {gone.name!r} cannot be left out: stage {stage.name!r} reads "
+                                        f"its output {reader}")
+    return kept
 
 
 @flow(name="retrain", log_prints=True)
 def retrain(ablations: list[str] | None = None, overrides: dict[str, Any] | None = None,
-            executor: str | None = None, project_dir: str | None = None) -> dict:
+            executor: str | None = None, project_dir: str | None = None, skip: list[str] | None = None) -> dict:
     """Retrain end to end. ablations: names under params.yaml pipeline.ablations (no_grouping, no_injection,
     two_stage); overrides: {"dotted.key": value} on params.yaml; executor: local | slurm | kubernetes
-    (default: $HICOM_EXECUTOR, else pipeline.executor)."""
+    (default: $HICOM_EXECUTOR, else pipeline.executor); skip: stages this run leaves out (see `plan_run`)."""
     from hicom.tracking import Tracker, default_tracking_uri
 
     logger = get_run_logger()
-    plan = plan_run(Path(project_dir or PROJECT_ROOT), ablations, overrides, executor)
+    plan = plan_run(Path(project_dir or PROJECT_ROOT), ablations, overrides, executor, skip)
     root, settings, variant, kind, planned = plan.root, plan.settings, plan.variant, plan.executor, plan.stages
     if not variant.is_baseline:
         write_variant_params(root, variant, plan.params)

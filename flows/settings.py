@@ -31,6 +31,85 @@ class Ablation:
 
 
 @dataclass(frozen=True)
+class SweepClaim:
+    """A claim of the paper the sweep judges: removing what it credits (`ablation`) should cost accuracy."""
+
+    ablation: str
+    says: str
+    on_binding: bool = False  # also judged on the binding (clutter) families, and binding vs the other families
+
+
+@dataclass(frozen=True)
+class AblationSweep:
+    """params.yaml `pipeline.ablation_sweep` (`make ablations`): which runs, seeds and claims."""
+
+    benchmark: str = "synthetic"  # a key of pipeline.benchmarks: the results the comparison reads
+    seeds: tuple[int, ...] = (0, 1, 2)  # profiles.<profile>.train.common.seed of each run
+    claims: dict[str, SweepClaim] = field(default_factory=dict)  # "A3" -> its ablation
+    token_variants: tuple[str, ...] = ()  # accuracy vs visual tokens: "baseline" or pipeline.ablations names
+    token_seeds: tuple[int, ...] = (0,)
+    breakdown: str = "family"  # the results.json breakdown (and question field) that names a question's family
+    binding_families: tuple[str, ...] = ()  # the object-binding (clutter) families
+    skip_stages: tuple[str, ...] = ()  # dvc.yaml stages a sweep run leaves out (the comparison does not read them)
+
+    @classmethod
+    def from_params(cls, data: Any, benchmarks: dict, ablations: dict) -> AblationSweep:
+        where = "pipeline.ablation_sweep"
+        _expect(data, dict, where)
+        _known(data, ("benchmark", "seeds", "claims", "token_variants", "token_seeds", "breakdown",
+                      "binding_families", "skip_stages"), where)
+        kwargs: dict[str, Any] = {}
+        benchmark = _expect(data.get("benchmark", cls.benchmark), str, f"{where}.benchmark")
+        if benchmark not in benchmarks:
+            raise PipelineError(f"params.yaml: {where}.benchmark: {benchmark!r} is not in pipeline.benchmarks "
+                                f"({', '.join(benchmarks) or 'none'})")
+        kwargs["benchmark"] = benchmark
+        for key in ("seeds", "token_seeds"):
+            if key in data:
+                seeds = _expect(data[key], list, f"{where}.{key}")
+                if not seeds:
+                    raise PipelineError(f"params.yaml: {where}.{key}: give at least one seed")
+                for i, seed in enumerate(seeds):
+                    _expect(seed, int, f"{where}.{key}[{i}]", minimum=0)
+                if len(set(seeds)) != len(seeds):
+                    raise PipelineError(f"params.yaml: {where}.{key}: seeds repeat ({seeds})")
+                kwargs[key] = tuple(seeds)
+
+        def variant(name: Any, key: str) -> str:
+            _expect(name, str, key)
+            if name != "baseline" and name not in ablations:
+                raise PipelineError(f"params.yaml: {key}: {name!r} is neither 'baseline' nor defined under "
+                                    f"pipeline.ablations ({', '.join(sorted(ablations)) or 'none'})")
+            return name
+
+        claims = {}
+        for name, spec in _expect(data.get("claims", {}), dict, f"{where}.claims").items():
+            key = f"{where}.claims.{name}"
+            _expect(spec, dict, key)
+            _known(spec, ("ablation", "says", "on_binding"), key)
+            if "ablation" not in spec:
+                raise PipelineError(f"params.yaml: {key}.ablation: missing (the pipeline.ablations name to judge)")
+            ablation = variant(spec["ablation"], f"{key}.ablation")
+            if ablation == "baseline":
+                raise PipelineError(f"params.yaml: {key}.ablation: the baseline cannot be judged against itself")
+            claims[str(name)] = SweepClaim(ablation, _expect(spec.get("says", ablation), str, f"{key}.says"),
+                                           _expect(spec.get("on_binding", False), bool, f"{key}.on_binding"))
+        kwargs["claims"] = claims
+        if "token_variants" in data:
+            names = _expect(data["token_variants"], list, f"{where}.token_variants")
+            kwargs["token_variants"] = tuple(variant(n, f"{where}.token_variants[{i}]") for i, n in enumerate(names))
+        kwargs["breakdown"] = _expect(data.get("breakdown", cls.breakdown), str, f"{where}.breakdown")
+        for key in ("binding_families", "skip_stages"):
+            if key in data:
+                values = _expect(data[key], list, f"{where}.{key}")
+                kwargs[key] = tuple(_expect(v, str, f"{where}.{key}[{i}]") for i, v in enumerate(values))
+        if any(c.on_binding for c in claims.values()) and not kwargs.get("binding_families"):
+            raise PipelineError(f"params.yaml: {where}.binding_families: a claim is judged on the binding families "
+                                "(on_binding: true) but none are named")
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
 class PipelineSettings:
     """params.yaml `pipeline:`, checked strictly (unknown keys and wrong types are errors naming the key)."""
 
@@ -46,6 +125,7 @@ class PipelineSettings:
     timeout_s: int = 24 * 3600
     ablations: dict[str, Ablation] = field(default_factory=dict)
     clusters: dict[str, dict] = field(default_factory=dict)  # executor kind -> its settings (python, setup, ...)
+    ablation_sweep: AblationSweep | None = None  # `make ablations` (None: not configured)
 
     @classmethod
     def from_params(cls, params: dict) -> PipelineSettings:
@@ -54,7 +134,7 @@ class PipelineSettings:
             return cls()
         _expect(data, dict, "pipeline")
         _known(data, ("experiment", "executor", "schedule", "benchmarks", "resources", "retries", "retry_delay_s",
-                      "stage_timeout_s", "timeout_s", "ablations", "clusters"), "pipeline")
+                      "stage_timeout_s", "timeout_s", "ablations", "clusters", "ablation_sweep"), "pipeline")
         kwargs: dict[str, Any] = {}
         for key in ("experiment", "executor"):
             if key in data:
@@ -115,6 +195,9 @@ class PipelineSettings:
                                         f"{', '.join(EXECUTORS)})")
                 clusters[kind] = dict(_expect(spec, dict, f"pipeline.clusters.{kind}"))
             kwargs["clusters"] = clusters
+        if "ablation_sweep" in data:
+            kwargs["ablation_sweep"] = AblationSweep.from_params(data["ablation_sweep"], kwargs.get("benchmarks", {}),
+                                                                 kwargs.get("ablations", {}))
         return cls(**kwargs)
 
     def resources_for(self, command: str) -> Resources:

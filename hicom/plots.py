@@ -77,3 +77,30 @@ def loss_curves_png(losses: dict[str, list[tuple[int, float]]]) -> bytes:
         ax.grid(alpha=0.3)
     figure.suptitle("Training loss per stage")
     return _png(figure, dpi=110)
+
+
+def ablation_variants_png(rows: list[dict]) -> bytes:
+    """One column per variant (the ablation sweep): each seed's accuracy as a dot, the mean over seeds as a bar with
+    its 95% interval (ci_low, ci_high) as an error bar where it has one; a chance line when all agree on it.
+    rows: {label, seeds: [accuracy, ...], mean, ci_low, ci_high, chance}."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(1.8 + 1.2 * len(rows), 4))
+    ax = figure.add_subplot()
+    xs = list(range(len(rows)))
+    ax.bar(xs, [r["mean"] for r in rows], color="#c6d4e6", edgecolor="#4c72b0", label="mean over seeds")
+    for x, r in zip(xs, rows):
+        seeds = r.get("seeds") or []
+        ax.scatter([x + (i - (len(seeds) - 1) / 2) * 0.12 for i in range(len(seeds))], seeds, color="#4c72b0",
+                   s=14, zorder=3, label="one seed" if x == 0 else None)
+        if isinstance(r.get("ci_low"), (int, float)) and isinstance(r.get("ci_high"), (int, float)):
+            ax.errorbar([x], [r["mean"]], yerr=[[r["mean"] - r["ci_low"]], [r["ci_high"] - r["mean"]]], fmt="none",
+                        ecolor="black", capsize=4, zorder=4, label="95% interval (pooled)" if x == 0 else None)
+    chances = {r["chance"] for r in rows if isinstance(r.get("chance"), (int, float))}
+    if len(chances) == 1:
+        ax.axhline(chances.pop(), color="grey", linestyle="--", linewidth=1, label="chance")
+    ax.set_xticks(xs, [r["label"] for r in rows], rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("accuracy")
+    ax.set_title("Ablations: accuracy per variant")
+    ax.legend(fontsize=8)
+    return _png(figure)

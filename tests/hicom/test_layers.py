@@ -30,6 +30,7 @@ ALLOWED: dict[str, set[str]] = {
     "gate": {"core", "evaluate"},
     "registry": {"core", "data", "gate", "serving", "tracking"},
     "pipeline_report": {"core", "efficiency", "gate", "plots", "registry"},
+    "ablations": {"core", "evaluate", "gate", "pipeline_report", "plots"},
     "params": {"core", "curate", "data", "efficiency", "evaluate", "gate", "model", "pretrain", "train"},
 }
 ALLOWED["commands"] = set(ALLOWED) | {"params"}

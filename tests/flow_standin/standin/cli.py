@@ -5,6 +5,9 @@ sleep that long first. STANDIN_STEPS="STAGE:STEPS:SECONDS" makes STAGE train: ST
 a checkpoint (checkpoints/step-N/complete.json, as hicom's trainer marks them) after each, resuming from the
 newest one; meanwhile a "rank" runs in a session of its own, as torchrun starts ranks, and both pids are
 appended to pids-STAGE.
+STANDIN_FAIL_IF="TEXT" makes any stage whose command line contains TEXT exit with 1 (e.g. one variant's stages).
+STANDIN_QUESTIONS=N makes evaluate write N scored questions (3 per video, two families) with per-question records,
+as hicom's results.json keeps them: question i is right when (37 * i) % 10 is below the trained model's value.
 STANDIN_REGISTRY=mlflow makes register create a model version on $MLFLOW_TRACKING_URI
 and promote set alias champion on the version it is given (failing, as hicom's does, where it does not exist)."""
 import argparse
@@ -68,6 +71,10 @@ def main(argv=None) -> int:
         if len(fail) < 3 or calls <= int(fail[2]):
             print(f"{args.stage}: failing on purpose with exit code {fail[1]}", flush=True)
             return int(fail[1])
+    fail_if = os.environ.get("STANDIN_FAIL_IF")
+    if fail_if and fail_if in " ".join(sys.argv[1:]):
+        print(f"{args.stage}: failing on purpose ({fail_if!r} in its command)", flush=True)
+        return 1
     params = yaml.safe_load(Path(args.params).read_text())
     value = None
     if args.value:
@@ -82,7 +89,9 @@ def main(argv=None) -> int:
     if args.command == "evaluate":
         out.mkdir(parents=True, exist_ok=True)
         (out / "predictions.jsonl").write_text(json.dumps(payload) + "\n")
-        (out / "results.json").write_text(json.dumps({"accuracy": 0.5, "total": 2}))
+        questions = int(os.environ.get("STANDIN_QUESTIONS", "0"))
+        (out / "results.json").write_text(json.dumps(scored(args.inputs[0], questions) if questions else
+                                                     {"accuracy": 0.5, "total": 2}))
     elif args.command == "register":
         out.parent.mkdir(parents=True, exist_ok=True)
         version = _register(args.parent_run_id) if os.environ.get("STANDIN_REGISTRY") == "mlflow" else "1"
@@ -120,3 +129,21 @@ def train(out: Path, stage: str, steps: int, seconds: float) -> dict:
     rank.kill()
     rank.wait()
     return {"weights": weights, "resumed_from": resumed_from}
+
+
+def scored(model_dir: str, n: int) -> dict:
+    """results.json of n questions as hicom's evaluate writes it (the fields the ablation report reads)."""
+    import hashlib
+
+    skill = json.loads((Path(model_dir) / "data.json").read_text())["value"]
+    questions = [{"id": f"q{i}", "video": f"v{i // 3}", "answer": "A", "correct": (37 * i) % 10 < skill,
+                  "family": ("colour_seen", "colour_of_shape")[i % 2]} for i in range(n)]
+    pairs = sorted([q["id"], q["answer"]] for q in questions)
+    breakdown = {}
+    for family in ("colour_seen", "colour_of_shape"):
+        group = [q for q in questions if q["family"] == family]
+        breakdown[family] = {"accuracy": sum(q["correct"] for q in group) / len(group), "total": len(group),
+                             "chance": 0.25}
+    return {"benchmark": "synthetic", "accuracy": sum(q["correct"] for q in questions) / n, "total": n,
+            "chance": 0.25, "visual_tokens": 4 + skill, "breakdown": {"family": breakdown},
+            "question_set": hashlib.sha256(json.dumps(pairs).encode()).hexdigest()[:16], "questions": questions}
