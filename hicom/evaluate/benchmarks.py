@@ -55,6 +55,10 @@ class Benchmark:
     breakdowns: tuple[str, ...] = ()  # Sample.groups fields that accuracy is reported by
     task_field: str | None = None  # a breakdown whose unweighted mean over its values is reported (task_mean)
     subtitles: bool = False  # whether the release ships subtitles (reader takes a third argument)
+    # The likelihood protocol scores each option's text after the prompt: with the options listed (lmms-eval's
+    # mc_ppl), or after the question alone (a cloze prompt, lm-eval-harness style) for a model tuned on bare
+    # questions, which has never seen a list of options and reads the list instead of the video.
+    likelihood_lists_options: bool = True
     submissions: tuple[Submission, ...] = ()
 
 
@@ -95,7 +99,10 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
         PromptTemplate(header="", question="{question}", options_header="", option="{letter}. {text}",
                        footer=MCQ_INSTRUCTION),
         # the headline of the synthetic world is the family mean (each question family weighted equally)
-        breakdowns=("family", "kind"), task_field="family"),
+        breakdowns=("family", "kind"), task_field="family",
+        # the tiny profile is instruction-tuned on bare questions with short answers (no lettered lists):
+        # measured on one model, colour_seen 0.53 with the bare question, 0.25 with the options listed
+        likelihood_lists_options=False),
 )}
 
 

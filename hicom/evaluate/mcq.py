@@ -112,11 +112,16 @@ class Job:
     def generation(self) -> str:
         return f"greedy/max_new_tokens={self.config.max_new_tokens}"
 
+    def prompt(self, sample: Sample, variant: Variant, subtitles: list[str] | None = None) -> str:
+        """What the model is asked for this variant (the likelihood protocol may leave the options out)."""
+        with_options = variant.protocol != "likelihood" or self.entry.likelihood_lists_options
+        return self.template.render(sample, subtitles, with_options=with_options)
+
 
 def prompt_hash(job: Job, sample: Sample, variant: Variant) -> str:
     """Hash of what the model is asked. With subtitles, the lines depend on the sampled frames, so the
     subtitle file's content stands in for them (frames are a key field of their own)."""
-    base = [job.template.render(sample), guide_text(sample) if variant.guided else ""]
+    base = [job.prompt(sample, variant), guide_text(sample) if variant.guided else ""]
     if variant.subtitles:
         srt = sample.subtitles
         base.append(hashlib.sha256(srt.read_bytes()).hexdigest() if srt is not None and srt.is_file() else "none")
@@ -245,7 +250,7 @@ def _answer_video(model, job: Job, group: list[Sample], keys: dict, done: set, t
             prompts, subtitle_counts = [], []
             for sample in batch:
                 lines = _subtitle_lines(sample, times, cues) if variant.subtitles else None
-                prompts.append(job.template.render(sample, lines or None))
+                prompts.append(job.prompt(sample, variant, lines or None))
                 subtitle_counts.append(None if lines is None else len(lines))
             scores: list = [None] * len(batch)
             if variant.protocol == "likelihood":

@@ -27,12 +27,14 @@ class PromptTemplate:
     option: str
     footer: str
 
-    def render(self, sample: Sample, subtitles: list[str] | None = None) -> str:
-        letters = letters_for(len(sample.options))
-        options = "".join(self.option.format(letter=letter, text=text) + "\n"
-                          for letter, text in zip(letters, sample.options))
-        prompt = (self.header + self.question.format(question=sample.question) + "\n" + self.options_header
-                  + options + self.footer)
+    def render(self, sample: Sample, subtitles: list[str] | None = None, with_options: bool = True) -> str:
+        """The prompt; with_options=False: header and question only (a cloze prompt, for option likelihood)."""
+        prompt = self.header + self.question.format(question=sample.question)
+        if with_options:
+            letters = letters_for(len(sample.options))
+            options = "".join(self.option.format(letter=letter, text=text) + "\n"
+                              for letter, text in zip(letters, sample.options))
+            prompt += "\n" + self.options_header + options + self.footer
         if subtitles is not None:
             prompt = SUBTITLE_HEADER.format(subtitles="\n".join(subtitles)) + prompt
         return prompt

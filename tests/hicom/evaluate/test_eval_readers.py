@@ -217,3 +217,22 @@ def test_sample_video_key_separates_clips_of_one_file_with_different_bounds(tmp_
     a = Sample("a", tmp_path / "v.mp4", "Q?", ["x", "y"], "A", start=0.0, end=5.0)
     b = Sample("b", tmp_path / "v.mp4", "Q?", ["x", "y"], "A", start=5.0, end=9.0)
     assert a.video_key != b.video_key
+
+
+@pytest.mark.parametrize("benchmark,cloze", [("synthetic", True), ("mvbench", False), ("videomme", False)])
+def test_likelihood_prompt_leaves_the_options_out_only_where_the_benchmark_says(tmp_path, benchmark, cloze):
+    from hicom.evaluate.mcq import Job, Variant, prompt_hash
+    from hicom.evaluate.settings import EvalConfig
+
+    sample = Sample(id="q0", video=tmp_path / "v.mp4", question="What colour is the circle?",
+                    options=["red", "green", "blue", "white"], answer="C")
+    job = Job(benchmark=benchmark, samples=[sample], out=tmp_path, frames=8, decoder="decord", config=EvalConfig(),
+              model_version="m")
+    listed = BENCHMARKS[benchmark].template.render(sample)
+    generate, likelihood = Variant(protocol="generate"), Variant(protocol="likelihood")
+    assert job.prompt(sample, generate) == listed
+    if cloze:  # the question alone: what the tiny model was instruction-tuned on
+        assert job.prompt(sample, likelihood) == sample.question
+        assert prompt_hash(job, sample, likelihood) != prompt_hash(job, sample, generate)
+    else:
+        assert job.prompt(sample, likelihood) == listed
