@@ -1,0 +1,166 @@
+"""Where a trained tiny model loses the answer: the LLM's use of the video, the compressed tokens, the towers.
+
+    python bench/capacity_probe.py [--outputs outputs] [--train-clips 240] [--questions 400]
+
+Run after `make run`. Per question family of the synthetic test (each family's chance beside it):
+
+    model          option likelihood accuracy, the pipeline's protocol (bare question, scored answers)
+    other clip     the same questions asked about another test clip: what the text alone gets
+    tokens+q       a linear probe (logistic regression, trained on training clips' questions, scored on the test
+                   clips') from the compressed visual tokens made with the question's instruction, plus the
+                   question text one-hot: can the answer be read from what the LLM is given?
+    tokens,no q    the same from the tokens compressed without the instruction (the unconditional path)
+    local/global   tokens+q from the local or the global level only
+
+A family whose `tokens+q` is high but `model` is low is lost in the LLM; one whose probes sit at the
+majority answer is lost before it (compressor or towers). A probe classifies among every value of the
+answer (6 colours, 4 shapes, 5 motions, 9 cells), so its floor is the majority answer, not 1/4.
+The model's accuracy carries the 95% cluster-bootstrap interval over clips, as in results.json; each probe's
+test count is printed beside it (`probe n`).
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+
+from hicom.core.stats import cluster_bootstrap
+from hicom.core.types import VisualItem
+from hicom.data.conversation import tokenise_guides
+from hicom.data.synthetic import LETTERS, held_out_questions, read_world
+from hicom.data.tokenizer import load_tokenizer
+from hicom.data.video import FramePreprocessor, read_video
+from hicom.evaluate.benchmarks import read_benchmark
+from hicom.evaluate.mcq import Job, Variant, likeliest_letter, option_scores
+from hicom.evaluate.settings import EvalConfig
+from hicom.model.modeling_hicom import HIComForCausalLM
+
+
+class Probe:
+    def __init__(self, outputs: Path, frames: int):
+        self.outputs = outputs
+        model_dir = outputs / "train/sft/model"
+        self.model = HIComForCausalLM.from_pretrained(model_dir).eval()
+        self.tokenizer = load_tokenizer(model_dir)
+        self.guide_tokenizer = load_tokenizer(outputs / "towers")
+        size = self.model.config.vision_config.image_size
+        self.preprocessor = FramePreprocessor.from_towers(outputs / "towers", size)
+        self.frames = frames
+        self._features: dict[Path, tuple] = {}
+
+    def features(self, video: Path) -> tuple:
+        if video not in self._features:
+            clip = read_video(video, self.frames)
+            self._features[video] = self.model.encode_frames(self.preprocessor(clip.frames), with_embeds=True)
+        return self._features[video]
+
+    def tokens(self, video: Path, questions: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(k, N, D) tokens compressed with each question's instruction, and (N, D) without one."""
+        features, embeds = self.features(video)
+        projector = self.model.projector
+        embeds = embeds if projector.needs_embeds else None
+        ids = tokenise_guides(self.guide_tokenizer, questions, self.model.config.guide_max_length)
+        guide = self.model._item_guides([VisualItem(None, "video", ids, features=features, embeds=embeds)], [ids])[0]
+        guided = projector(features, embeds, guide)
+        projector.guided = False
+        try:
+            plain = projector(features, embeds, None)
+        finally:
+            projector.guided = True
+        return guided.numpy(), plain.numpy()
+
+
+def model_accuracy(probe: Probe, samples, other: bool) -> dict[str, list[tuple[bool, str]]]:
+    job = Job(benchmark="synthetic", samples=samples, out=Path("."), frames=probe.frames, decoder="decord",
+              config=EvalConfig(), model_version="probe")
+    variant = Variant(protocol="likelihood")
+    videos = sorted({s.video for s in samples})
+    out = collections.defaultdict(list)
+    for s in samples:
+        video = videos[(videos.index(s.video) + 1) % len(videos)] if other else s.video
+        features, embeds = probe.features(video)
+        scores = option_scores(probe.model, [s], [job.prompt(s, variant)], probe.tokenizer, probe.guide_tokenizer,
+                               features, embeds if probe.model.projector.needs_embeds else None, torch.device("cpu"))[0]
+        out[s.groups["family"]].append((likeliest_letter(scores) == s.answer, str(s.video)))
+    return out
+
+
+def probe_rows(probe: Probe, scenes, world: Path) -> list[dict]:
+    rows = []
+    for scene in scenes:
+        questions = held_out_questions(scene, random.Random(scene.id), 3)
+        if not questions:
+            continue
+        guided, plain = probe.tokens(world / "videos" / f"{scene.id}.mp4", [q["question"] for q in questions])
+        for q, tokens in zip(questions, guided):
+            rows.append({"family": q["family"], "question": q["question"],
+                         "answer": q["options"][LETTERS.index(q["answer"])], "guided": tokens, "plain": plain})
+    return rows
+
+
+def linear_probe(train: list[dict], test: list[dict], view, questions: list[str]) -> float:
+    index = {q: i for i, q in enumerate(questions)}
+
+    def design(rows):
+        onehot = np.zeros((len(rows), len(questions)), dtype=np.float32)
+        for i, r in enumerate(rows):
+            onehot[i, index[r["question"]]] = 1
+        return np.concatenate([np.stack([view(r).ravel() for r in rows]), onehot], axis=1)
+
+    labels = [r["answer"] for r in train]
+    if len(set(labels)) < 2:
+        return float("nan")
+    clf = LogisticRegression(max_iter=500, C=0.1).fit(design(train), labels)
+    return float(clf.score(design(test), [r["answer"] for r in test]))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--outputs", type=Path, default=Path("outputs"))
+    parser.add_argument("--train-clips", type=int, default=240)
+    parser.add_argument("--questions", type=int, default=400, help="test questions the model is scored on")
+    parser.add_argument("--frames", type=int, default=8, help="frames per clip (the profile's num_frames)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    world = args.outputs / "world"
+    if not (args.outputs / "train/sft/model/config.json").is_file():
+        print(f"capacity_probe: no trained model in {args.outputs}/train/sft/model; run `make run` first",
+              file=sys.stderr)
+        return 2
+    probe = Probe(args.outputs, args.frames)
+    torch.set_grad_enabled(False)
+    samples = read_benchmark("synthetic", world / "mcq_test.jsonl")[:args.questions]
+    own, other = model_accuracy(probe, samples, False), model_accuracy(probe, samples, True)
+    scenes, test_ids = read_world(world)
+    train_rows = probe_rows(probe, [s for s in scenes if s.id not in test_ids][:args.train_clips], world)
+    test_rows = probe_rows(probe, [s for s in scenes if s.id in test_ids], world)
+    queries = probe.model.projector.cfg.global_.num_queries if probe.model.projector.global_compressor else 0
+    views = {"tokens+q": lambda r: r["guided"], "tokens,no q": lambda r: r["plain"],
+             "local+q": lambda r: r["guided"][:-queries] if queries else r["guided"],
+             "global+q": lambda r: r["guided"][-queries:] if queries else r["guided"][:0]}
+    header = ["family", "chance", "model [95% CI]", "other clip", *views, "probe majority", "probe n"]
+    print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+    for family in sorted(own):
+        hits = [h for h, _ in own[family]]
+        bounds = cluster_bootstrap(hits, [v for _, v in own[family]])
+        model = f"{np.mean(hits):.2f} [{bounds[0]:.2f}, {bounds[1]:.2f}]" if bounds else f"{np.mean(hits):.2f}"
+        tr = [r for r in train_rows if r["family"] == family]
+        te = [r for r in test_rows if r["family"] == family]
+        questions = sorted({r["question"] for r in tr + te})
+        scores = [linear_probe(tr, te, view, questions) for view in views.values()]
+        majority = collections.Counter(r["answer"] for r in tr).most_common(1)[0][0] if tr else None
+        floor = np.mean([r["answer"] == majority for r in te]) if te else float("nan")
+        chance = np.mean([1 / len(s.options) for s in samples if s.groups["family"] == family])
+        print(f"| {family} | {chance:.2f} | {model} | {np.mean([h for h, _ in other[family]]):.2f} | "
+              + " | ".join(f"{x:.2f}" for x in scores) + f" | {floor:.2f} | {len(te)} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
