@@ -104,8 +104,10 @@ def test_pipeline_report_has_the_eval_efficiency_and_stage_tables_and_three_plot
             in text)
     assert "Intervals: 95%, cluster bootstrap over videos" in text
     moment = r["breakdown"]["kind"]["moment"]
-    assert "**synthetic** by kind:" in text and f"| moment | {cell(moment)} | 20 | 1 |" in text
-    assert f"| valid | {cell(r)} | 40 | 1 |" in text and "| invalid |" not in text  # empty groups are left out
+    chance = f"{100 * moment['chance']:.1f}%"  # every group shows its own chance level
+    assert "**synthetic** by kind:" in text and f"| moment | {cell(moment)} | {chance} | 20 | 1 |" in text
+    valid_chance = f"{100 * r['validity']['valid']['chance']:.1f}%"
+    assert f"| valid | {cell(r)} | {valid_chance} | 40 | 1 |" in text and "| invalid |" not in text  # empty: left out
     assert "| HICom | 32 | 48 | 10.0 | 2.0 | 5.0 | 0.500 | 2.00 | 100.0 |" in text
     assert "| LLaVA-OV baseline | 32 | 256 |" in text
     assert "Registered `hicom-video-qa` version 3" in text and "Promotion: **promoted**" in text
