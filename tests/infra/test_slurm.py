@@ -110,6 +110,17 @@ class _Recorded(SlurmExecutor):
         return subprocess.CompletedProcess(argv, code, out, err)
 
 
+def test_a_job_that_hit_its_time_limit_is_requeued_unless_told_not_to(tmp_path):
+    answers = {"squeue": (0, "", ""), "scontrol requeue": (0, "", ""),
+               "scontrol show job": (0, "JobId=8 JobName=align JobState=TIMEOUT Reason=TimeLimit ExitCode=0:15", "")}
+    job = StageJob("align", ["train"], tmp_path / "align.log")
+    for requeue_on_timeout, expected in ((True, JobState.PENDING), (False, JobState.TIMEOUT)):
+        executor = _Recorded(answers, settings=SlurmSettings(requeue_on_timeout=requeue_on_timeout))
+        executor._jobs["8"] = _Submitted(job, tmp_path / "align.sbatch")
+        assert executor.poll("8")[0] is expected
+        assert executor.calls.count("scontrol requeue 8") == (1 if requeue_on_timeout else 0)
+
+
 def test_a_job_gone_from_the_controller_is_read_from_the_completion_log():
     executor = _Recorded({
         "squeue": (1, "", "slurm_load_jobs error: Invalid job id specified"),
