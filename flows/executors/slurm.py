@@ -106,6 +106,7 @@ class _Submitted:
     log_offset: int = 0
     partial_line: str = ""
     requeues: int = 0
+    last_state: JobState | None = None
 
 
 @dataclass
@@ -168,12 +169,19 @@ class SlurmExecutor:
         state, code = self.query(handle)
         submitted = self._jobs.get(handle)
         retry = state.transient_failure or (state is JobState.TIMEOUT and self.settings.requeue_on_timeout)
-        if retry and submitted is not None and self.settings.requeue and submitted.requeues < self.settings.max_requeues:
+        if retry and submitted is not None and self.settings.requeue \
+                and submitted.requeues < self.settings.max_requeues:
             self._slurm("scontrol", "requeue", handle)
             submitted.requeues += 1
             _log.warning("stage %s: Slurm job %s ended %s; requeued (%d of %d)", submitted.job.name, handle,
                          state.value, submitted.requeues, self.settings.max_requeues)
+            submitted.last_state = JobState.PENDING
             return JobState.PENDING, None
+        if submitted is not None:
+            if submitted.last_state is JobState.RUNNING and state is JobState.PENDING:
+                _log.warning("stage %s: Slurm job %s is back in the queue (requeued by Slurm: node failure or "
+                             "preemption); its next run resumes from the last checkpoint", submitted.job.name, handle)
+            submitted.last_state = state
         if state.final:
             self._stream_log(handle, flush=True)
         return state, code

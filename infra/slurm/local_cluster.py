@@ -9,11 +9,13 @@ One node (the default): everything on 127.0.0.1, the node named after this host.
 namespaces (`ip netns`): one for slurmctld (the head, holding a bridge) and one per node, each joined to the bridge
 by a veth pair and given an address of a small private subnet (default 10.251.17.0/28) that exists only inside
 these namespaces, with its own hostname (a UTS namespace: hicom-n1, hicom-n2, ...) and its own hosts file
-(/etc/netns/NAMESPACE/hosts, which `ip netns exec` puts in place), so a job's ranks see different hosts and reach
-each other by name. Nothing is added to the host's own network; munged serves every namespace through its Unix
-socket. Slurm's commands reach the controller through DIR/bin, wrappers that enter the head's namespace when run
-from the host. `down` stops the daemons, ends every process left in the namespaces and removes the namespaces
-(their interfaces go with them) and their /etc/netns folders; a failed `up` does the same.
+(/etc/netns/NAMESPACE/hosts, bind-mounted over /etc/hosts in the daemon's own mount namespace), so a job's ranks
+see different hosts and reach each other by name. Nothing is added to the host's own network; munged serves every
+namespace through its Unix socket. Slurm's commands reach the controller through DIR/bin, wrappers that enter
+the head's namespace when run from the host. `down` stops the daemons, ends every process left in the
+namespaces and removes the namespaces (their interfaces go with them) and their /etc/netns folders; a failed `up`
+does the same. kill_node and start_node take a node away (every process of its namespace killed) and bring it
+back.
 
 Point the Slurm commands at it with the environment `env` prints (SLURM_CONF, and PATH for several nodes).
 """
@@ -43,7 +45,7 @@ DEFAULT_SUBNET = "10.251.17.0/28"  # private; exists only inside the cluster's n
 HEAD_NAME = "hicom-head"  # hostname of the controller's namespace
 NETNS_ETC = Path("/etc/netns")  # NETNS_ETC/NS/hosts: a namespace's /etc/hosts (the `ip netns` convention)
 NETNS_RUN = Path("/run/netns")  # where `ip netns add` keeps each namespace
-CRED_EXPIRE_S = 5  # a requeued job may start again after this many seconds (Slurm's default: 120)
+CRED_EXPIRE_S = 10  # a requeued job may start again after this many seconds (Slurm's default: 120)
 SLURMD_TIMEOUT_S = 10  # a node silent this long is DOWN and its jobs NODE_FAIL (Slurm's default: 300)
 CLIENT_COMMANDS = ("sbatch", "squeue", "scontrol", "sacct", "scancel", "sinfo", "srun", "salloc", "sattach",
                    "sstat", "sprio", "sdiag")
@@ -124,7 +126,8 @@ class LocalCluster:
     def nodes(self) -> list[Node]:
         if not self.networked:
             return [Node(_this_host(), "127.0.0.1")]
-        return [Node(f"hicom-n{i}", str(self.subnet[1 + i]), f"{self.tag}-n{i}") for i in range(1, self.nodes_count + 1)]
+        return [Node(f"hicom-n{i}", str(self.subnet[1 + i]), f"{self.tag}-n{i}")
+                for i in range(1, self.nodes_count + 1)]
 
     def node(self, name: str) -> Node:
         for node in self.nodes:
@@ -216,8 +219,8 @@ class LocalCluster:
                        f"--log-file={self.root / 'munge' / 'munged.log'}",
                        f"--seed-file={self.root / 'munge' / 'munged.seed'}"],
             # -i: on a first start there is no saved state to read
-            "slurmctld": self._in(self.head_netns, HEAD_NAME,
-                                  ["/usr/sbin/slurmctld", "-D", *(["-i"] if fresh_state else []), "-f", str(self.conf)]),
+            "slurmctld": self._in(self.head_netns, HEAD_NAME, ["/usr/sbin/slurmctld", "-D",
+                                                               *(["-i"] if fresh_state else []), "-f", str(self.conf)]),
         }
         for node in self.nodes:
             commands[node.daemon] = self._slurmd_command(node)
@@ -364,6 +367,11 @@ class LocalCluster:
                     out(f"slurm: removed namespace {netns}" + (f" ({len(left)} leftover processes ended)" if left
                                                                    else ""))
             shutil.rmtree(NETNS_ETC / netns, ignore_errors=True)
+        if self.namespaces:
+            try:
+                NETNS_ETC.rmdir()  # only when no other namespace keeps files there
+            except OSError:
+                pass
         (self.root / CLUSTER_FILE).unlink(missing_ok=True)
         if errors:
             raise RuntimeError("slurm: down left something behind: " + "; ".join(errors))
