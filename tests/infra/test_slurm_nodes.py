@@ -9,7 +9,9 @@ DeepSpeed ZeRO-2 on gloo.
 
 To stay within `make test`'s budget on 2 cores, the interrupted runs share one uninterrupted reference (one node,
 2 processes), and the one-node run that hits its time limit (Slurm's smallest is a minute) waits it out paused,
-on hicom-n2, while the reference and then the two-node run use the CPUs."""
+on hicom-n2, while the reference and the two-node run use the CPUs.
+"""
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -45,6 +47,7 @@ def cluster():
     root = Path(tempfile.mkdtemp(prefix="hicom-slurm2-", dir="/tmp"))  # munged must reach it: not under 0700
     root.chmod(0o755)
     local = LocalCluster(root / "cluster", nodes=2)
+    local.host_links = _links()
     try:
         local.up(out=lambda _: None)
         yield local
@@ -124,10 +127,11 @@ def newest_step(job: StageJob) -> int:
 
 
 def wait_for_step(job: StageJob, step: int, handle: str, ex, timeout_s: float = 240) -> int:
-    """Poll (every 0.05 s) until the stage has a complete checkpoint at `step` or later; returns its step."""
+    """Poll the job as run_job does (every 0.05 s) until the stage has a complete checkpoint at `step` or later;
+    returns its step."""
     deadline = time.monotonic() + timeout_s
     while (newest := newest_step(job)) < step:
-        state, _ = ex.query(handle)
+        state, _ = ex.poll(handle)
         assert not state.final, f"job {handle} ended {state} before a checkpoint at step {step}"
         assert time.monotonic() < deadline, f"no checkpoint at step {step} in {timeout_s:.0f}s"
         time.sleep(0.05)
@@ -136,7 +140,7 @@ def wait_for_step(job: StageJob, step: int, handle: str, ex, timeout_s: float = 
 
 def wait_for_state(ex, handle: str, wanted: JobState, timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
-    while (state := ex.query(handle)[0]) is not wanted:
+    while (state := ex.poll(handle)[0]) is not wanted:
         assert time.monotonic() < deadline, f"job {handle} still {state}, not {wanted}"
         time.sleep(0.2)
 
@@ -168,34 +172,38 @@ def test_more_nodes_than_the_cluster_has_or_an_unknown_partition_fail_at_submiss
 
 @pytest.fixture(scope="module")
 def one_node_interrupted(cluster, world):
-    """Started first, in the background: the stage on one node (hicom-n2), 2 processes, with a 1-minute time limit.
-    After its checkpoint at step 2 its processes are paused, so the limit falls between checkpoints: the job ends
-    TIMEOUT and the executor requeues it. Its second run is preempted (scontrol requeue) after its first checkpoint;
-    the third runs to the end. Yields the job and a future of (handle, final state, steps resumed from)."""
+    """Started first, in the background: the stage on one node (hicom-n2), 2 processes, with a 1-minute
+    time limit. Once it has a checkpoint at step 2 its processes are paused, so the limit falls between
+    checkpoints (on a machine too busy to get there within the minute, the limit falls before the first one): the
+    job ends TIMEOUT and the executor requeues it. Later runs get 10 minutes (the limit has been hit; a slow
+    machine would only make them time out and be requeued again). The second run is preempted (scontrol requeue)
+    after its first checkpoint; the third runs to the end. Yields the job and a future of (handle, final state,
+    newest complete checkpoint at each interruption, whether the first run was paused)."""
     mp = pytest.MonkeyPatch()
     ex = executor(cluster, mp, extra_sbatch=["--nodelist=hicom-n2"], rdzv_port=29510, max_requeues=4)
     job = align_job(world, "one-node-interrupted", nodes=1, nproc_per_node=2, time_limit_s=60)
+    out = Path(job.argv[job.argv.index("--out") + 1])
     pool = concurrent.futures.ThreadPoolExecutor(1)
 
     def run():
         handle = ex.submit(job)
-        wait_for_step(job, 2, handle, ex)
-        out = job.argv[job.argv.index("--out") + 1]
-        # torchrun's agent and the two ranks (Python processes running the stage), not Slurm's own processes
-        paused = [pid for pid in _netns_pids(cluster.node("hicom-n2").netns) if out in _cmdline(pid) and _is_python(pid)]
-        for pid in paused:
-            os.kill(pid, signal.SIGSTOP)
-        timed_out_at = newest_step(job)
-        assert paused and timed_out_at < STEPS and not (Path(out) / "trainer_state.json").exists(), \
-            "the stage ended before it was paused"
-        state = JobState.RUNNING
-        while "restart 1" not in job.log_path.read_text():  # the executor's own polling, as run_job does it
-            assert not state.final, f"job {handle} ended {state}"
-            time.sleep(0.5)
+        paused = []
+        while "restart 1" not in _read(job.log_path):  # the executor's own polling, as run_job does it
             state, _ = ex.poll(handle)
+            assert not state.final, f"job {handle} ended {state}"
+            if not paused and newest_step(job) >= 2:
+                # torchrun's agent and the two ranks (Python processes running the stage), not Slurm's processes
+                paused = [pid for pid in _netns_pids(cluster.node("hicom-n2").netns)
+                          if str(out) in _cmdline(pid) and _is_python(pid)]
+                for pid in paused:
+                    os.kill(pid, signal.SIGSTOP)
+                assert paused and not (out / "trainer_state.json").exists(), "the stage ended before it was paused"
+            time.sleep(0.05)
+        timed_out_at = newest_step(job)  # the second run has only just started: nothing newer yet
+        ex._slurm("scontrol", "update", f"JobId={handle}", "TimeLimit=10")
         preempted_at = wait_for_step(job, timed_out_at + 1, handle, ex)  # saved by the second run
         ex._slurm("scontrol", "requeue", handle)  # what preemption does to a --requeue job
-        return handle, run_job_from(ex, handle), [timed_out_at, preempted_at]
+        return handle, run_job_from(ex, handle), [timed_out_at, preempted_at], bool(paused)
 
     future = pool.submit(run)
     try:
@@ -219,8 +227,8 @@ def reference(cluster, world, one_node_interrupted):
         mp.undo()
 
 
-def test_two_node_stage_loses_a_node_waits_for_it_resumes_and_ends_as_the_one_node_run(cluster, world, reference,
-                                                                                      monkeypatch):
+def test_two_node_stage_loses_a_node_waits_for_it_resumes_and_ends_as_the_one_node_run(
+        cluster, world, reference, one_node_interrupted, monkeypatch, caplog):
     """2 nodes x 1 process: ranks on different hosts meet at the first node's address. After its checkpoint at
     step 4, node hicom-n1 dies (its slurmd and every process of the job there killed): Slurm marks the node down
     and the job NODE_FAIL and requeues it, the job waits until the node is back, and resumes from the last complete
@@ -238,7 +246,13 @@ def test_two_node_stage_loses_a_node_waits_for_it_resumes_and_ends_as_the_one_no
         assert time.monotonic() < deadline, f"Slurm did not mark {first.name} down"
         time.sleep(0.5)
     wait_for_state(ex, handle, JobState.PENDING)  # requeued by Slurm; it cannot start without the node
+    assert f"Slurm job {handle} is back in the queue (requeued by Slurm" in caplog.text
+    # Held while the node rejoins: once, the new run's rank 0 on the returning node was SIGKILLed as it started
+    # (unexplained; perhaps the lost run's termination, owed to the node and carrying the same job id).
+    ex._slurm("scontrol", "hold", handle)
     cluster.start_node(first.name, out=lambda _: None)
+    time.sleep(5)
+    ex._slurm("scontrol", "release", handle)
 
     result = run_job_from(ex, handle)
     log = job.log_path.read_text()
@@ -252,7 +266,11 @@ def test_two_node_stage_loses_a_node_waits_for_it_resumes_and_ends_as_the_one_no
                              rf"'{handle}' as rank (\d) in a world of size 2", first_run))
     assert joined == {"hicom-n1": "0", "hicom-n2": "1"}
     assert re.search(r"rdzv_endpoint\s*:\s*hicom-n1:29500", first_run)
-    assert first.addr == "10.251.17.2" and first.netns in _netns_list()
+    assert first_run.count("master_addr=hicom-n1") == 2  # both agents hand their ranks the first node
+    second = cluster.node("hicom-n2")
+    seen_from_second = subprocess.run(cluster._in(second.netns, second.name, ["getent", "hosts", "hicom-n1"]),
+                                      capture_output=True, text=True, check=True).stdout.split()
+    assert seen_from_second == [first.addr, "hicom-n1"] and first.addr == "10.251.17.2"
 
     # Resumed from the checkpoint the node died after; the second run trained each later step once.
     assert resumed_steps(log) == [lost_at]
@@ -266,38 +284,29 @@ def test_two_node_stage_loses_a_node_waits_for_it_resumes_and_ends_as_the_one_no
 def test_a_time_limit_between_checkpoints_and_a_preemption_requeue_the_stage_which_resumes_to_the_same_result(
         cluster, reference, one_node_interrupted):
     job, future = one_node_interrupted
-    handle, state, interrupted_at = future.result(timeout=400)
+    handle, state, interrupted_at, paused = future.result(timeout=600)
     log = job.log_path.read_text()
     assert state is JobState.COMPLETED, log[-3000:]
     records = completion_records(cluster, handle)
     assert records[0] == "TIMEOUT" and records[-1] == "COMPLETED"
     assert [f"[slurm] job {handle} restart {i}" in log for i in range(3)] == [True] * 3
-    assert resumed_steps(log) == interrupted_at
+    assert paused == (interrupted_at[0] >= 2)  # paused between checkpoints, unless the limit came first
+    assert resumed_steps(log) == [step for step in interrupted_at if step]  # a run with no checkpoint starts afresh
     printed = [int(s) for s in re.findall(r"train\[align\] step (\d+)/", log.split("restart 2")[1])]
     assert printed == list(range(interrupted_at[1] + 1, STEPS + 1))
     assert_same_training(job, reference)
 
 
-def test_down_leaves_no_namespace_interface_or_daemon(tmp_path):
-    """A second two-node cluster (other folder, other namespaces) up and down: nothing of it is left."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
-    root = Path(tempfile.mkdtemp(prefix="hicom-slurm2-", dir="/tmp"))
-    root.chmod(0o755)
-    try:
-        local = LocalCluster(root / "c", nodes=2)
-        links_before = _links()
-        local.up(out=lambda _: None)
-        pids = [local.table.get(name).pid for name in local.daemons]
-        assert set(local.namespaces) <= set(_netns_list())
-        assert _links() == links_before  # the host's own network is untouched
-        local.down(out=lambda _: None)
-        assert not set(local.namespaces) & set(_netns_list())
-        assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
-        assert not any((Path("/etc/netns") / ns).exists() for ns in local.namespaces)
-        assert _links() == links_before
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+def test_down_leaves_no_namespace_interface_or_daemon(cluster):
+    """Last: the module's cluster goes down, and nothing of it is left (the fixture's own `down` then finds nothing)."""
+    pids = [record.pid for name in cluster.daemons if (record := cluster.table.get(name))]
+    assert len(pids) == 4 and set(cluster.namespaces) <= set(_netns_list())
+    assert _links() == cluster.host_links  # the host's own network was never touched
+    cluster.down(out=lambda _: None)
+    assert not set(cluster.namespaces) & set(_netns_list())
+    assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
+    assert not any((Path("/etc/netns") / ns).exists() for ns in cluster.namespaces)
+    assert _links() == cluster.host_links
 
 
 def run_job_from(ex, handle: str, timeout_s: float = 300) -> JobState:
@@ -309,6 +318,14 @@ def run_job_from(ex, handle: str, timeout_s: float = 300) -> JobState:
             return state
         assert time.monotonic() < deadline, f"job {handle} still {state}"
         time.sleep(0.5)
+
+
+def _read(path: Path) -> str:
+    """A job's log so far ('' before Slurm has started it)."""
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""
 
 
 def _cmdline(pid: int) -> str:
