@@ -201,8 +201,13 @@ def one_node_interrupted(cluster, world):
             time.sleep(0.05)
         timed_out_at = newest_step(job)  # the second run has only just started: nothing newer yet
         ex._slurm("scontrol", "update", f"JobId={handle}", "TimeLimit=10")
-        preempted_at = wait_for_step(job, timed_out_at + 1, handle, ex)  # saved by the second run
+        wait_for_step(job, timed_out_at + 1, handle, ex)  # a checkpoint saved by the second run
         ex._slurm("scontrol", "requeue", handle)  # what preemption does to a --requeue job
+        while "restart 2" not in _read(job.log_path):  # the second run is gone once the third has started
+            state, _ = ex.poll(handle)
+            assert not state.final, f"job {handle} ended {state}"
+            time.sleep(0.2)
+        preempted_at = newest_step(job)
         return handle, run_job_from(ex, handle), [timed_out_at, preempted_at], bool(paused)
 
     future = pool.submit(run)
