@@ -4,8 +4,11 @@ The script comes from `infra/slurm/stage.sbatch.j2`: one task per node, `srun to
 on the allocation's first node when the stage is distributed, the plain stage command otherwise. Slurm's
 final states map one to one onto JobState. A job submitted with `--requeue` is put back in the queue by Slurm
 itself on preemption or node failure (it is PENDING again and appends to the same log); where the cluster
-ends such a job instead (PREEMPTED, NODE_FAIL), the executor requeues it with `scontrol requeue`, up to
-`max_requeues` times, before reporting the state.
+ends such a job instead (PREEMPTED, NODE_FAIL), and when a job hits its time limit (TIMEOUT: Slurm never
+requeues those; `requeue_on_timeout`), the executor requeues it with `scontrol requeue`, up to `max_requeues`
+times, before reporting the state. Either way the stage's next run resumes from its last complete checkpoint.
+A job Slurm refuses at submission (more nodes than the partition has, an unknown partition) fails at once,
+with Slurm's reason.
 """
 from __future__ import annotations
 
@@ -89,6 +92,9 @@ class SlurmSettings:
     module: str = "hicom"  # the package run with -m: the stage CLI
     requeue: bool = True
     max_requeues: int = 2
+    # A job killed at its time limit is requeued too (within max_requeues): a training stage resumes from its
+    # last checkpoint, so a limit shorter than the stage slices it instead of failing it.
+    requeue_on_timeout: bool = True
     rdzv_port: int = 29500
     extra_sbatch: tuple[str, ...] = ()  # more #SBATCH options, e.g. "--account=vision"
 
@@ -100,6 +106,7 @@ class _Submitted:
     log_offset: int = 0
     partial_line: str = ""
     requeues: int = 0
+    last_state: JobState | None = None
 
 
 @dataclass
@@ -145,7 +152,11 @@ class SlurmExecutor:
         script = log_path.with_suffix(".sbatch")
         atomic_write_text(script, self.render(job))  # a half-written script is never submitted
         offset = log_path.stat().st_size if log_path.exists() else 0  # stream only this attempt's lines
-        out = self._slurm("sbatch", "--parsable", str(script))
+        done = self._run("sbatch", "--parsable", str(script))
+        if done.returncode != 0:  # e.g. "Node count specification invalid", "invalid partition specified: gpu"
+            reason = done.stderr.strip().removeprefix("sbatch: error: ") or f"exit {done.returncode}"
+            raise RuntimeError(f"stage {job.name!r}: Slurm refused the job ({script}): {reason}")
+        out = done.stdout
         handle = out.strip().split(";")[0]
         if not handle.isdigit():
             raise RuntimeError(f"sbatch gave no job id for stage {job.name!r}: {out!r}")
@@ -157,13 +168,20 @@ class SlurmExecutor:
         self._stream_log(handle)
         state, code = self.query(handle)
         submitted = self._jobs.get(handle)
-        if state.transient_failure and submitted is not None and self.settings.requeue \
+        retry = state.transient_failure or (state is JobState.TIMEOUT and self.settings.requeue_on_timeout)
+        if retry and submitted is not None and self.settings.requeue \
                 and submitted.requeues < self.settings.max_requeues:
             self._slurm("scontrol", "requeue", handle)
             submitted.requeues += 1
             _log.warning("stage %s: Slurm job %s ended %s; requeued (%d of %d)", submitted.job.name, handle,
                          state.value, submitted.requeues, self.settings.max_requeues)
+            submitted.last_state = JobState.PENDING
             return JobState.PENDING, None
+        if submitted is not None:
+            if submitted.last_state is JobState.RUNNING and state is JobState.PENDING:
+                _log.warning("stage %s: Slurm job %s is back in the queue (requeued by Slurm: node failure or "
+                             "preemption); its next run resumes from the last checkpoint", submitted.job.name, handle)
+            submitted.last_state = state
         if state.final:
             self._stream_log(handle, flush=True)
         return state, code
