@@ -21,7 +21,13 @@ from hicom.core.errors import ConfigError
 from hicom.core.files import atomic_write_bytes, atomic_write_json
 from hicom.core.stats import METHOD, cluster_bootstrap, mcnemar_exact
 from hicom.evaluate.scoring import question_set_hash
-from hicom.gate.decision import Evaluation, Paired, paired_comparison, read_evaluation
+from hicom.gate.decision import (
+    Evaluation,
+    Paired,
+    paired_comparison,
+    paired_differences,
+    read_evaluation,
+)
 from hicom.pipeline_report import _html, _table, paired_verdict
 from hicom.plots import ablation_variants_png, accuracy_vs_tokens_png
 
@@ -96,12 +102,6 @@ def restrict(evaluation: Evaluation, ids: set[str], label: str) -> Evaluation:
                       f"{evaluation.source} [{label}]")
 
 
-def _diffs(new: Evaluation, old: Evaluation) -> list[tuple[str, str, int]]:
-    """(question id, video, new - old correct) per question; the sets must match (paired_comparison's check)."""
-    old_correct = {q["id"]: q["correct"] for q in old.questions}
-    return [(q["id"], str(q["video"]), int(q["correct"]) - int(old_correct[q["id"]])) for q in new.questions]
-
-
 def pooled_paired(pairs: list[tuple[Evaluation, Evaluation]]) -> Paired | None:
     """(new - old) over every pair of evaluations together (seed i with seed i): the mean difference over all
     pairs of answers, its cluster-bootstrap interval with videos as clusters (each video brings its questions of
@@ -110,10 +110,9 @@ def pooled_paired(pairs: list[tuple[Evaluation, Evaluation]]) -> Paired | None:
         return None
     diffs, videos = [], []
     for new, old in pairs:
-        paired_comparison(new, old)  # refuses different question sets, naming both hashes
-        for _, video, d in _diffs(new, old):
+        for _, video, d in paired_differences(new, old):  # refuses different question sets, naming both hashes
             diffs.append(d)
-            videos.append(video)
+            videos.append(str(video))
     if not diffs:
         return None
     bounds = cluster_bootstrap(diffs, videos)
@@ -131,11 +130,10 @@ def difference_in_differences(pairs: list[tuple[Evaluation, Evaluation]], inside
     families). Computed as the bootstrap's mean over two strata of +diff inside and -diff outside, doubled."""
     diffs, videos, strata = [], [], []
     for new, old in pairs:
-        paired_comparison(new, old)
-        for qid, video, d in _diffs(new, old):
+        for qid, video, d in paired_differences(new, old):
             side = str(qid) in inside
             diffs.append(d if side else -d)
-            videos.append(video)
+            videos.append(str(video))
             strata.append("inside" if side else "outside")
     n_in, n_out = strata.count("inside"), strata.count("outside")
     if not n_in or not n_out:

@@ -184,10 +184,9 @@ class Paired:
                 f"question set {self.question_set}")
 
 
-def paired_comparison(new: Evaluation, old: Evaluation) -> Paired:
-    """Pair two evaluations question by question; refused (ConfigError naming both hashes) on different sets.
-
-    The interval resamples videos (as grouped in `new`) with both runs' answers to their questions together."""
+def paired_differences(new: Evaluation, old: Evaluation) -> list[tuple[str, str, int]]:
+    """(question id, video, new - old correct) per question of `new`; refused (ConfigError naming both hashes)
+    when the two were evaluated on different question sets."""
     if new.benchmark != old.benchmark:
         raise ConfigError(f"{new.source} is {new.benchmark!r}, {old.source} is {old.benchmark!r}: not comparable")
     if new.question_set != old.question_set:
@@ -195,11 +194,18 @@ def paired_comparison(new: Evaluation, old: Evaluation) -> Paired:
                           f"{old.source} on question set {old.question_set}; a paired comparison needs the same "
                           "questions (evaluate both on one set)")
     old_correct = {q["id"]: q["correct"] for q in old.questions}
-    pairs = [(int(q["correct"]), int(old_correct[q["id"]])) for q in new.questions]
-    diffs = [a - b for a, b in pairs]
-    interval = cluster_bootstrap(diffs, [q["video"] for q in new.questions])
+    return [(q["id"], q["video"], int(q["correct"]) - int(old_correct[q["id"]])) for q in new.questions]
+
+
+def paired_comparison(new: Evaluation, old: Evaluation) -> Paired:
+    """Pair two evaluations question by question (paired_differences).
+
+    The interval resamples videos (as grouped in `new`) with both runs' answers to their questions together."""
+    paired = paired_differences(new, old)
+    diffs = [d for _, _, d in paired]
+    interval = cluster_bootstrap(diffs, [video for _, video, _ in paired])
     low, high = interval if interval is not None else (None, None)
-    n = len(pairs)
+    n = len(paired)
     return Paired(new.benchmark, new.question_set, n, new.videos, new.accuracy, old.accuracy,
                   sum(diffs) / n if n else 0.0, low, high,
                   mcnemar_exact(sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)))

@@ -36,8 +36,8 @@ from hicom.data.tokenizer import load_tokenizer
 from hicom.data.video import FramePreprocessor, decoder_info
 from hicom.model.build import build_model
 from hicom.model.checkpoint import load_compressor, save_compressor, save_model
-from hicom.model.diagnostics import global_token_spread
 from hicom.model.configuration_hicom import ModelProfile
+from hicom.model.diagnostics import global_token_spread
 from hicom.train.checkpoints import (
     CHECKPOINTS,
     COMPLETE,
@@ -246,8 +246,7 @@ def _loop(engine, dataset, run: StageRun, rank, world, accum, total_steps, track
             if batch is None:  # every sample of this micro-batch was rejected: a zero step keeps ranks in step
                 loss = sum((p * 0).sum() for p in engine.module.parameters() if p.requires_grad)
             else:
-                if dataset.feature_cache is not None:  # the towers' outputs the cache missed, computed and stored
-                    batch["visual_items"] = dataset.feature_cache.complete(engine.module, batch["visual_items"])
+                batch["visual_items"] = _completed(engine.module, dataset, batch["visual_items"])
                 out = engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                              labels=batch["labels"], visual_items=batch["visual_items"])
                 loss = out.loss
@@ -305,6 +304,11 @@ def _save_checkpoint(engine, ckpt_dir: Path, rank, global_step, epoch, micro_don
     torch.distributed.barrier()
 
 
+def _completed(model, dataset, items):
+    """The items with the towers' outputs the feature cache missed computed (and stored); as they are without one."""
+    return dataset.feature_cache.complete(model, items) if dataset.feature_cache is not None else items
+
+
 SPREAD_SAMPLES = 16  # video samples the global-token spread is measured on at the end of a stage
 
 
@@ -319,11 +323,8 @@ def _global_spread(model, dataset, pad_id: int) -> dict[str, float] | None:
     batch = collate(picked, pad_id)
     if batch is None:
         return None
-    items = batch["visual_items"]
-    if dataset.feature_cache is not None:
-        items = dataset.feature_cache.complete(model, items)
-    device = next(model.parameters()).device
-    items = batch_to({"visual_items": items}, device)["visual_items"]
+    batch = batch_to(batch, next(model.parameters()).device)
+    items = _completed(model, dataset, batch["visual_items"])
     was_training = model.training
     model.eval()
     try:

@@ -12,7 +12,6 @@ Modules, by job: `config` (WorldConfig), `scenes` (the scene model and its sampl
 """
 from hicom.data.synthetic.config import WorldConfig
 from hicom.data.synthetic.language import (
-    BINDING_FAMILIES,
     CELLS,
     FAMILIES,
     IMAGE_PROMPTS,
@@ -50,7 +49,8 @@ from hicom.data.synthetic.world import (
 )
 
 __all__ = [
-    "WorldConfig", "BINDING_FAMILIES", "FAMILIES", "TEST_FAMILIES", "Family", "held_out_questions", "CELLS", "IMAGE_PROMPTS", "LETTERS", "MCQ_INSTRUCTION", "VIDEO_PROMPTS", "caption", "cell",
+    "WorldConfig", "FAMILIES", "TEST_FAMILIES", "Family", "held_out_questions",
+    "CELLS", "IMAGE_PROMPTS", "LETTERS", "MCQ_INSTRUCTION", "VIDEO_PROMPTS", "caption", "cell",
     "instruction_pairs", "mcq", "mcq_prompt", "mcq_turns", "qa_turns", "render_frame", "write_image", "write_video",
     "BACKGROUNDS", "COLOURS", "MOTIONS", "SHAPES", "SIZES", "Scene", "SceneObject", "make_scene", "object_radius",
     "TEST_FILE", "TRAIN_FILES", "generate_world", "read_world",

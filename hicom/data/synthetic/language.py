@@ -139,34 +139,33 @@ def _statement(q: _Question) -> str:
 
 @dataclass(frozen=True)
 class Family:
-    """A kind of question with its own chance level. `binds`: answering needs one object's attribute tied to
-    another (its shape to its colour, its name to its motion or place) in a scene of several objects, which
-    an unconditional compressor at a fixed token budget may average away; `tested`: in the held-out test."""
+    """A kind of question with its own chance level; `tested`: asked in the held-out test."""
 
     name: str
     kind: str  # "object" | "moment" | "existence"
-    binds: bool
     tested: bool
 
 
+# All but colour_seen and count bind an object: answering needs one object's attribute tied to another (its
+# shape to its colour, its name to its motion or place) in a scene of several objects, which an unconditional
+# compressor at a fixed token budget may average away (params.yaml: pipeline.ablation_sweep.binding_families).
 FAMILIES = {f.name: f for f in (
-    Family("colour_seen", "existence", binds=False, tested=True),      # which colour can be seen at all
-    Family("colour_of_shape", "object", binds=True, tested=True),      # what colour is the square?
-    Family("shape_of_colour", "object", binds=True, tested=True),      # what shape is the red object?
-    Family("motion_of_object", "object", binds=True, tested=True),     # how does the red square move?
-    Family("start_cell", "object", binds=True, tested=True),           # where is the red square at the start?
-    Family("event_colour", "moment", binds=True, tested=True),         # what colour is the object that appears late?
-    Family("end_cell", "object", binds=True, tested=False),
-    Family("size", "object", binds=True, tested=False),
-    Family("appearance_time", "object", binds=True, tested=False),
-    Family("object_by_motion", "object", binds=True, tested=False),
-    Family("count", "moment", binds=False, tested=False),              # answerable from a text prior; not tested
-    Family("object_in_cell", "moment", binds=True, tested=False),
-    Family("event_object", "moment", binds=True, tested=False),
-    Family("event_shape", "moment", binds=True, tested=False),
+    Family("colour_seen", "existence", tested=True),      # which colour can be seen at all
+    Family("colour_of_shape", "object", tested=True),     # what colour is the square?
+    Family("shape_of_colour", "object", tested=True),     # what shape is the red object?
+    Family("motion_of_object", "object", tested=True),    # how does the red square move?
+    Family("start_cell", "object", tested=True),          # where is the red square at the start?
+    Family("event_colour", "moment", tested=True),        # what colour is the object that appears late?
+    Family("end_cell", "object", tested=False),
+    Family("size", "object", tested=False),
+    Family("appearance_time", "object", tested=False),
+    Family("object_by_motion", "object", tested=False),
+    Family("count", "moment", tested=False),              # answerable from a text prior; not tested
+    Family("object_in_cell", "moment", tested=False),
+    Family("event_object", "moment", tested=False),
+    Family("event_shape", "moment", tested=False),
 )}
 TEST_FAMILIES = tuple(name for name, f in FAMILIES.items() if f.tested)
-BINDING_FAMILIES = tuple(name for name in TEST_FAMILIES if FAMILIES[name].binds)
 
 
 @dataclass(frozen=True)
@@ -247,7 +246,8 @@ def _questions(scene: Scene) -> list[_Question]:
         cells = [_cell_at(scene, p, t) for p in shown]
         for p, where in zip(shown, cells):
             if cells.count(where) == 1:
-                qs.append(which("object_in_cell", f"the {where} {phrase}", f"Which object is in the {where} {phrase}?", p))
+                qs.append(which("object_in_cell", f"the {where} {phrase}",
+                                f"Which object is in the {where} {phrase}?", p))
 
     events = ((_late(scene), "appears in the second half of the video", "the second half of the video"),
               (_early(scene), "disappears before the middle of the video", "the first half of the video"))
