@@ -27,6 +27,7 @@ import ipaddress
 import json
 import os
 import pwd
+import re
 import shlex
 import shutil
 import signal
@@ -324,7 +325,10 @@ class LocalCluster:
         return pids
 
     def start_node(self, name: str, out=say) -> None:
-        """Start a node's slurmd again (after kill_node); returns once the controller has it back in service."""
+        """Start a node's slurmd again (after kill_node); returns once the controller has it back in service and
+        has delivered every message it queued while the node was away. Those include the kill of the job run the
+        node lost; Slurm requeues a job under the same id and slurmd kills by job id, so that kill delivered late
+        would end the job's next run on this node."""
         node = self.node(name)
         if self.table.get(node.daemon) is None:
             record = self.table.start(node.daemon, self._slurmd_command(node),
@@ -332,6 +336,16 @@ class LocalCluster:
                                       cwd=self.root)
             out(f"slurm: started {node.daemon} (pid {record.pid})")
         self._wait(node.daemon, lambda: self.node_state(name) in ("idle", "mixed", "allocated"))
+        wait_until(self._agent_idle, timeout_s=150,
+                   what="slurm: slurmctld's queue of messages to the nodes")
+
+    def _agent_idle(self) -> bool:
+        """sdiag: nothing in slurmctld's retry queue of messages to nodes, and no agent thread sending one."""
+        done = self._run("sdiag")
+        counts = dict(re.findall(r"^\s*(Agent queue size|Agent count):\s*(\d+)", done.stdout, re.MULTILINE))
+        if done.returncode != 0 or len(counts) != 2:
+            raise RuntimeError(f"slurm: sdiag gave no agent counts: {done.stdout[:300]!r} {done.stderr.strip()!r}")
+        return counts == {"Agent queue size": "0", "Agent count": "0"}
 
     def node_state(self, name: str) -> str:
         """sinfo's state of one node (idle, allocated, down*, ...); '' when the controller does not answer."""
