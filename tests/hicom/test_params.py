@@ -211,6 +211,17 @@ def test_a_bad_number_is_named_by_its_key_and_value_before_any_work(params, path
         loaded.train("tiny", parents[-1] if parents[-1] in ("align", "cond_pretrain", "sft") else "align")
 
 
+@pytest.mark.parametrize("stage", ["align", "cond_pretrain"])
+def test_an_llm_learning_rate_on_a_stage_with_a_frozen_llm_is_refused_before_work_naming_the_key(stage, tmp_path,
+                                                                                                capsys):
+    out = tmp_path / "stage"
+    assert main(["train", "--stage", stage, "--out", str(out), "--set", "lr_llm=1e-3"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: {PARAMS_FILE.name}: profiles.tiny.train.{stage}: lr_llm is set (0.001) but the LLM is frozen in the "
+        f"{stage} stage (it trains only in sft); remove it")
+    assert not out.exists()
+
+
 def test_command_line_numbers_fail_before_work_naming_the_option_or_key(tmp_path, capsys):
     out = tmp_path / "stage"
     assert main(["train", "--stage", "align", "--out", str(out), "--set", "max_steps=0"]) == 2
