@@ -6,6 +6,8 @@ Run after `make run`. Per question family of the synthetic test (each family's c
 
     model          option likelihood accuracy, the pipeline's protocol (bare question, scored answers)
     other clip     the same questions asked about another test clip: what the text alone gets
+    same answer    share of questions whose chosen option is the same with the other clip: 1.00, the video
+                   changes nothing
     tokens+q       a linear probe (logistic regression, trained on training clips' questions, scored on the test
                    clips') from the compressed visual tokens made with the question's instruction, plus the
                    question text one-hot: can the answer be read from what the LLM is given?
@@ -13,7 +15,17 @@ Run after `make run`. Per question family of the synthetic test (each family's c
     local/global   tokens+q from the local or the global level only
 
 A family whose `tokens+q` is high but `model` is low is lost in the LLM; one whose probes sit at the
-majority answer is lost before it (compressor or towers). A probe classifies among every value of the
+majority answer is lost before it (compressor or towers).
+
+A second table asks the towers: per object visible in a clip's first two sampled frames, a linear probe of its
+colour, shape and size (trained on training clips' objects, scored on the test clips') from
+
+    pooled         the penultimate patch features over the patches the object covers, averaged and max-pooled:
+                   what a compressor that pools patches (both HICom levels do) can keep
+    3x3            the 3x3 patches around its centre, concatenated: what the features hold in their layout
+    pixels ...     the same two from the raw pixels of those patches: what the frames themselves give
+
+and the share of the patch features' norm that is one component common to the whole clip. A probe classifies among every value of the
 answer (6 colours, 4 shapes, 5 motions, 9 cells), so its floor is the majority answer, not 1/4.
 The model's accuracy carries the 95% cluster-bootstrap interval over clips, as in results.json; each probe's
 test count is printed beside it (`probe n`).
@@ -28,12 +40,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from einops import rearrange
 from sklearn.linear_model import LogisticRegression
 
 from hicom.core.stats import cluster_bootstrap
 from hicom.core.types import VisualItem
 from hicom.data.conversation import tokenise_guides
 from hicom.data.synthetic import LETTERS, held_out_questions, read_world
+from hicom.data.synthetic.scenes import object_radius
 from hicom.data.tokenizer import load_tokenizer
 from hicom.data.video import FramePreprocessor, read_video
 from hicom.evaluate.benchmarks import read_benchmark
@@ -76,7 +90,7 @@ class Probe:
         return guided.numpy(), plain.numpy()
 
 
-def model_accuracy(probe: Probe, samples, other: bool) -> dict[str, list[tuple[bool, str]]]:
+def model_accuracy(probe: Probe, samples, other: bool) -> dict[str, list[tuple[bool, str, str]]]:
     job = Job(benchmark="synthetic", samples=samples, out=Path("."), frames=probe.frames, decoder="decord",
               config=EvalConfig(), model_version="probe")
     variant = Variant(protocol="likelihood")
@@ -87,7 +101,8 @@ def model_accuracy(probe: Probe, samples, other: bool) -> dict[str, list[tuple[b
         features, embeds = probe.features(video)
         scores = option_scores(probe.model, [s], [job.prompt(s, variant)], probe.tokenizer, probe.guide_tokenizer,
                                features, embeds if probe.model.projector.needs_embeds else None, torch.device("cpu"))[0]
-        out[s.groups["family"]].append((likeliest_letter(scores) == s.answer, str(s.video)))
+        letter = likeliest_letter(scores)
+        out[s.groups["family"]].append((letter == s.answer, str(s.video), letter))
     return out
 
 
@@ -120,6 +135,61 @@ def linear_probe(train: list[dict], test: list[dict], view, questions: list[str]
     return float(clf.score(design(test), [r["answer"] for r in test]))
 
 
+def object_rows(probe: Probe, scenes, world: Path) -> list[dict]:
+    """One row per object visible in a clip's first two sampled frames: its attributes and the four views."""
+    rows = []
+    for scene in scenes:
+        video = world / "videos" / f"{scene.id}.mp4"
+        clip = read_video(video, probe.frames)
+        features = probe.features(video)[0]  # (frames, g, g, C): what the compressor is given
+        g = features.shape[1]
+        pixels = rearrange(probe.preprocessor(clip.frames), "f c (h a) (w b) -> f h w (c a b)", h=g, w=g)
+        for i, t in enumerate(clip.indices[:2]):
+            for obj in (o for o in scene.objects if o.visible(t)):
+                x, y = obj.position(t)
+                r = object_radius(obj.size, scene.size)
+                covered = sorted({(min(g - 1, max(0, v * g // scene.size)), min(g - 1, max(0, u * g // scene.size)))
+                                  for u in range(x - r, x + r + 1) for v in range(y - r, y + r + 1)})
+                cy, cx = (min(g - 2, max(1, c * g // scene.size)) for c in (y, x))
+                row = {"colour": obj.colour, "shape": obj.shape, "size": obj.size}
+                for name, grid in (("features", features[i]), ("pixels", pixels[i])):
+                    patches = torch.stack([grid[a, b] for a, b in covered]).float()
+                    row[f"{name} pooled"] = torch.cat([patches.mean(0), patches.amax(0)]).numpy()
+                    row[f"{name} 3x3"] = grid[cy - 1:cy + 2, cx - 1:cx + 2].reshape(-1).float().numpy()
+                rows.append(row)
+    return rows
+
+
+def object_probe(train: list[dict], test: list[dict], attribute: str, view: str) -> float:
+    x_train, x_test = np.stack([r[view] for r in train]), np.stack([r[view] for r in test])
+    mean, std = x_train.mean(0), x_train.std(0) + 1e-6
+    clf = LogisticRegression(max_iter=2000, C=0.5).fit((x_train - mean) / std, [r[attribute] for r in train])
+    return float(clf.score((x_test - mean) / std, [r[attribute] for r in test]))
+
+
+def common_share(probe: Probe, videos: list[Path]) -> float:
+    """Norm of the clip's mean patch feature over the patches' mean norm: near 1, the patches differ little."""
+    shares = []
+    for video in videos:
+        f = probe.features(video)[0].reshape(-1, probe.features(video)[0].shape[-1]).float()
+        shares.append((f.mean(0).norm() / f.norm(dim=-1).mean()).item())
+    return float(np.mean(shares))
+
+
+def towers_table(probe: Probe, train_scenes, test_scenes, world: Path) -> None:
+    train, test = object_rows(probe, train_scenes, world), object_rows(probe, test_scenes, world)
+    views = ("features pooled", "features 3x3", "pixels pooled", "pixels 3x3")
+    header = ["attribute", "majority", *views, "probe n"]
+    print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+    for attribute in ("colour", "shape", "size"):
+        majority = collections.Counter(r[attribute] for r in train).most_common(1)[0][0]
+        floor = np.mean([r[attribute] == majority for r in test])
+        scores = [object_probe(train, test, attribute, view) for view in views]
+        print(f"| {attribute} | {floor:.2f} | " + " | ".join(f"{x:.2f}" for x in scores) + f" | {len(test)} |")
+    share = common_share(probe, [world / "videos" / f"{s.id}.mp4" for s in test_scenes[:20]])
+    print(f"\npatch features: the component common to a clip is {share:.2f} of a patch's norm (20 test clips)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--outputs", type=Path, default=Path("outputs"))
@@ -144,11 +214,12 @@ def main() -> int:
     views = {"tokens+q": lambda r: r["guided"], "tokens,no q": lambda r: r["plain"],
              "local+q": lambda r: r["guided"][:-queries] if queries else r["guided"],
              "global+q": lambda r: r["guided"][-queries:] if queries else r["guided"][:0]}
-    header = ["family", "chance", "model [95% CI]", "other clip", *views, "probe majority", "probe n"]
+    header = ["family", "chance", "model [95% CI]", "other clip", "same answer", *views, "probe majority", "probe n"]
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for family in sorted(own):
-        hits = [h for h, _ in own[family]]
-        bounds = cluster_bootstrap(hits, [v for _, v in own[family]])
+        hits = [h for h, _, _ in own[family]]
+        bounds = cluster_bootstrap(hits, [v for _, v, _ in own[family]])
+        same = np.mean([a[2] == b[2] for a, b in zip(own[family], other[family])])
         model = f"{np.mean(hits):.2f} [{bounds[0]:.2f}, {bounds[1]:.2f}]" if bounds else f"{np.mean(hits):.2f}"
         tr = [r for r in train_rows if r["family"] == family]
         te = [r for r in test_rows if r["family"] == family]
@@ -157,8 +228,10 @@ def main() -> int:
         majority = collections.Counter(r["answer"] for r in tr).most_common(1)[0][0] if tr else None
         floor = np.mean([r["answer"] == majority for r in te]) if te else float("nan")
         chance = np.mean([1 / len(s.options) for s in samples if s.groups["family"] == family])
-        print(f"| {family} | {chance:.2f} | {model} | {np.mean([h for h, _ in other[family]]):.2f} | "
+        print(f"| {family} | {chance:.2f} | {model} | {np.mean([h for h, _, _ in other[family]]):.2f} | {same:.2f} | "
               + " | ".join(f"{x:.2f}" for x in scores) + f" | {floor:.2f} | {len(te)} |")
+    towers_table(probe, [s for s in scenes if s.id not in test_ids][:args.train_clips],
+                 [s for s in scenes if s.id in test_ids], world)
     return 0
 
 

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import torch
 
+from hicom.core.sequences import SequenceTooLongError, find_cut
 from hicom.core.types import IGNORE_INDEX, VisualItem
 from hicom.data.conversation import (
     ConversationError,
@@ -24,6 +26,8 @@ from hicom.data.conversation import (
 from hicom.data.feature_cache import FeatureCache
 from hicom.data.settings import ReadLimits
 from hicom.data.video import FramePreprocessor, VideoReadError, read_video
+
+logger = logging.getLogger("hicom.data")
 
 
 class RejectLog:
@@ -64,6 +68,11 @@ class SampleSettings:
     read_timeout_s: float = 60.0
     stage: str | None = None
     limits: ReadLimits = ReadLimits()
+    # The model's length limit and its visual tokens per item: a turn that cannot fit once they are spliced in
+    # is dropped here, and a sample with no turn that fits is rejected, instead of failing the step.
+    max_length: int | None = None
+    video_tokens: int = 0
+    image_tokens: int = 0
 
 
 class ConversationDataset(torch.utils.data.Dataset):
@@ -126,10 +135,46 @@ class ConversationDataset(torch.utils.data.Dataset):
             guided = s.guided and modality is not None
             sequences = encode_sample(self.tokenizer, sample["conversations"], modality, guided, sample_id)
             check_visual_tag(sample["conversations"], modality, sample_id)  # after the shape checks of encoding
+            sequences = self._fitting(sequences, modality, sample_id)
             guide_ids = tokenise_guides(self.guide_tokenizer, [e.guide for e in sequences], s.guide_max_length) \
                 if guided else None
             self._encoded[index] = (sequences, guide_ids)
         return self._encoded[index]
+
+
+    def _fitting(self, sequences: list[Encoded], modality: str | None, sample_id: str) -> list[Encoded]:
+        """The sequences the model can cut to max_length once the visual tokens are spliced in (find_cut, as the
+        model cuts); ConversationError when none can."""
+        s = self.settings
+        if s.max_length is None:
+            return sequences
+        visual = {"video": s.video_tokens, "image": s.image_tokens}.get(modality, 0)
+        kept, reasons = [], []
+        for seq in sequences:
+            labels, visual_end = _spliced_labels(seq, visual)
+            try:
+                find_cut(labels, visual_end, s.max_length)
+                kept.append(seq)
+            except SequenceTooLongError as exc:
+                reasons.append(str(exc))
+        if not kept:
+            raise ConversationError(f"sample {sample_id}: no turn fits in max_length={s.max_length} with its "
+                                    f"{visual} visual tokens ({reasons[0]})")
+        if reasons:
+            logger.warning("sample %s: %d of %d turns dropped, longer than max_length=%d with %d visual tokens",
+                           sample_id, len(reasons), len(sequences), s.max_length, visual)
+        return kept
+
+
+def _spliced_labels(seq: Encoded, visual_tokens: int) -> tuple[torch.Tensor, int]:
+    """The sequence's labels with each placeholder widened to its visual tokens, and where those tokens end."""
+    pieces, start, visual_end = [], 0, 0
+    for pos in torch.nonzero(seq.input_ids < 0).flatten().tolist():
+        pieces += [seq.labels[start:pos], torch.full((visual_tokens,), IGNORE_INDEX, dtype=seq.labels.dtype)]
+        start = pos + 1
+        visual_end = sum(len(p) for p in pieces)
+    pieces.append(seq.labels[start:])
+    return torch.cat(pieces), visual_end
 
 
 def pad_sequences(sequences: list[Encoded], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

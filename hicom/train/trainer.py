@@ -179,7 +179,9 @@ def train_stage(run: StageRun) -> dict:
     rejects = RejectLog(out / "rejects.jsonl")
     settings = SampleSettings(num_frames=cfg.num_frames, guided=stage.guided,
                               guide_max_length=run.profile.guide_max_length, decoder=run.decoder, stage=run.stage,
-                              read_timeout_s=run.read_timeout_s, limits=run.read_limits)
+                              read_timeout_s=run.read_timeout_s, limits=run.read_limits, max_length=cfg.max_length,
+                              video_tokens=model.num_visual_tokens(cfg.num_frames, "video"),
+                              image_tokens=model.num_visual_tokens(1, "image"))
     cache = None
     if run.feature_cache is not None:
         policy = FramePolicy.from_preprocessor(preprocessor, cfg.num_frames, run.decoder)

@@ -215,3 +215,39 @@ def test_feature_cache_hits_skip_decoding_and_both_towers_and_leave_the_loss_unc
     torch.testing.assert_close(cold, uncached)
     torch.testing.assert_close(warm, uncached)
 
+
+
+def test_turns_too_long_for_max_length_are_dropped_and_a_sample_with_none_left_is_rejected_not_a_failed_step(
+        world, tmp_path, tiny_profile, caplog):
+    """A guided turn holds every earlier turn, so later turns grow: those that cannot fit once the visual tokens
+    are spliced in are dropped (the model would have raised SequenceTooLongError mid-stage), and a sample none of
+    whose turns fits is rejected and named in the rejects file."""
+    root, tok = world
+    samples = mixture(root, "sft")[:2]
+    model = build_model(tiny_profile)
+    visual = model.num_visual_tokens(8, "video")
+    full = dataset(root, tok, samples, guided=True)[0]["sequences"]
+    first = len(full[0].input_ids) - 1 + visual  # the first turn, spliced
+    assert len(full) >= 2 and len(full[1].input_ids) - 1 + visual > first
+
+    settings = SampleSettings(num_frames=8, guided=True, guide_max_length=64, stage="test", max_length=first,
+                              video_tokens=visual)
+    ds = ConversationDataset(samples, tok, FramePreprocessor(IMAGE), settings, RejectLog(tmp_path / "r.jsonl"),
+                             guide_tokenizer=tok)
+    item = ds[0]
+    assert len(item["sequences"]) == 1 and item["guide_input_ids"].shape[0] == 1
+    assert f"sample {samples[0]['id']}: {len(full) - 1} of {len(full)} turns dropped" in caplog.text
+    batch = collate([item], pad_id=tok.pad_token_id)
+    model.config.max_length = first
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
+                visual_items=batch["visual_items"])
+    assert torch.isfinite(out.loss)
+
+    tight = SampleSettings(num_frames=8, guided=True, guide_max_length=64, stage="test", max_length=visual,
+                           video_tokens=visual)
+    rejects = RejectLog(tmp_path / "tight.jsonl")
+    ds = ConversationDataset(samples, tok, FramePreprocessor(IMAGE), tight, rejects, guide_tokenizer=tok)
+    assert ds[0] is None
+    [record] = rejects.read()
+    assert record["id"] == samples[0]["id"]
+    assert f"no turn fits in max_length={visual} with its {visual} visual tokens" in record["reason"]

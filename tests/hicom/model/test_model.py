@@ -3,7 +3,7 @@ import torch
 
 from hicom.core.types import IGNORE_INDEX, IMAGE_TOKEN_ID, VIDEO_TOKEN_ID, VisualItem
 from hicom.model.build import build_model
-from hicom.model.modeling_hicom import SequenceTooLongError, find_cut
+from hicom.core.sequences import SequenceTooLongError, find_cut
 from hicom.params import Params
 
 IMAGE = Params.load().profile("tiny").vision.config["image_size"]  # the tiny towers' input side
