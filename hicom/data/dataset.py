@@ -141,7 +141,6 @@ class ConversationDataset(torch.utils.data.Dataset):
             self._encoded[index] = (sequences, guide_ids)
         return self._encoded[index]
 
-
     def _fitting(self, sequences: list[Encoded], modality: str | None, sample_id: str) -> list[Encoded]:
         """The sequences the model can cut to max_length once the visual tokens are spliced in (find_cut, as the
         model cuts); ConversationError when none can."""

@@ -10,7 +10,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from flows.executors.slurm import (
     map_slurm_state,
     parse_exit_code,
 )
-from infra.slurm.local_cluster import LocalCluster, install
+from infra.slurm.local_cluster import install
 from infra.stack.procs import group_members
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -164,20 +163,12 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(running_cluster):
     if os.geteuid() != 0 and not shutil.which("slurmctld", path="/usr/sbin:/usr/bin"):
         pytest.skip("Slurm is not installed and installing it needs root")
     install(out=lambda _: None)
-    # Not under pytest's 0700 temporary folders: munged runs as user munge and must reach its socket.
-    root = Path(tempfile.mkdtemp(prefix="hicom-slurm-", dir="/tmp"))
-    root.chmod(0o755)
-    local = LocalCluster(root / "cluster", _free_port(), _free_port())
-    try:
-        local.up(out=lambda _: None)
+    with running_cluster("hicom-slurm-", ctld_port=_free_port(), slurmd_port=_free_port()) as local:
         yield local
-    finally:
-        local.down(out=lambda _: None)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -18,11 +18,9 @@ import concurrent.futures
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,7 +30,7 @@ import yaml
 
 from flows.executors import make_executor
 from flows.executors.base import JobState, StageJob, run_job
-from infra.slurm.local_cluster import LocalCluster, _netns_list, _netns_pids, install
+from infra.slurm.local_cluster import _netns_list, _netns_pids, install
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = 16  # 8 samples / (2 processes x 1) = 4 steps an epoch, 4 epochs; a checkpoint every 2 steps
@@ -40,20 +38,14 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(running_cluster):
     if os.geteuid() != 0:
         pytest.skip("a cluster of network namespaces needs root")
     install(out=lambda _: None, networked=True)
-    root = Path(tempfile.mkdtemp(prefix="hicom-slurm2-", dir="/tmp"))  # munged must reach it: not under 0700
-    root.chmod(0o755)
-    local = LocalCluster(root / "cluster", nodes=2)
-    local.host_links = _links()
-    try:
-        local.up(out=lambda _: None)
+    links = _links()
+    with running_cluster("hicom-slurm2-", nodes=2) as local:
+        local.host_links = links
         yield local
-    finally:
-        local.down(out=lambda _: None)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
