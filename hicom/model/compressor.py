@@ -91,6 +91,48 @@ def position_embedding_3d(t: int, h: int, w: int, dim: int, kind: str, device=No
     ], dim=-1)
 
 
+class FeatureStandardizer(nn.Module):
+    """Per-channel standardisation of the frozen vision features: (F - mean) / std.
+
+    Why: a small tower trained briefly (the tiny profile's) puts most of each patch feature's norm into
+    one component that every patch of every clip shares, so pooled or attended tokens barely differ
+    from clip to clip and the LLM learns to answer from the question alone. The statistics are
+    buffers, fitted once on training clips by the first stage that trains the compressor (`fit`),
+    saved with it and loaded with it; before fitting it is the identity.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    @property
+    def fitted(self) -> bool:
+        """Whether statistics were fitted (an unfitted one, mean 0 and std 1, is the identity). No flag tensor is
+        kept for it: a small tensor in a saved model misaligns the tensors after it, and the loaded model's
+        outputs then differ from the saved one's in the last bits."""
+        return bool(self.mean.ne(0).any() or self.std.ne(1).any())
+
+    @torch.no_grad()
+    def fit(self, features: list[torch.Tensor]) -> dict:
+        """Fit on the (..., C) features of some training items; returns what it fitted, for the run's log."""
+        flat = torch.cat([f.reshape(-1, f.shape[-1]).float() for f in features]) if features else None
+        if flat is None or flat.shape[0] < 2:
+            raise ValueError("FeatureStandardizer.fit: needs the features of at least one visual item (2+ patches)")
+        if flat.shape[-1] != self.mean.shape[0]:
+            raise ValueError(f"FeatureStandardizer.fit: features have {flat.shape[-1]} channels, "
+                             f"expected {self.mean.shape[0]}")
+        self.mean.copy_(flat.mean(0))
+        self.std.copy_(flat.std(0).clamp_min(1e-6))
+        return {"items": len(features), "patches": int(flat.shape[0]), "mean_norm": float(self.mean.norm()),
+                "std_mean": float(self.std.mean())}
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if not self.fitted:  # the identity, as it is
+            return features
+        return (features - self.mean.to(features.dtype)) / self.std.to(features.dtype)
+
+
 class LocalCompressor(nn.Module):
     """One query per kt x ks x ks group pools the group's tokens (keys E, values F)."""
 
@@ -192,6 +234,7 @@ class HIComCompressor(nn.Module):
         # False: every level runs unconditionally (alignment stage); the injectors keep their
         # parameters, so the same checkpoint loads strictly in the guided stages that follow.
         self.guided = True
+        self.standardizer = FeatureStandardizer(vision_dim) if cfg.standardize else None
         self.local_compressor = LocalCompressor(cfg.local, vision_dim, text_dim, llm_dim) if cfg.local else None
         self.global_compressor = GlobalCompressor(cfg.global_, vision_dim, text_dim, llm_dim) if cfg.global_ else None
 
@@ -221,6 +264,8 @@ class HIComCompressor(nn.Module):
         check_features(features, self.vision_dim)
         if embeds is not None and embeds.shape != features.shape:
             raise ValueError(f"embeds: shape {tuple(embeds.shape)} differs from features {tuple(features.shape)}")
+        if self.standardizer is not None:
+            features = self.standardizer(features)
         parts = []
         if self.local_compressor is not None:
             parts.append(self.local_compressor(features, embeds, guide, is_image, self.guided))
@@ -243,6 +288,7 @@ class LlavaOVProjector(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.vision_dim = vision_dim
+        self.standardizer = FeatureStandardizer(vision_dim) if cfg.standardize else None
         self.readout = mlp(vision_dim, llm_dim, llm_dim)
 
     def num_tokens(self, t: int, h: int, w: int, is_image: bool = False) -> int:
@@ -253,6 +299,8 @@ class LlavaOVProjector(nn.Module):
 
     def forward(self, features: torch.Tensor, embeds=None, guide=None, is_image: bool = False) -> torch.Tensor:
         check_features(features, self.vision_dim)
+        if self.standardizer is not None:
+            features = self.standardizer(features)
         x = self.readout(features)  # (T, H, W, D)
         if is_image:
             return x.reshape(-1, x.shape[-1])

@@ -95,8 +95,13 @@ class CompressorConfig:
     local: LocalConfig | None = field(default_factory=LocalConfig)
     global_: GlobalConfig | None = field(default_factory=GlobalConfig)
     baseline_pool: int = 2  # llava_ov: spatial pooling factor per frame (27x27 -> 14x14)
+    # Standardise the vision features per channel before compressing them, with statistics fitted once on
+    # training clips (compressor.FeatureStandardizer). Off for released towers; on for the tiny ones.
+    standardize: bool = False
 
     def __post_init__(self):
+        if not isinstance(self.standardize, bool):
+            raise ConfigError(f"compressor.standardize: must be true or false, got {self.standardize!r}")
         if self.kind not in COMPRESSOR_KINDS:
             raise ConfigError(f"compressor.kind: {self.kind!r} is not one of {COMPRESSOR_KINDS}")
         if self.kind == "hicom" and self.local is None and self.global_ is None:
@@ -115,13 +120,16 @@ class CompressorConfig:
                 return None
             return {k: (v.value if isinstance(v, Enum) else v) for k, v in dataclasses.asdict(obj).items()}
 
-        return {"kind": self.kind, "local": plain(self.local), "global": plain(self.global_),
-                "baseline_pool": self.baseline_pool}
+        out = {"kind": self.kind, "local": plain(self.local), "global": plain(self.global_),
+               "baseline_pool": self.baseline_pool}
+        if self.standardize:  # only when on, so configs saved before the option existed still compare equal
+            out["standardize"] = True
+        return out
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "compressor") -> "CompressorConfig":
         data = dict(data)
-        _check_keys(data, {"kind", "local", "global", "baseline_pool"}, where)
+        _check_keys(data, {"kind", "local", "global", "baseline_pool", "standardize"}, where)
         local = data.get("local", {})
         glob = data.get("global", {})
         return cls(
@@ -129,6 +137,7 @@ class CompressorConfig:
             local=None if local is None else _build(LocalConfig, local, f"{where}.local"),
             global_=None if glob is None else _build(GlobalConfig, glob, f"{where}.global"),
             baseline_pool=data.get("baseline_pool", 2),
+            standardize=data.get("standardize", False),
         )
 
 

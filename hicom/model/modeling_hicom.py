@@ -150,7 +150,7 @@ class HIComForCausalLM(HIComPreTrainedModel):
                                           or item.pixel_values.shape[0] == 0):
                 shape = None if item.pixel_values is None else tuple(item.pixel_values.shape)
                 raise ValueError(f"visual item {i}: pixel_values must be (frames >= 1, 3, H, W), got shape {shape}")
-        per_item = self._tower_outputs(items)
+        per_item = self.tower_outputs(items)
         guide_ids = [None if it.guide_input_ids is None else it.guide_input_ids.reshape(
             -1, it.guide_input_ids.shape[-1]) for it in items]
         counts = [1 if ids is None else ids.shape[0] for ids in guide_ids]
@@ -210,7 +210,7 @@ class HIComForCausalLM(HIComPreTrainedModel):
         return [Guide(pooled=pooled, tokens=tokens if needs_tokens else None, mask=self.guide_mask(ids))
                 for (pooled, tokens), ids in zip(states, guide_ids)]
 
-    def _tower_outputs(self, items: list[VisualItem]) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    def tower_outputs(self, items: list[VisualItem]) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         """(F, E) per item: from the item where encoded earlier, else one tower call for all the others."""
         todo = [i for i, it in enumerate(items) if it.features is None]
         out: list = [(it.features, it.embeds) for it in items]

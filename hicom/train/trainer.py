@@ -188,6 +188,7 @@ def train_stage(run: StageRun) -> dict:
         cache = FeatureCache.for_model(run.feature_cache, model, policy, stage.guided)
     dataset = ConversationDataset(samples, tokenizer, preprocessor, settings, rejects, guide_tokenizer, cache)
     model.config.max_length = cfg.max_length
+    standardizer = _fit_standardizer(model, dataset, tokenizer.pad_token_id)
 
     ds_config = deepspeed_config(cfg, world)
     accum = ds_config["gradient_accumulation_steps"]
@@ -221,7 +222,7 @@ def train_stage(run: StageRun) -> dict:
                                 "model": {"compressor": run.profile.compressor.to_dict(),
                                           "preset": run.profile.preset},
                                 "world_size": world, "deepspeed": ds_config, **decoder_info(run.decoder),
-                                **run.extra_params})
+                                **({"standardizer": standardizer} if standardizer else {}), **run.extra_params})
             tracker.log_input(name=Path(cfg.data).stem, digest=samples_digest(samples)[:32],
                               source=str(cfg.data), context="train", num_rows=len(samples))
         history = _loop(engine, dataset, run, rank, world, accum, total_steps, tracker, ckpt_dir, tokenizer,
@@ -309,6 +310,33 @@ def _save_checkpoint(engine, ckpt_dir: Path, rank, global_step, epoch, micro_don
 def _completed(model, dataset, items):
     """The items with the towers' outputs the feature cache missed computed (and stored); as they are without one."""
     return dataset.feature_cache.complete(model, items) if dataset.feature_cache is not None else items
+
+
+STANDARDIZER_ITEMS = 64  # visual items the compressor's feature standardisation is fitted on
+
+
+def _fit_standardizer(model, dataset, pad_id: int) -> dict | None:
+    """Fit the compressor's feature standardisation (compressor.standardize) on the first visual items of the
+    stage's data, once: a compressor that comes fitted (init_from, or a checkpoint resumed later) keeps its
+    statistics. Every rank reads the same items, so every rank fits the same numbers."""
+    standardizer = getattr(model.projector, "standardizer", None)
+    if standardizer is None or standardizer.fitted:
+        return None
+    picked = []
+    for i in range(len(dataset)):
+        if len(picked) == STANDARDIZER_ITEMS:
+            break
+        if dataset.samples[i].get("video") or dataset.samples[i].get("image"):
+            item = dataset[i]
+            if item is not None:
+                picked.append(item)
+    batch = collate(picked, pad_id)
+    if batch is None:
+        raise DataError("compressor.standardize: the stage's data has no readable image or video to fit the "
+                        "feature standardisation on")
+    with torch.no_grad():
+        features = [f for f, _ in model.tower_outputs(_completed(model, dataset, batch["visual_items"]))]
+    return standardizer.fit(features)
 
 
 SPREAD_SAMPLES = 16  # video samples the global-token spread is measured on at the end of a stage

@@ -184,3 +184,62 @@ def test_every_trainable_parameter_gets_a_gradient_when_the_text_width_differs_f
     without = [n for n, p in comp.named_parameters()
                if n not in unread and (p.grad is None or not p.grad.abs().sum() > 0)]
     assert not without, f"parameters without a gradient: {without}"
+
+
+def shared_component_features(dim: int, items: int = 3, seed: int = 0) -> list[torch.Tensor]:
+    """Patch features as the tiny towers give them: one large component shared by every patch of every
+    clip, plus per-patch variation of a different size in each channel."""
+    g = torch.Generator().manual_seed(seed)
+    shared = 10 * torch.randn(dim, generator=g)
+    scale = torch.rand(dim, generator=g) * 2 + 0.1
+    return [shared + scale * torch.randn(8, G, G, dim, generator=g) for _ in range(items)]
+
+
+@pytest.mark.parametrize("dim", [16, 64, 96])
+def test_fitted_standardizer_gives_each_channel_zero_mean_and_unit_spread_at_any_width(dim):
+    from hicom.model.compressor import FeatureStandardizer
+    standardizer = FeatureStandardizer(dim)
+    features = shared_component_features(dim)
+    assert torch.equal(standardizer(features[0]), features[0])  # unfitted: the identity
+    info = standardizer.fit(features)
+    assert info["items"] == 3 and info["patches"] == 3 * 8 * G * G and bool(standardizer.fitted)
+    out = torch.cat([standardizer(f).reshape(-1, dim) for f in features])
+    assert out.mean(0).abs().max() < 1e-4
+    assert torch.allclose(out.std(0), torch.ones(dim), atol=1e-4)
+    with pytest.raises(ValueError, match="channels"):
+        standardizer.fit([torch.randn(2, G, G, dim + 1)])
+    with pytest.raises(ValueError, match="at least one"):
+        standardizer.fit([])
+
+
+@pytest.mark.parametrize("kind", ["hicom", "llava_ov"])
+def test_standardize_makes_the_compressor_tokens_differ_from_clip_to_clip(kind):
+    """The reason for the option: with a large shared component, two clips' tokens are nearly alike until the
+    statistics are fitted; after fitting they differ more than twice as much, relative to their norm."""
+    cfg = compressor_from_preset("unconditional", {"global": {"num_queries": 6, "head_dim": 16}, "kind": kind,
+                                                   "standardize": True})
+    torch.manual_seed(0)
+    projector = (HIComCompressor(cfg, C, TEXT, D) if kind == "hicom" else LlavaOVProjector(cfg, C, D)).eval()
+    a, b = shared_component_features(C, items=2)
+
+    def relative_difference():
+        with torch.no_grad():
+            ta, tb = projector(a), projector(b)
+        return ((ta - tb).norm(dim=-1) / ta.norm(dim=-1)).mean().item()
+
+    before = relative_difference()
+    projector.standardizer.fit([a, b])
+    after = relative_difference()
+    assert after > 2 * before, (before, after)
+
+
+def test_standardize_off_adds_no_tensors_and_no_config_key_so_release_checkpoints_still_load():
+    off = make()
+    assert not [k for k in off.state_dict() if k.startswith("standardizer.")]
+    assert "standardize" not in off.cfg.to_dict()
+    on = make(standardize=True)
+    assert {k for k in on.state_dict() if k.startswith("standardizer.")} == {
+        "standardizer.mean", "standardizer.std"}
+    assert CompressorConfig.from_dict(on.cfg.to_dict()) == on.cfg
+    with pytest.raises(ConfigError, match="compressor.standardize"):
+        CompressorConfig.from_dict({"standardize": "yes"})

@@ -221,7 +221,8 @@ def test_a_pickle_payload_in_a_checkpoint_is_refused_not_run(setup, four_steps, 
 @pytest.mark.slow
 def test_next_stage_loads_the_previous_compressor_strictly(setup, tmp_path):
     wrong = tmp_path / "wrong"
-    other = HIComCompressor(compressor_from_preset("paper", {"global": {"head_dim": 32, "num_queries": 8}}), 64, 64, 64)
+    other = HIComCompressor(compressor_from_preset("paper", {"global": {"head_dim": 32, "num_queries": 8},
+                                                             "standardize": True}), 64, 64, 64)
     save_compressor(other, wrong / "compressor")
     failed = run(command(setup, "cond_pretrain", tmp_path / "next", "--init-from", str(wrong), "--no-track"))
     assert failed.returncode != 0
@@ -244,3 +245,38 @@ def test_gradient_checkpointing_switch_trains_the_compressor_through_a_frozen_ll
     assert done.returncode == 0, done.stderr[-3000:]
     history = json.loads((out / "trainer_state.json").read_text())["history"]
     assert len(history) == 2 and all(h["grad_norm"] > 0 for h in history)
+
+
+@pytest.mark.slow
+def test_first_stage_fits_the_feature_standardisation_on_its_clips_and_the_next_stage_keeps_it(setup, four_steps,
+                                                                                              tmp_path):
+    """align fits compressor.standardize's statistics on the first visual items of its data (here all 8 clips,
+    fewer than STANDARDIZER_ITEMS); cond_pretrain, initialised from it, keeps them instead of refitting."""
+    import dataclasses
+
+    from safetensors.torch import load_file
+
+    from hicom.data.video import read_video
+    from hicom.train.trainer import STANDARDIZER_ITEMS
+    fitted = four_steps[1]
+    assert not torch.equal(fitted["standardizer.std"], torch.ones(64))
+    profile = Params.load(setup / "params.yaml").profile("tiny")
+    towers = str(setup / "towers")
+    profile = dataclasses.replace(profile, vision=dataclasses.replace(profile.vision, path=towers),
+                                  text=dataclasses.replace(profile.text, path=towers))
+    model = build_model(profile).eval()
+    rows = [json.loads(line) for line in (setup / "world" / "sft.jsonl").read_text().splitlines()][:8]
+    assert len(rows) < STANDARDIZER_ITEMS
+    frames = Params.load(setup / "params.yaml").train("tiny", "align", {}).num_frames
+    with torch.no_grad():
+        features = torch.cat([model.encode_frames(FramePreprocessor(IMAGE)(read_video(setup / "world" / r["video"],
+                                                                                       frames).frames),
+                                                  with_embeds=False)[0].reshape(-1, 64) for r in rows])
+    assert torch.allclose(fitted["standardizer.mean"], features.mean(0), atol=1e-4)
+    assert torch.allclose(fitted["standardizer.std"], features.std(0), atol=1e-4)
+    nxt = tmp_path / "next"
+    done = run(command(setup, "cond_pretrain", nxt, "--init-from", str(four_steps[0]), "--no-track",
+                       "--set", "max_steps=1"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    kept = load_file(nxt / "compressor" / "compressor.safetensors")
+    assert all(torch.equal(kept[f"standardizer.{k}"], fitted[f"standardizer.{k}"]) for k in ("mean", "std"))
