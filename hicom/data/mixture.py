@@ -1,8 +1,14 @@
 """Data mixtures (LLaVA lineage YAML) and LLaVA-format annotation files.
 
-A mixture YAML lists `{json_path, data_root, sampling_strategy}` entries. Strategies: `all`,
+A mixture YAML lists `{json_path, data_root, sampling_strategy, split_turns}` entries. Strategies: `all`,
 `first:N`, `end:N`, `random:N`, `random:P%`. Random selection uses a generator seeded from the
 mixture seed and the entry's position, so every rank selects the same rows.
+
+`split_turns: true` makes each question/answer pair of a selected multi-turn sample a sample of its own
+(the visual tag at the head of each question; ids `<id>#<j>`), after the selection, so every count that
+follows (steps, epochs, batches) is per question. In a multi-turn sample a question's sequence holds the
+earlier turns, whose answers identify the clip: a small model then learns to answer from that text
+instead of from the video (measured on the synthetic world; README, "Where the answer is lost").
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ from pathlib import Path
 
 from hicom.core.errors import DataError
 from hicom.core.files import read_yaml
+from hicom.data.conversation import TAGS
 
 STRATEGY = re.compile(r"^(all|first:(\d+)|end:(\d+)|random:(\d+)|random:(\d+(?:\.\d+)?)%)$")
 
@@ -25,6 +32,7 @@ class MixtureEntry:
     json_path: Path
     data_root: Path
     sampling_strategy: str = "all"
+    split_turns: bool = False
 
 
 def read_annotations(path: str | Path) -> list[dict]:
@@ -89,12 +97,15 @@ def read_mixture(path: str | Path) -> list[MixtureEntry]:
         where = f"{path}: datasets[{i}]"
         if not isinstance(item, dict) or "json_path" not in item:
             raise DataError(f"{where}: needs a json_path")
-        unknown = sorted(set(item) - {"json_path", "data_root", "sampling_strategy"})
+        unknown = sorted(set(item) - {"json_path", "data_root", "sampling_strategy", "split_turns"})
         if unknown:
             raise DataError(f"{where}: unknown field(s) {unknown}")
+        split_turns = item.get("split_turns", False)
+        if not isinstance(split_turns, bool):
+            raise DataError(f"{where}: split_turns must be true or false, got {split_turns!r}")
         json_path = path.parent / item["json_path"]
         data_root = path.parent / item.get("data_root", Path(item["json_path"]).parent)
-        entries.append(MixtureEntry(json_path, data_root, str(item.get("sampling_strategy", "all"))))
+        entries.append(MixtureEntry(json_path, data_root, str(item.get("sampling_strategy", "all")), split_turns))
     return entries
 
 
@@ -108,6 +119,29 @@ def read_entry_files(json_path: Path) -> list[dict]:
     return [sample for f in files for sample in read_annotations(f)]
 
 
+def split_turns(sample: dict, where: str) -> list[dict]:
+    """One sample per question/answer pair of `sample`, each carrying the sample's visual tag at the head of its
+    question; other fields are kept. A leading answer (no question) is dropped, as training does."""
+    turns = list(sample["conversations"])
+    if turns and isinstance(turns[0], dict) and turns[0].get("from") in ("gpt", "assistant"):
+        turns = turns[1:]
+    sample_id = sample.get("id", "?")
+    if len(turns) < 2 or len(turns) % 2:
+        raise DataError(f"{where}: sample {sample_id!r}: split_turns needs question/answer pairs, "
+                        f"got {len(turns)} turns")
+    modality = "video" if "video" in sample else "image" if "image" in sample else None
+    tag = TAGS.get(modality)
+    out = []
+    for j in range(0, len(turns), 2):
+        question, answer = dict(turns[j]), turns[j + 1]
+        if not isinstance(question.get("value"), str):
+            raise DataError(f"{where}: sample {sample_id!r}: turn {j} has no text value")
+        if tag is not None:
+            question["value"] = f"{tag}\n" + question["value"].replace(tag, "").strip()
+        out.append({**sample, "id": f"{sample_id}#{j // 2}", "conversations": [question, answer]})
+    return out
+
+
 def load_mixture(path: str | Path, seed: int = 0) -> list[dict]:
     """All selected samples of a mixture; media paths made absolute under each entry's data_root."""
     samples = []
@@ -115,6 +149,8 @@ def load_mixture(path: str | Path, seed: int = 0) -> list[dict]:
         rng = random.Random(f"{seed}:{i}")
         chosen = select(read_entry_files(entry.json_path), entry.sampling_strategy, rng,
                         f"{path}: datasets[{i}].sampling_strategy")
+        if entry.split_turns:
+            chosen = [part for sample in chosen for part in split_turns(sample, f"{entry.json_path}")]
         for sample in chosen:
             sample = dict(sample)
             for key in ("video", "image"):

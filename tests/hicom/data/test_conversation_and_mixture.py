@@ -186,3 +186,40 @@ def test_a_shard_glob_reads_every_shard_in_name_order(mixture):
     assert [s["id"] for s in load_mixture(path)] == ["s1", "s2", "s3"]
     with pytest.raises(DataError, match="no annotation file matches"):
         load_mixture(write_mixture(mixture, [{"json_path": "nothing-*.jsonl"}]))
+
+
+THREE_TURNS = [{"from": "human", "value": "What does the red circle do?\n<video>"}, {"from": "gpt", "value": "It moves left."},
+               {"from": "human", "value": "Where is the green cross?"}, {"from": "gpt", "value": "Top left."},
+               {"from": "human", "value": "What appears late?"}, {"from": "gpt", "value": "A small blue square."}]
+
+
+@pytest.mark.parametrize("modality", ["video", "image"])
+def test_split_turns_trains_each_question_alone_with_its_visual_input(tok, mixture, modality):
+    """A multi-turn sample becomes one sample per question, selected first and split after; each encodes to
+    exactly the sequence of that question asked on its own, so no earlier answer is in it."""
+    tag = f"<{modality}>"
+    turns = [dict(t, value=t["value"].replace("<video>", tag)) for t in THREE_TURNS]
+    write_jsonl(mixture / "multi.jsonl", [{"id": f"m{i}", modality: f"m{i}.x", "conversations": turns} for i in range(3)])
+    path = write_mixture(mixture, [{"json_path": "multi.jsonl", "sampling_strategy": "first:2", "split_turns": True}])
+    samples = load_mixture(path)
+    assert [s["id"] for s in samples] == ["m0#0", "m0#1", "m0#2", "m1#0", "m1#1", "m1#2"]
+    assert samples[4][modality] == str(mixture / "m1.x")
+    for j, split in enumerate(samples[:3]):
+        question, answer = turns[2 * j]["value"].replace(tag, "").strip(), turns[2 * j + 1]["value"]
+        (alone,) = encode_sample(tok, split["conversations"], modality, True, split["id"])
+        (expected,) = encode_sample(tok, [{"from": "human", "value": f"{tag}\n{question}"},
+                                          {"from": "gpt", "value": answer}], modality, True)
+        assert torch.equal(alone.input_ids, expected.input_ids) and torch.equal(alone.labels, expected.labels)
+        assert alone.guide == question
+        placeholder = VIDEO_TOKEN_ID if modality == "video" else IMAGE_TOKEN_ID
+        assert (alone.input_ids == placeholder).sum() == 1
+        others = [t["value"] for k, t in enumerate(turns) if t["from"] == "gpt" and k != 2 * j + 1]
+        assert not any(o.rstrip(".") in tok.decode(alone.input_ids[alone.input_ids >= 0]) for o in others)
+
+
+def test_split_turns_names_a_bad_setting_and_a_sample_without_question_answer_pairs(mixture):
+    with pytest.raises(DataError, match=r"datasets\[0\]: split_turns must be true or false, got 'yes'"):
+        load_mixture(write_mixture(mixture, [{"json_path": "two.json", "split_turns": "yes"}]))
+    write_jsonl(mixture / "odd.jsonl", [{"id": "odd7", "video": "v.mp4", "conversations": THREE_TURNS[:3]}])
+    with pytest.raises(DataError, match=r"odd.jsonl: sample 'odd7': split_turns needs question/answer pairs, got 3"):
+        load_mixture(write_mixture(mixture, [{"json_path": "odd.jsonl", "split_turns": True}]))
