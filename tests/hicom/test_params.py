@@ -185,7 +185,8 @@ def test_one_command_reads_params_yaml_once(tmp_path, monkeypatch):
     assert main(["--params", str(path), "train", "--stage", "sft", "--profile", "tiny", "--out", str(tmp_path / "o"),
                  "--tokenizer", str(tmp_path), "--no-track"]) == 0
     assert reads == [path]
-    assert runs[0].profile.name == "tiny" and runs[0].cfg.epochs == 6 and runs[0].decoder == "decord"
+    sft_epochs = yaml.safe_load(PARAMS_FILE.read_text())["profiles"]["tiny"]["train"]["sft"]["epochs"]
+    assert runs[0].profile.name == "tiny" and runs[0].cfg.epochs == sft_epochs and runs[0].decoder == "decord"
 
 
 @pytest.mark.parametrize("path,value,message", [
