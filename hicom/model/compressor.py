@@ -128,8 +128,6 @@ class FeatureStandardizer(nn.Module):
                 "std_mean": float(self.std.mean())}
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        if not self.fitted:  # the identity, as it is
-            return features
         return (features - self.mean.to(features.dtype)) / self.std.to(features.dtype)
 
 
