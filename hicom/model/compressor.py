@@ -108,9 +108,8 @@ class FeatureStandardizer(nn.Module):
 
     @property
     def fitted(self) -> bool:
-        """Whether statistics were fitted (an unfitted one, mean 0 and std 1, is the identity). No flag tensor is
-        kept for it: a small tensor in a saved model misaligns the tensors after it, and the loaded model's
-        outputs then differ from the saved one's in the last bits."""
+        """Whether statistics were fitted: an unfitted one (mean 0, std 1) is the identity, so the statistics
+        themselves tell, and no flag has to be saved beside them."""
         return bool(self.mean.ne(0).any() or self.std.ne(1).any())
 
     @torch.no_grad()
