@@ -171,7 +171,8 @@ def common_share(probe: Probe, videos: list[Path]) -> float:
     """Norm of the clip's mean patch feature over the patches' mean norm: near 1, the patches differ little."""
     shares = []
     for video in videos:
-        f = probe.features(video)[0].reshape(-1, probe.features(video)[0].shape[-1]).float()
+        f = probe.features(video)[0]
+        f = f.reshape(-1, f.shape[-1]).float()
         shares.append((f.mean(0).norm() / f.norm(dim=-1).mean()).item())
     return float(np.mean(shares))
 
