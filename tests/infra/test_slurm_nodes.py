@@ -71,7 +71,7 @@ def world(cluster):
     params = yaml.safe_load(PARAMS_FILE.read_text())
     train = params["profiles"]["tiny"]["train"]
     train["common"].update(micro_batch=1, save_steps=2, save_total_limit=2, log_steps=1, zero_stage=2)
-    train["align"].update(data="data.yaml", global_batch=2, epochs=4)
+    train["align"].update(data="data.yaml", global_batch=2, micro_batch=1, epochs=4)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     return root
 

@@ -98,7 +98,7 @@ def setup(tmp_path_factory):
     train = params["profiles"]["tiny"]["train"]
     train["common"].update(micro_batch=1, save_steps=2, save_total_limit=2, log_steps=1)
     for stage in ("align", "cond_pretrain", "sft"):
-        train[stage].update(data="data.yaml", global_batch=2, epochs=3)
+        train[stage].update(data="data.yaml", global_batch=2, micro_batch=1, epochs=3)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     return root
 
