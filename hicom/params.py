@@ -169,9 +169,6 @@ class Params:
             raise ConfigError(f"{self.label}: {where} is missing")
         merged = {**train.get("common", {}), **train[stage], **(overrides or {})}
         cfg = build_section(TrainConfig, merged, where)
-        if cfg.lr_llm is not None and not STAGES[stage].trains_llm:  # would be silently unused
-            raise ConfigError(f"{self.label}: {where}: lr_llm is set ({cfg.lr_llm}) but the LLM is frozen in the "
-                              f"{stage} stage (it trains only in sft); remove it")
         return dataclasses.replace(cfg, data=str((self.path.resolve().parent / cfg.data).resolve()))
 
     def _section(self, name: str):

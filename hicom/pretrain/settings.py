@@ -12,11 +12,14 @@ class TowerTrainConfig:
     batch_size: int = 64
     lr: float = 1e-3
     eval_pairs: int = 64  # held-out frames per retrieval check (chance = 1 / eval_pairs)
+    # Weight of the object-level loss: each visible object's penultimate patch features, pooled over the
+    # patches it covers, classify its shape, colour and size (linear heads, dropped after training). 0: off.
+    object_loss: float = 0.0
     seed: int = 0
 
     def __post_init__(self):
-        check_numbers("towers", self, at_least_1=("steps", "batch_size", "eval_pairs"), at_least_0=("seed",),
-                      above_0=("lr",))
+        check_numbers("towers", self, at_least_1=("steps", "batch_size", "eval_pairs"), at_least_0=("seed",
+                      "object_loss"), above_0=("lr",))
 
 
 @dataclass(frozen=True)

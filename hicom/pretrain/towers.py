@@ -21,21 +21,146 @@ from transformers import SiglipConfig, SiglipModel
 
 from hicom.core.errors import ConfigError
 from hicom.core.files import atomic_write_bytes
-from hicom.data.synthetic import caption, read_world, render_frame
+from hicom.data.synthetic import COLOURS, SHAPES, SIZES, caption, object_mask, read_world, render_frame
 from hicom.data.video import FramePreprocessor
 from hicom.model.checkpoint import save_model
 from hicom.model.configuration_hicom import ModelProfile
 from hicom.pretrain.settings import TowerTrainConfig
 
+COLOUR_NAMES = tuple(COLOURS)
 
-def _pairs(scenes: list, rng: random.Random, n: int, preprocessor: FramePreprocessor):
-    frames, texts = [], []
-    for _ in range(n):
+
+def _object_targets(scene, t: int, grid: int) -> list[tuple[np.ndarray, int, int, int]]:
+    """Per object visible in frame t: its weights over the grid x grid patches (the share of its pixels in each,
+    summing to 1; frames are resized, so pixel x lands in patch x * grid // size) and its shape, colour and size."""
+    cell = np.arange(scene.size) * grid // scene.size
+    rows, cols = np.broadcast_to(cell[:, None], (scene.size,) * 2), np.broadcast_to(cell[None, :], (scene.size,) * 2)
+    targets = []
+    for obj in scene.objects:
+        if not obj.visible(t):
+            continue
+        counts = np.zeros((grid, grid))
+        np.add.at(counts, (rows, cols), object_mask(scene, obj, t))
+        if counts.sum() > 0:
+            targets.append(((counts / counts.sum()).reshape(-1), SHAPES.index(obj.shape),
+                            COLOUR_NAMES.index(obj.colour), SIZES.index(obj.size)))
+    return targets
+
+
+def _pairs(scenes: list, rng: random.Random, n: int, preprocessor: FramePreprocessor, grid: int):
+    """n random (frame, its caption) pairs, and per visible object (frame index, patch weights, attribute ids)."""
+    frames, texts, objects = [], [], []
+    for i in range(n):
         scene = rng.choice(scenes)
         t = rng.randrange(scene.num_frames)
         frames.append(render_frame(scene, t))
         texts.append(caption(scene, t))
-    return preprocessor(np.stack(frames)), texts
+        objects += [(i, *target) for target in _object_targets(scene, t, grid)]
+    return preprocessor(np.stack(frames)), texts, objects
+
+
+# Instructions name an object inside a question; the phrases are also asked in these frames, so that an
+# instruction's text embedding (the compressors' guide) carries the object it names, not only the question's kind.
+QUESTION_FRAMES = ("What colour is {}?", "What shape is {}?", "Where is {} at the start of the video?",
+                   "How does {} move?", "When does {} appear?")
+QUESTIONS_PER_STEP = 32
+
+
+def object_phrases() -> tuple[list[str], torch.Tensor]:
+    """Noun phrases that name an object by some of its attributes, and per phrase the (shape, colour, size) ids it
+    requires (-1: any)."""
+    phrases, required = [], []
+    for c, colour in enumerate(COLOUR_NAMES):
+        phrases.append(f"the {colour} object")
+        required.append((-1, c, -1))
+        for s, shape in enumerate(SHAPES):
+            phrases.append(f"the {colour} {shape}")
+            required.append((s, c, -1))
+    for s, shape in enumerate(SHAPES):
+        phrases.append(f"the {shape}")
+        required.append((s, -1, -1))
+        for z, size in enumerate(SIZES):
+            phrases.append(f"the {size} {shape}")
+            required.append((s, -1, z))
+    return phrases, torch.tensor(required)
+
+
+class ObjectHeads(torch.nn.Module):
+    """The object-level objectives: linear heads that read an object's shape, colour and size from its pooled
+    penultimate patch features, and a sigmoid loss between its pooled joint-space patch embeddings and the text
+    embeddings of phrases that name it ("the red square", "the square", "the red object").
+
+    Why: the sigmoid loss on whole-frame captions can match a frame to its caption by colours and places alone,
+    so captions alone left shape out of the patch features that both compression levels pool, and out of the text
+    embedding of an instruction ("What colour is the square?" and "... the circle?" embedded alike), which is all
+    the compressors learn which object is asked about from (README, "Where the answer is lost"). SigLIP's own
+    towers carry both. Training-only: the heads are not saved with the towers.
+    """
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.heads = torch.nn.ModuleDict({"shape": torch.nn.Linear(width, len(SHAPES)),
+                                          "colour": torch.nn.Linear(width, len(COLOUR_NAMES)),
+                                          "size": torch.nn.Linear(width, len(SIZES))})
+        self.logit_scale = torch.nn.Parameter(torch.tensor(math.log(10.0)))  # SigLIP's initialisation
+        self.logit_bias = torch.nn.Parameter(torch.tensor(-10.0))
+
+    def forward(self, features: torch.Tensor, objects: list) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """features (frames, patches, C), the encoder's penultimate layer -> per attribute (logits, targets)."""
+        pooled = _pool(features, objects)
+        return {name: (head(pooled), torch.tensor([o[2 + k] for o in objects]))
+                for k, (name, head) in enumerate(self.heads.items())}
+
+    def phrase_loss(self, embeds: torch.Tensor, objects: list, phrase_embeds: torch.Tensor,
+                    required: torch.Tensor) -> torch.Tensor:
+        """Sigmoid loss of every (object, phrase) pair: positive when the phrase names the object."""
+        region = torch.nn.functional.normalize(_pool(embeds, objects), dim=-1)
+        text = torch.nn.functional.normalize(phrase_embeds, dim=-1)
+        logits = region @ text.T * self.logit_scale.exp() + self.logit_bias
+        attributes = torch.tensor([o[2:5] for o in objects])  # (objects, 3)
+        match = ((required[None] < 0) | (required[None] == attributes[:, None])).all(-1)
+        return -torch.nn.functional.logsigmoid(torch.where(match, logits, -logits)).sum() / len(objects)
+
+
+def _pool(features: torch.Tensor, objects: list) -> torch.Tensor:
+    """Per object, its frame's (patches, C) features averaged with its patch weights -> (objects, C)."""
+    frame = torch.tensor([o[0] for o in objects])
+    weights = torch.from_numpy(np.stack([o[1] for o in objects])).to(features.dtype)
+    return torch.einsum("op,opc->oc", weights, features[frame])
+
+
+def _joint_space_patches(model: SiglipModel, last_hidden_state: torch.Tensor) -> torch.Tensor:
+    """Per-patch joint-space embeddings E, as HIComForCausalLM.encode_frames computes them: the last layer through
+    the per-token part of the pooling head (layernorm + MLP, residual)."""
+    head = model.vision_model.head
+    return last_hidden_state + head.mlp(head.layernorm(last_hidden_state))
+
+
+def _step_phrases(phrases: list[str], required: torch.Tensor, rng: random.Random) -> tuple[list[str], torch.Tensor]:
+    """Every phrase, and QUESTIONS_PER_STEP of them asked in a random question frame."""
+    picked = [rng.randrange(len(phrases)) for _ in range(QUESTIONS_PER_STEP)]
+    texts = phrases + [rng.choice(QUESTION_FRAMES).format(phrases[i]) for i in picked]
+    return texts, torch.cat([required, required[picked]])
+
+
+def _object_loss(heads: ObjectHeads, model: SiglipModel, vision_out, objects: list, phrase_ids: torch.Tensor,
+                 required: torch.Tensor) -> torch.Tensor:
+    # hidden_states[-2]: the output of the encoder's second-to-last layer, the features F the compressors get
+    heads_loss = sum(torch.nn.functional.cross_entropy(logits, target)
+                     for logits, target in heads(vision_out.hidden_states[-2], objects).values())
+    phrase_embeds = model.get_text_features(input_ids=phrase_ids).pooler_output
+    embeds = _joint_space_patches(model, vision_out.last_hidden_state)
+    return heads_loss + heads.phrase_loss(embeds, objects, phrase_embeds, required)
+
+
+@torch.no_grad()
+def object_accuracy(model: SiglipModel, heads: ObjectHeads, pixel_values: torch.Tensor, objects: list) -> dict:
+    """Held-out objects: the share whose shape, colour and size the heads read right."""
+    model.eval()
+    features = model.vision_model(pixel_values=pixel_values, output_hidden_states=True).hidden_states[-2]
+    model.train()
+    return {name: logits.argmax(-1).eq(target).float().mean().item()
+            for name, (logits, target) in heads(features, objects).items()}
 
 
 @torch.no_grad()
@@ -73,18 +198,31 @@ def pretrain_towers(profile: ModelProfile, world_dir: str | Path, tokenizer, out
         return tokenizer(texts, padding="max_length", truncation=True, max_length=max_len,
                          return_tensors="pt")["input_ids"]
 
-    eval_px, eval_txt = _pairs(held_out, random.Random(cfg.seed + 1), cfg.eval_pairs, preprocessor)
+    vision = model.config.vision_config
+    grid = vision.image_size // vision.patch_size
+    eval_px, eval_txt, eval_objects = _pairs(held_out, random.Random(cfg.seed + 1), cfg.eval_pairs, preprocessor, grid)
     eval_ids = tokenize(eval_txt)
     before = retrieval_top1(model, eval_px, eval_ids)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    heads = ObjectHeads(vision.hidden_size) if cfg.object_loss > 0 else None
+    phrases, phrase_required = object_phrases()
+    trained = list(model.parameters()) + (list(heads.parameters()) if heads is not None else [])
+    opt = torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)
     start = time.perf_counter()
-    losses = []
+    losses, object_losses = [], []
     for _ in tqdm(range(cfg.steps), desc="towers: sigmoid pre-training", unit="step"):
-        px, texts = _pairs(train, rng, cfg.batch_size, preprocessor)
-        loss = model(input_ids=tokenize(texts), pixel_values=px, return_loss=True).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        px, texts, objects = _pairs(train, rng, cfg.batch_size, preprocessor, grid)
+        out = model(input_ids=tokenize(texts), pixel_values=px, return_loss=True,
+                    output_hidden_states=heads is not None)
+        loss = out.loss
+        if heads is not None and objects:
+            texts, required = _step_phrases(phrases, phrase_required, rng)
+            object_loss = _object_loss(heads, model, out.vision_model_output, objects, tokenize(texts), required)
+            (loss + cfg.object_loss * object_loss).backward()
+            object_losses.append(object_loss.item())
+        else:
+            loss.backward()
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
         opt.step()
         sched.step()
         opt.zero_grad()
@@ -98,5 +236,13 @@ def pretrain_towers(profile: ModelProfile, world_dir: str | Path, tokenizer, out
     log(f"towers: text->frame top-1 on {cfg.eval_pairs} held-out frames: {after:.3f} "
         f"(random init {before:.3f}, chance {1 / cfg.eval_pairs:.3f}); loss {losses[0]:.3f} -> "
         f"{result['loss_last']:.3f} in {result['seconds']:.0f}s")
+    if heads is not None:
+        accuracy = object_accuracy(model, heads, eval_px, eval_objects)
+        result.update({"object_loss_first": object_losses[0], "object_loss_last": sum(object_losses[-10:]) / len(
+            object_losses[-10:]), "heldout_objects": len(eval_objects),
+            **{f"object_{name}_accuracy": value for name, value in accuracy.items()}})
+        log(f"towers: {len(eval_objects)} held-out objects read from their pooled patch features: "
+            + ", ".join(f"{name} {value:.3f}" for name, value in accuracy.items())
+            + f" (chance: shape {1 / len(SHAPES):.2f}, colour {1 / len(COLOURS):.2f}, size {1 / len(SIZES):.2f})")
     atomic_write_bytes(Path(out_dir) / "pretrain_metrics.json", json.dumps(result, indent=2).encode())
     return result

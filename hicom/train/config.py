@@ -17,7 +17,7 @@ class StageSpec:
     name: str
     paper_name: str
     guided: bool  # instruction guidance: off in alignment, on afterwards
-    trains_llm: bool  # the LLM trains only in instruction tuning; the towers never do
+    trains_llm: bool  # the paper trains the LLM only in instruction tuning (see trains_llm()); the towers never
 
 
 STAGES = {
@@ -26,6 +26,14 @@ STAGES = {
                                trains_llm=False),
     "sft": StageSpec("sft", "instruction tuning (stage 3, mixed video/image QA)", guided=True, trains_llm=True),
 }
+
+
+def trains_llm(stage: StageSpec, cfg: TrainConfig) -> bool:
+    """Whether the LLM trains in this stage: always in instruction tuning, and in an earlier stage when its
+    settings give the LLM a learning rate. The paper's stages 1-2 freeze a 7B LLM that already reads projected
+    features; a tiny stand-in LLM frozen there is barely steered by the visual tokens (README, "Where the answer
+    is lost"), so the tiny profile trains it in conditional pre-training."""
+    return stage.trains_llm or cfg.lr_llm is not None
 
 
 @dataclass(frozen=True)

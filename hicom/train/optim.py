@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 
 from hicom.core.errors import ConfigError
-from hicom.train.config import StageSpec, TrainConfig
+from hicom.train.config import StageSpec, TrainConfig, trains_llm
 
 INJECTION_KEY = "guide_injector"
 
@@ -22,9 +22,11 @@ def configure_trainable(model, stage: StageSpec, cfg: TrainConfig) -> list[Param
     """Freeze/unfreeze per stage and return the non-empty groups; an empty requested group is an error.
 
     Groups: `injection` (every parameter under a guide_injector), `compressor` (the rest of the
-    projector), `llm` (instruction tuning only). The towers are always frozen (the paper).
+    projector), `llm` (instruction tuning, and an earlier stage given an lr_llm: config.trains_llm). The towers
+    are always frozen (the paper).
     """
-    model.set_trainable(projector=True, language_model=stage.trains_llm, towers=False)
+    llm = trains_llm(stage, cfg)
+    model.set_trainable(projector=True, language_model=llm, towers=False)
     injection = [(n, p) for n, p in model.projector.named_parameters() if INJECTION_KEY in n]
     rest = [(n, p) for n, p in model.projector.named_parameters() if INJECTION_KEY not in n]
     train_injection = stage.guided and cfg.lr_injection is not None
@@ -33,7 +35,7 @@ def configure_trainable(model, stage: StageSpec, cfg: TrainConfig) -> list[Param
     groups = [ParamGroup("compressor", cfg.lr_compressor, rest)]
     if train_injection:
         groups.append(ParamGroup("injection", cfg.lr_injection, injection))
-    if stage.trains_llm:
+    if llm:
         if cfg.lr_llm is None:
             raise ConfigError(f"train.{stage.name}.lr_llm: the LLM trains in this stage and needs a learning rate")
         groups.append(ParamGroup("llm", cfg.lr_llm, [("language_model." + n, p)

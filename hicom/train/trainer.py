@@ -14,6 +14,7 @@ import random
 import shutil
 import socket
 import time
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -49,7 +50,7 @@ from hicom.train.checkpoints import (
     save_rng,
     write_marker,
 )
-from hicom.train.config import STAGES, TrainConfig
+from hicom.train.config import STAGES, TrainConfig, trains_llm
 from hicom.train.optim import build_optimizer, configure_trainable
 
 log = logging.getLogger("hicom.train")
@@ -65,7 +66,7 @@ class StageRun:
     cfg: TrainConfig
     out_dir: Path
     tokenizer_dir: Path  # the LLM's tokenizer
-    init_from: Path | None = None  # the previous stage's output (compressor-only checkpoint)
+    init_from: Path | None = None  # the previous stage's output: its compressor (and its LLM, when it has one)
     decoder: str = "decord"
     read_timeout_s: float = 60.0
     read_limits: ReadLimits = ReadLimits()  # params.yaml data.limits: bigger inputs are rejected, named
@@ -135,6 +136,17 @@ def epoch_indices(n: int, epoch: int, seed: int, rank: int, world: int) -> list[
     return list(sampler)
 
 
+LLM_DIR = "llm"  # a stage's LLM, when it trained one (or was handed one) and writes no whole model
+
+
+def stage_profile(profile: ModelProfile, init_from: Path | None) -> ModelProfile:
+    """The profile with the LLM that the previous stage trained (init_from/llm) in place of the base LLM, when that
+    stage left one; otherwise the profile as it is."""
+    if init_from is not None and (Path(init_from) / LLM_DIR).is_dir():
+        return dataclasses.replace(profile, llm=dataclasses.replace(profile.llm, path=str(Path(init_from) / LLM_DIR)))
+    return profile
+
+
 def train_stage(run: StageRun) -> dict:
     import deepspeed
     from transformers import get_cosine_schedule_with_warmup
@@ -155,11 +167,14 @@ def train_stage(run: StageRun) -> dict:
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank and every run
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
-    model = build_model(run.profile)
+    profile = stage_profile(run.profile, run.init_from)
+    if rank == 0 and profile is not run.profile:
+        print(f"train[{run.stage}]: the LLM is the one {run.init_from} trained ({profile.llm.path})")
+    model = build_model(profile)
     model.set_guidance(stage.guided)
     if cfg.gradient_checkpointing:
         model.language_model.gradient_checkpointing_enable()
-        if not stage.trains_llm:  # frozen LLM: inputs need grad so the compressor still receives it
+        if not trains_llm(stage, cfg):  # frozen LLM: inputs need grad so the compressor still receives it
             model.language_model.enable_input_require_grads()
     if run.init_from is not None and resume_from is None:
         load_compressor(model.projector, Path(run.init_from) / "compressor")
@@ -373,6 +388,11 @@ def _finish(engine, model, run: StageRun, rank, history, tokenizer, guide_tokeni
         with _gathered(engine, model.parameters()):
             if rank == 0:
                 save_model(model, out / "model", tokenizer=tokenizer)
+    elif trains_llm(STAGES[run.stage], run.cfg) or stage_profile(run.profile, run.init_from) is not run.profile:
+        # the next stage starts from this LLM (stage_profile), whether trained here or handed on frozen
+        with _gathered(engine, model.language_model.parameters()):
+            if rank == 0:
+                save_model(model.language_model, out / LLM_DIR, tokenizer=tokenizer)
     torch.distributed.barrier()
     if history and sum(h["samples"] for h in history) == 0:
         raise DataError(f"train[{run.stage}]: every sample was rejected; see {out / 'rejects.jsonl'}")

@@ -197,6 +197,7 @@ def test_one_command_reads_params_yaml_once(tmp_path, monkeypatch):
     (("profiles", "tiny", "train", "sft", "lr_llm"), 0, "train.lr_llm: must be > 0, got 0.0"),
     (("profiles", "tiny", "train", "common", "warmup_ratio"), 1.5, "train.warmup_ratio: must be within [0, 1], got 1.5"),
     (("towers", "batch_size"), 0, "towers.batch_size: must be >= 1, got 0"),
+    (("towers", "object_loss"), -1.0, "towers.object_loss: must be >= 0, got -1.0"),
     (("llm", "lr"), -1.0, "llm.lr: must be > 0, got -1.0"),
     (("data", "read_timeout_s"), 0, "data.read_timeout_s: must be > 0, got 0"),
     (("data", "limits", "max_frame_pixels"), 0, "data.limits.max_frame_pixels: must be > 0, got 0"),
@@ -212,15 +213,17 @@ def test_a_bad_number_is_named_by_its_key_and_value_before_any_work(params, path
         loaded.train("tiny", parents[-1] if parents[-1] in ("align", "cond_pretrain", "sft") else "align")
 
 
-@pytest.mark.parametrize("stage", ["align", "cond_pretrain"])
-def test_an_llm_learning_rate_on_a_stage_with_a_frozen_llm_is_refused_before_work_naming_the_key(stage, tmp_path,
-                                                                                                capsys):
-    out = tmp_path / "stage"
-    assert main(["train", "--stage", stage, "--out", str(out), "--set", "lr_llm=1e-3"]) == 2
-    assert capsys.readouterr().err.strip() == (
-        f"error: {PARAMS_FILE.name}: profiles.tiny.train.{stage}: lr_llm is set (0.001) but the LLM is frozen in the "
-        f"{stage} stage (it trains only in sft); remove it")
-    assert not out.exists()
+@pytest.mark.parametrize("stage,lr_llm,trains", [("align", None, False), ("align", 1e-3, True),
+                                                 ("cond_pretrain", 1e-3, True), ("sft", 3e-3, True)])
+def test_an_llm_learning_rate_trains_the_llm_in_any_stage_and_without_one_only_sft_does(stage, lr_llm, trains):
+    from hicom.model.build import build_model
+    from hicom.train.config import STAGES
+    from hicom.train.optim import configure_trainable
+    cfg = Params.load().train("tiny", stage, {"lr_llm": lr_llm})
+    model = build_model(Params.load().profile("tiny"), device="meta")
+    groups = {g.name: g.lr for g in configure_trainable(model, STAGES[stage], cfg)}
+    assert ("llm" in groups) == trains and groups.get("llm") == lr_llm
+    assert any(p.requires_grad for p in model.language_model.parameters()) == trains
 
 
 def test_command_line_numbers_fail_before_work_naming_the_option_or_key(tmp_path, capsys):

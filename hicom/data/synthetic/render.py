@@ -33,6 +33,12 @@ def _mask(shape: str, cx: int, cy: int, h: int, size: int) -> np.ndarray:
     raise ValueError(f"unknown shape {shape!r} (choose one of: {', '.join(SHAPES)})")
 
 
+def object_mask(scene: Scene, obj, t: int) -> np.ndarray:
+    """(size, size) bool: the pixels `obj` covers in frame t (where it would be drawn; visible or not)."""
+    cx, cy = obj.position(t)
+    return _mask(obj.shape, cx, cy, object_radius(obj.size, scene.size), scene.size)
+
+
 def render_frame(scene: Scene, t: int) -> np.ndarray:
     """Frame t as a (size, size, 3) uint8 RGB array."""
     if not 0 <= t < scene.num_frames:
@@ -41,8 +47,7 @@ def render_frame(scene: Scene, t: int) -> np.ndarray:
     frame[:] = scene.background
     for obj in scene.objects:
         if obj.visible(t):
-            cx, cy = obj.position(t)
-            frame[_mask(obj.shape, cx, cy, object_radius(obj.size, scene.size), scene.size)] = COLOURS[obj.colour]
+            frame[object_mask(scene, obj, t)] = COLOURS[obj.colour]
     return frame
 
 

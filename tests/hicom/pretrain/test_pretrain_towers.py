@@ -22,7 +22,8 @@ def trained(tmp_path_factory, tiny_profile):
     tok = train_tokenizer(world_texts(root / "w"), 600)
     lines = []
     result = pretrain_towers(tiny_profile, root / "w", tok, root / "towers",
-                             TowerTrainConfig(steps=200, batch_size=32, eval_pairs=32), log=lines.append)
+                             TowerTrainConfig(steps=200, batch_size=32, eval_pairs=32, object_loss=1.0),
+                             log=lines.append)
     return root, result, lines
 
 
@@ -31,6 +32,35 @@ def test_sigmoid_pretraining_makes_text_to_frame_retrieval_clearly_beat_chance(t
     assert result["retrieval_top1_after"] >= 4 * result["chance"], result
     assert result["loss_last"] < result["loss_first"]
     assert "held-out frames" in lines[0] and "chance" in lines[0]
+
+
+def test_object_loss_makes_the_pooled_patch_features_name_each_held_out_objects_colour(trained):
+    _, result, lines = trained
+    assert result["heldout_objects"] >= 32  # 3-5 objects on each of the 32 held-out frames, some not yet in view
+    assert result["object_loss_last"] < result["object_loss_first"]
+    assert result["object_colour_accuracy"] >= 0.9, result  # chance 1/6; shape needs more steps than a test takes
+    assert "held-out objects" in lines[1] and "shape" in lines[1]
+
+
+@pytest.mark.parametrize("image_size,patch_size", [(72, 8), (64, 8), (96, 16)])
+def test_object_targets_weigh_exactly_the_patches_the_object_covers_after_resizing(image_size, patch_size):
+    from hicom.data.synthetic import SceneObject, Scene, object_mask
+    from hicom.pretrain.towers import _object_targets
+    square = SceneObject("square", "red", "small", x0=12, y0=40, motion="static", speed=0.0, appear=0, disappear=7)
+    late = SceneObject("circle", "blue", "large", x0=45, y0=12, motion="static", speed=0.0, appear=5, disappear=7)
+    scene = Scene("s", (square, late), num_frames=8, fps=8, size=64, background=(0, 0, 0))
+    grid = image_size // patch_size
+    targets = _object_targets(scene, 0, grid)
+    assert len(targets) == 1  # the circle has not appeared yet
+    weights, shape, colour, size = targets[0]
+    assert (shape, colour, size) == (1, 0, 0)  # square, red, small in SHAPES / COLOURS / SIZES order
+    assert weights.shape == (grid * grid,) and weights.sum() == pytest.approx(1.0)
+    # where the square's pixels land in the resized frame's patch grid
+    ys, xs = object_mask(scene, square, 0).nonzero()
+    expected = {(int(y * image_size / 64) // patch_size, int(x * image_size / 64) // patch_size)
+                for y, x in zip(ys, xs)}
+    covered = {divmod(int(i), grid) for i in weights.nonzero()[0]}
+    assert covered == expected
 
 
 def test_pretrained_towers_load_as_a_local_siglip_checkpoint_into_the_model(trained, tiny_profile):

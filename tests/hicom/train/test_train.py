@@ -240,7 +240,7 @@ def test_train_settings_take_numbers_written_without_a_dot_and_name_bad_values()
 @pytest.mark.slow
 def test_gradient_checkpointing_switch_trains_the_compressor_through_a_frozen_llm(setup, tmp_path):
     out = tmp_path / "gc"
-    done = run(command(setup, "cond_pretrain", out, "--no-track", "--set", "gradient_checkpointing=true",
+    done = run(command(setup, "align", out, "--no-track", "--set", "gradient_checkpointing=true",
                        "--set", "max_steps=2"))
     assert done.returncode == 0, done.stderr[-3000:]
     history = json.loads((out / "trainer_state.json").read_text())["history"]
@@ -280,3 +280,32 @@ def test_first_stage_fits_the_feature_standardisation_on_its_clips_and_the_next_
     assert done.returncode == 0, done.stderr[-3000:]
     kept = load_file(nxt / "compressor" / "compressor.safetensors")
     assert all(torch.equal(kept[f"standardizer.{k}"], fitted[f"standardizer.{k}"]) for k in ("mean", "std"))
+
+
+@pytest.mark.slow
+def test_a_stage_given_an_llm_learning_rate_trains_the_llm_and_the_next_stage_starts_from_it(setup, tmp_path):
+    """An lr_llm trains the LLM in conditional pre-training, which the paper freezes; instruction tuning,
+    initialised from that stage, must start from the LLM it left, not from the base LLM."""
+    from safetensors.torch import load_file
+    cond, sft = tmp_path / "cond", tmp_path / "sft"
+    done = run(command(setup, "cond_pretrain", cond, "--no-track", "--set", "max_steps=2", "--set", "lr_llm=1e-3"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert all("lr_llm" in h for h in json.loads((cond / "trainer_state.json").read_text())["history"])
+    handed = load_file(cond / "llm" / "model.safetensors")
+    # an LLM learning rate so small that instruction tuning's one step leaves the weights it started from
+    done = run(command(setup, "sft", sft, "--no-track", "--init-from", str(cond), "--set", "max_steps=1",
+                       "--set", "lr_llm=1e-12"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"the LLM is the one {cond} trained" in done.stdout
+    tuned = {k.removeprefix("language_model."): v for k, v in load_file(sft / "model" / "model.safetensors").items()
+             if k.startswith("language_model.")}
+    assert set(tuned) == set(handed)
+    assert all(torch.allclose(tuned[k], handed[k], atol=1e-6) for k in handed)
+
+
+def test_without_a_previous_llm_a_stage_keeps_the_profiles_llm(tiny_profile, tmp_path):
+    from hicom.train.trainer import LLM_DIR, stage_profile
+    assert stage_profile(tiny_profile, None) is tiny_profile
+    assert stage_profile(tiny_profile, tmp_path) is tiny_profile  # the previous stage left no LLM
+    (tmp_path / LLM_DIR).mkdir()
+    assert stage_profile(tiny_profile, tmp_path).llm.path == str(tmp_path / LLM_DIR)
