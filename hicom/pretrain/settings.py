@@ -12,8 +12,8 @@ class TowerTrainConfig:
     batch_size: int = 64
     lr: float = 1e-3
     eval_pairs: int = 64  # held-out frames per retrieval check (chance = 1 / eval_pairs)
-    # Weight of the object-level loss: each visible object's penultimate patch features, pooled over the
-    # patches it covers, classify its shape, colour and size (linear heads, dropped after training). 0: off.
+    # Weight of the object-level loss (hicom.pretrain.towers.ObjectHeads): each visible object's pooled patch
+    # features name its shape, colour and size, and its pooled joint-space embeddings match phrases naming it. 0: off.
     object_loss: float = 0.0
     seed: int = 0
 

@@ -32,7 +32,7 @@ def trains_llm(stage: StageSpec, cfg: TrainConfig) -> bool:
     """Whether the LLM trains in this stage: always in instruction tuning, and in an earlier stage when its
     settings give the LLM a learning rate. The paper's stages 1-2 freeze a 7B LLM that already reads projected
     features; a tiny stand-in LLM frozen there is barely steered by the visual tokens (README, "Where the answer
-    is lost"), so the tiny profile trains it in conditional pre-training."""
+    is lost"; no profile sets one, as it did not raise the tiny pipeline's accuracy reproducibly)."""
     return stage.trains_llm or cfg.lr_llm is not None
 
 

@@ -2,10 +2,12 @@
 
 Run it under torchrun (gloo on the CPU, NCCL on GPUs); a plain `python -m hicom train` is a
 world of one. Rerunning the same command after a crash resumes from the last complete
-checkpoint; `--init-from` (the previous stage's compressor) applies only to a fresh start.
+checkpoint; `--init-from` (the previous stage's compressor, and its LLM when it left one under llm/):
+the compressor applies only to a fresh start, the LLM is what the model is built from either way.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -14,7 +16,6 @@ import random
 import shutil
 import socket
 import time
-import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
