@@ -21,20 +21,27 @@ from transformers import SiglipConfig, SiglipModel
 
 from hicom.core.errors import ConfigError
 from hicom.core.files import atomic_write_bytes
-from hicom.data.synthetic import COLOURS, SHAPES, SIZES, caption, object_mask, read_world, render_frame
+from hicom.data.synthetic import CELLS, COLOURS, SHAPES, SIZES, caption, cell, object_mask, read_world, render_frame
 from hicom.data.video import FramePreprocessor
 from hicom.model.checkpoint import save_model
 from hicom.model.configuration_hicom import ModelProfile
 from hicom.pretrain.settings import TowerTrainConfig
 
 COLOUR_NAMES = tuple(COLOURS)
+POSITION_BINS = 8  # the row and column heads' resolution: a patch of the tiny towers' 9x9 grid is about 1/9
 
 
-def _object_targets(scene, t: int, grid: int) -> list[tuple[np.ndarray, int, int, int]]:
+def _position_bin(v: int, size: int) -> int:
+    return min(POSITION_BINS - 1, max(0, v * POSITION_BINS // size))
+
+
+def _object_targets(scene, t: int, grid: int) -> list[tuple]:
     """Per object visible in frame t: its weights over the grid x grid patches (the share of its pixels in each,
-    summing to 1; frames are resized, so pixel x lands in patch x * grid // size) and its shape, colour and size."""
-    cell = np.arange(scene.size) * grid // scene.size
-    rows, cols = np.broadcast_to(cell[:, None], (scene.size,) * 2), np.broadcast_to(cell[None, :], (scene.size,) * 2)
+    summing to 1; frames are resized, so pixel x lands in patch x * grid // size), then the ids of its shape,
+    colour, size, the 3x3 cell its centre is in (the world's answer to "where is it?"), and its centre's row and
+    column in POSITION_BINS bins (finer, so that a move of a few pixels shows)."""
+    patch = np.arange(scene.size) * grid // scene.size  # the patch row (column) of each pixel row (column)
+    rows, cols = np.broadcast_to(patch[:, None], (scene.size,) * 2), np.broadcast_to(patch[None, :], (scene.size,) * 2)
     targets = []
     for obj in scene.objects:
         if not obj.visible(t):
@@ -42,8 +49,11 @@ def _object_targets(scene, t: int, grid: int) -> list[tuple[np.ndarray, int, int
         counts = np.zeros((grid, grid))
         np.add.at(counts, (rows, cols), object_mask(scene, obj, t))
         if counts.sum() > 0:
+            x, y = obj.position(t)
             targets.append(((counts / counts.sum()).reshape(-1), SHAPES.index(obj.shape),
-                            COLOUR_NAMES.index(obj.colour), SIZES.index(obj.size)))
+                            COLOUR_NAMES.index(obj.colour), SIZES.index(obj.size),
+                            CELLS.index(cell(scene.size, x, y)), _position_bin(y, scene.size),
+                            _position_bin(x, scene.size)))
     return targets
 
 
@@ -88,7 +98,7 @@ def object_phrases() -> tuple[list[str], torch.Tensor]:
 
 
 class ObjectHeads(torch.nn.Module):
-    """The object-level objectives: linear heads that read an object's shape, colour and size from its pooled
+    """The object-level objectives: linear heads that read an object's shape, colour, size and place from its pooled
     penultimate patch features, and a sigmoid loss between its pooled joint-space patch embeddings and the text
     embeddings of phrases that name it ("the red square", "the square", "the red object").
 
@@ -96,14 +106,19 @@ class ObjectHeads(torch.nn.Module):
     so captions alone left shape out of the patch features that both compression levels pool, and out of the text
     embedding of an instruction ("What colour is the square?" and "... the circle?" embedded alike), which is all
     the compressors learn which object is asked about from (README, "Where the answer is lost"). SigLIP's own
-    towers carry both. Training-only: the heads are not saved with the towers.
+    towers carry both. The place heads (cell, row, column) are there because a feature pooled over the asked object
+    kept what the object is but not where (a probe read its cell at 0.15 against a majority of 0.14), and where it
+    starts and how it moves are what two question families ask. Training-only: the heads are not saved.
     """
 
     def __init__(self, width: int):
         super().__init__()
         self.heads = torch.nn.ModuleDict({"shape": torch.nn.Linear(width, len(SHAPES)),
                                           "colour": torch.nn.Linear(width, len(COLOUR_NAMES)),
-                                          "size": torch.nn.Linear(width, len(SIZES))})
+                                          "size": torch.nn.Linear(width, len(SIZES)),
+                                          "cell": torch.nn.Linear(width, len(CELLS)),
+                                          "row": torch.nn.Linear(width, POSITION_BINS),
+                                          "column": torch.nn.Linear(width, POSITION_BINS)})
         self.logit_scale = torch.nn.Parameter(torch.tensor(math.log(10.0)))  # SigLIP's initialisation
         self.logit_bias = torch.nn.Parameter(torch.tensor(-10.0))
 
@@ -245,6 +260,7 @@ def pretrain_towers(profile: ModelProfile, world_dir: str | Path, tokenizer, out
             **{f"object_{name}_accuracy": value for name, value in accuracy.items()}})
         log(f"towers: {len(eval_objects)} held-out objects read from their pooled patch features: "
             + ", ".join(f"{name} {value:.3f}" for name, value in accuracy.items())
-            + f" (chance: shape {1 / len(SHAPES):.2f}, colour {1 / len(COLOURS):.2f}, size {1 / len(SIZES):.2f})")
+            + f" (chance: shape {1 / len(SHAPES):.2f}, colour {1 / len(COLOURS):.2f}, size {1 / len(SIZES):.2f}, "
+              f"cell {1 / len(CELLS):.2f}, row and column {1 / POSITION_BINS:.2f})")
     atomic_write_bytes(Path(out_dir) / "pretrain_metrics.json", json.dumps(result, indent=2).encode())
     return result

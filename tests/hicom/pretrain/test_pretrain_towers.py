@@ -6,7 +6,7 @@ import torch
 from transformers import SiglipTextModel, SiglipVisionModel
 
 from hicom.core.errors import ConfigError
-from hicom.data.synthetic import WorldConfig, generate_world
+from hicom.data.synthetic import CELLS, WorldConfig, generate_world
 from hicom.data.tokenizer import train_tokenizer
 from hicom.data.video import FramePreprocessor
 from hicom.model.build import build_model
@@ -52,8 +52,10 @@ def test_object_targets_weigh_exactly_the_patches_the_object_covers_after_resizi
     grid = image_size // patch_size
     targets = _object_targets(scene, 0, grid)
     assert len(targets) == 1  # the circle has not appeared yet
-    weights, shape, colour, size = targets[0]
+    weights, shape, colour, size, place, row, column = targets[0]
     assert (shape, colour, size) == (1, 0, 0)  # square, red, small in SHAPES / COLOURS / SIZES order
+    assert CELLS[place] == "middle left"  # its centre (12, 40) in a 64 px frame: the cells' edges lie at 21.3, 42.7
+    assert (row, column) == (5, 1)  # 8 bins of 8 px: y 40 in [40, 48), x 12 in [8, 16)
     assert weights.shape == (grid * grid,) and weights.sum() == pytest.approx(1.0)
     # where the square's pixels land in the resized frame's patch grid
     ys, xs = object_mask(scene, square, 0).nonzero()
