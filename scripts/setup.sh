@@ -21,4 +21,14 @@ pip install -q "torch==2.13.0"
 pip install -q --no-build-isolation -r requirements.lock
 pip install -q --no-build-isolation --no-deps -e .
 "$VENV/bin/python" -c "import torch, transformers, deepspeed, decord, av, mlflow, prefect, dvc" 2>/dev/null
+# DeepSpeed compiles its CPU shared-memory collectives op (torch extensions cache, ~/.cache/torch_extensions) the
+# first time a training stage starts (deepspeed.comm.torch.build_shm_op), about 20 s on 2 cores; build it here so
+# that the first `make run` does not.
+"$VENV/bin/python" - <<'PY' 2>/dev/null
+import deepspeed.ops
+from deepspeed.accelerator import get_accelerator
+builder = get_accelerator().create_op_builder("ShareMemCommBuilder")  # None on accelerators without it
+if builder is not None and deepspeed.ops.__compatible_ops__.get(builder.NAME, False):  # DeepSpeed's own test
+    builder.load(verbose=False)
+PY
 echo "setup: .venv ready ($("$VENV/bin/python" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'))"
