@@ -13,7 +13,8 @@ class TowerTrainConfig:
     lr: float = 1e-3
     eval_pairs: int = 64  # held-out frames per retrieval check (chance = 1 / eval_pairs)
     # Weight of the object-level loss (hicom.pretrain.towers.ObjectHeads): each visible object's pooled patch
-    # features name its shape, colour and size, and its pooled joint-space embeddings match phrases naming it. 0: off.
+    # features name its shape, colour, size and place, and its pooled joint-space embeddings match phrases naming it.
+    # 0: off (params.yaml's towers section sets it).
     object_loss: float = 0.0
     seed: int = 0
 
