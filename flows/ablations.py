@@ -84,8 +84,9 @@ def load_sweep(root: Path) -> tuple[dict, AblationSweep]:
 
 def run_key(root: Path, run: SweepRun, params: dict, sweep: AblationSweep, hashes: ContentHashes) -> tuple[str, dict]:
     """(the run's key, its plan's facts). The key covers every stage of the run: its command, its params slice and
-    the content of its deps that no stage of the run makes (code, configs); so it changes when anything the run's
-    results derive from changes, and is known before any stage runs."""
+    the content of its deps that no stage of the run makes (code, configs; a variant's copy of a data mixture as
+    planned, before the run writes it); so it changes when anything the run's results derive from changes, and is
+    known before any stage runs."""
     plan = plan_run(root, run.ablations, {seed_key(params): run.seed}, None, list(sweep.skip_stages))
     outs = [out for stage in plan.stages for out in stage.outs]
 
@@ -97,7 +98,8 @@ def run_key(root: Path, run: SweepRun, params: dict, sweep: AblationSweep, hashe
         material.append({"name": stage.name, "module": stage.module, "argv": stage.argv,
                          "nproc_per_node": stage.nproc_per_node,
                          "params": {k: get_key(plan.params, k, f"stage {stage.name!r} params") for k in stage.params},
-                         "deps": {d: hashes.get(d) for d in stage.deps if not made_by_a_stage(d)}})
+                         "deps": {d: hashlib.sha256(plan.mixtures[d].encode()).hexdigest() if d in plan.mixtures
+                                  else hashes.get(d) for d in stage.deps if not made_by_a_stage(d)}})
     evaluate = next((s for s in plan.stages if s.command == EVALUATE_COMMAND
                      and s.name == f"{EVALUATE_COMMAND}@{sweep.benchmark}"), None)
     if evaluate is None or not evaluate.metrics:

@@ -355,7 +355,8 @@ def _top_level_numbers(path: Path, prefix: str) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class RunPlan:
-    """A checked request: the stages to run (a variant's own where it changes them) and the params they read."""
+    """A checked request: the stages to run (a variant's own where it changes them), the params they read and the
+    variant's copies of data mixtures those params name (path relative to the project -> text; written with them)."""
 
     root: Path
     settings: PipelineSettings
@@ -363,6 +364,7 @@ class RunPlan:
     params: dict
     executor: str
     stages: list[Stage]
+    mixtures: dict[str, str]
 
 
 def plan_run(root: Path, ablations: list[str] | None, overrides: dict[str, Any] | None,
@@ -377,12 +379,13 @@ def plan_run(root: Path, ablations: list[str] | None, overrides: dict[str, Any] 
     kind = executor or os.environ.get("HICOM_EXECUTOR") or settings.executor
     executor_kind(kind).settings(kind, settings.clusters.get(kind))  # an unknown kind or setting fails here
     defined = load_stages(root)
-    stages = plan_variant(defined, params, changed, skipped, variant, f"params.{variant.name}.yaml")
+    planned = plan_variant(root, defined, params, changed, skipped, variant, f"params.{variant.name}.yaml")
+    stages = planned.stages
     if not variant.is_baseline:  # an ablation is compared, not served: it registers nothing
         stages = [s for s in stages if s.command != REGISTER_COMMAND]
     if skip:
         stages = drop_stages(stages, skip, {s.name for s in defined})
-    return RunPlan(root, settings, variant, changed, kind, stages)
+    return RunPlan(root, settings, variant, planned.params, kind, stages, planned.mixtures)
 
 
 def drop_stages(stages: list[Stage], skip: list[str], defined: set[str]) -> list[Stage]:
@@ -418,7 +421,7 @@ def retrain(ablations: list[str] | None = None, overrides: dict[str, Any] | None
     plan = plan_run(Path(project_dir or PROJECT_ROOT), ablations, overrides, executor, skip)
     root, settings, variant, kind, planned = plan.root, plan.settings, plan.variant, plan.executor, plan.stages
     if not variant.is_baseline:
-        write_variant_params(root, variant, plan.params)
+        write_variant_params(root, variant, plan.params, plan.mixtures)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     name = f"{stamp}-{variant.name}"
     started = time.monotonic()

@@ -5,6 +5,7 @@ import copy
 import fnmatch
 import hashlib
 import json
+import posixpath
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,9 @@ import yaml
 from flows.errors import PipelineError
 from flows.settings import PipelineSettings, get_key
 from flows.stages import Stage
-from hicom.core.files import atomic_write_text
+from hicom.core.errors import DataError
+from hicom.core.files import atomic_write_text, read_yaml
+from hicom.data.mixture import read_mixture
 from hicom.params import Params
 
 VARIANTS_DIR = "outputs/variants"  # a run variant's own outputs: VARIANTS_DIR/<variant>/...
@@ -79,13 +82,24 @@ def variant_params(params: dict, settings: PipelineSettings, variant: RunVariant
     return changed, skip
 
 
-def plan_variant(stages: list[Stage], base: dict, changed: dict, skip: dict[str, str], variant: RunVariant,
-                 params_file: str) -> list[Stage]:
+@dataclass(frozen=True)
+class VariantPlan:
+    """What a variant runs: its stages, the params they read, and the files written with those params."""
+
+    stages: list[Stage]
+    params: dict  # the variant's params, naming its copies of data mixtures in place of the originals
+    mixtures: dict[str, str]  # the variant's copies of data mixtures: path (relative to the project) -> text
+
+
+def plan_variant(root: Path, stages: list[Stage], base: dict, changed: dict, skip: dict[str, str],
+                 variant: RunVariant, params_file: str) -> VariantPlan:
     """The stages a variant runs: those whose params slice changed, or which read a changed output, get
     `--params params_file` and write under VARIANTS_DIR/<variant>/; the others are the baseline's own
-    (same command, same cache key). Skipped stages are dropped; readers of their output read `skip[stage]`."""
+    (same command, same cache key). Skipped stages are dropped; readers of their output read `skip[stage]`.
+    A stage reads a changed output through a data mixture too (a YAML dep its params name, e.g.
+    profiles.tiny.train.sft.data): the variant then reads its own copy of the mixture (`_mixture_copy`)."""
     if variant.is_baseline:
-        return stages
+        return VariantPlan(stages, changed, {})
     names = {s.name for s in stages}
     for name in skip:
         if name not in names:
@@ -93,6 +107,8 @@ def plan_variant(stages: list[Stage], base: dict, changed: dict, skip: dict[str,
                                 f"(stages: {', '.join(sorted(names))})")
     prefix = f"{VARIANTS_DIR}/{variant.name}"
     all_outs = [out for stage in stages for out in stage.outs]
+    params = copy.deepcopy(changed)
+    mixtures: dict[str, str] = {}
     remap: dict[str, str] = {}  # baseline path -> the path this variant reads or writes instead
     planned = []
     for stage in stages:
@@ -104,8 +120,23 @@ def plan_variant(stages: list[Stage], base: dict, changed: dict, skip: dict[str,
             continue
         argv = tuple(_remap_token(t, remap, all_outs, prefix, stage.name) for t in stage.argv)
         deps = tuple(_remap_token(d, remap, all_outs, prefix, stage.name) for d in stage.deps)
+        # found by the values in `changed`, which name the original where an earlier stage's copy replaced it in
+        # `params` (a key stages share); while nothing moved, no mixture can name a moved output
+        mixture_deps = _mixture_deps(stage, changed, all_outs) if remap else {}
+        for dep, keys in mixture_deps.items():
+            copied = _mixture_copy(root, dep, keys, stage.name, remap, prefix)
+            if copied is None:
+                continue  # it names no output this variant moved: the variant reads the original
+            path, text = copied
+            if mixtures.setdefault(path, text) != text:
+                raise PipelineError(f"stage {stage.name!r}: data mixture {dep} is read by stages before and after "
+                                    "one whose output it names, so their copies would differ; give the stages "
+                                    "their own mixture files")
+            deps = tuple(path if d == dep else d for d in deps)
+            for key in keys:
+                _set_key(params, key, path, f"data mixture of stage {stage.name!r}")
         params_changed = any(get_key(base, k, f"dvc.yaml stage {stage.name!r} params") !=
-                             get_key(changed, k, f"dvc.yaml stage {stage.name!r} params") for k in stage.params)
+                             get_key(params, k, f"dvc.yaml stage {stage.name!r} params") for k in stage.params)
         if not params_changed and argv == stage.argv and deps == stage.deps:
             planned.append(stage)
             continue
@@ -115,7 +146,62 @@ def plan_variant(stages: list[Stage], base: dict, changed: dict, skip: dict[str,
             stage, argv=tuple(_remap_token(t, remap, all_outs, prefix, stage.name) for t in stage.argv), deps=deps,
             outs=tuple(remap[o] for o in stage.outs), persist=tuple(remap[o] for o in stage.persist),
             metrics=tuple(remap[o] for o in stage.metrics), params_file=params_file, tracked=False))
-    return planned
+    return VariantPlan(planned, params, mixtures)
+
+
+def _mixture_deps(stage: Stage, params: dict, all_outs: list[str]) -> dict[str, list[str]]:
+    """The stage's data mixtures: {dep: the params keys naming it} for each YAML dep in the project, made by no
+    stage, that is the value of a key in the stage's params slices (paths in params are relative to params.yaml,
+    as deps are to dvc.yaml: both to the project)."""
+    named: dict[str, list[str]] = {}
+
+    def collect(key: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                collect(f"{key}.{k}", v)
+        elif isinstance(value, str):
+            named.setdefault(posixpath.normpath(value), []).append(key)
+
+    for key in stage.params:
+        collect(key, get_key(params, key, f"dvc.yaml stage {stage.name!r} params"))
+    mixtures = {}
+    for dep in stage.deps:
+        source = posixpath.normpath(dep)
+        if (source in named and source.endswith((".yaml", ".yml")) and not posixpath.isabs(source)
+                and not source.startswith("../") and not any(dep == o or dep.startswith(o + "/") for o in all_outs)):
+            mixtures[dep] = named[source]
+    return mixtures
+
+
+def _mixture_copy(root: Path, dep: str, keys: list[str], stage: str, remap: dict[str, str],
+                  prefix: str) -> tuple[str, str] | None:
+    """(path, text) of the variant's copy of the data mixture `dep` (hicom.data.mixture: json_path and data_root
+    relative to the file) when an entry names an output the variant moved (`remap`), else None. The copy, at
+    <prefix>/<dep>, names the moved outputs' new places, every path relative to its own folder; other fields
+    are kept."""
+    where = f"stage {stage!r}: data mixture {dep} (params {', '.join(keys)})"
+    try:
+        read_mixture(root / dep)  # the format as training reads it
+    except DataError as exc:
+        raise PipelineError(f"{where}: {exc}") from None
+    data = read_yaml(root / dep, PipelineError, "data mixture")
+    folder, path = posixpath.dirname(posixpath.normpath(dep)), posixpath.normpath(f"{prefix}/{dep}")
+    moved = False
+    entries = []
+    for item in data["datasets"]:
+        item = dict(item)
+        for field in ("json_path", "data_root"):  # an absent data_root is json_path's folder, and moves with it
+            if field in item and not posixpath.isabs(str(item[field])):
+                original = posixpath.normpath(posixpath.join(folder, str(item[field])))
+                target = _remapped(original, remap)
+                moved |= target != original
+                item[field] = posixpath.relpath(target, posixpath.dirname(path))
+        entries.append(item)
+    if not moved:
+        return None
+    text = (f"# Generated by flows/ from {dep} for a run variant: its paths name the variant's outputs; do not edit.\n"
+            + yaml.safe_dump({**data, "datasets": entries}, sort_keys=False))
+    return path, text
 
 
 def _moved(path: str, prefix: str) -> str:
@@ -152,11 +238,13 @@ def _covers(token: str, out: str) -> bool:
     return len(parts) >= depth + 1 and fnmatch.fnmatchcase("/".join(parts[:depth + 1]), token)
 
 
-def write_variant_params(root: Path, variant: RunVariant, params: dict) -> str:
-    """params.<variant>.yaml beside params.yaml (relative paths inside resolve the same); atomic."""
+def write_variant_params(root: Path, variant: RunVariant, params: dict, mixtures: dict[str, str]) -> str:
+    """params.<variant>.yaml beside params.yaml (relative paths inside resolve the same), after the variant's copies
+    of data mixtures it names (VariantPlan.mixtures); each file atomic."""
+    for path, text in mixtures.items():
+        atomic_write_text(root / path, text)
     name = f"params.{variant.name}.yaml"
     path = root / name
     atomic_write_text(path, f"# Generated by flows/ for the ablation variant {variant.name!r}; do not edit.\n"
                       + yaml.safe_dump(params, sort_keys=False))
     return name
-

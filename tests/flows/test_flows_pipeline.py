@@ -1,16 +1,22 @@
 """The pipeline definition the flows run: dvc.yaml parsed into stage commands, `pipeline:` settings,
 ablation variants, cache keys. No Prefect server is needed here."""
 import copy
+import os
+import re
+import shutil
+import textwrap
 
 import pytest
 import yaml
 
 from flows.errors import PipelineError
 from flows.hashes import ContentHashes, fingerprint
+from flows.retrain import plan_run
 from flows.settings import PROJECT_ROOT, PipelineSettings, load_checked_params
 from flows.stages import Stage, load_stages, parse_cmd
 from flows.variants import make_variant, plan_variant, variant_params
 from hicom.core.errors import ConfigError
+from hicom.data.mixture import read_mixture
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +104,8 @@ def test_an_ablation_moves_the_stages_it_changes_and_keeps_the_others(project):
     params, settings, stages = project
     variant = make_variant(["two_stage", "no_grouping"], None)
     changed, skip = variant_params(params, settings, variant)
-    planned = {s.name: s for s in plan_variant(list(stages.values()), params, changed, skip, variant, "params.v.yaml")}
+    planned = {s.name: s for s in plan_variant(PROJECT_ROOT, list(stages.values()), params, changed, skip, variant,
+                                               "params.v.yaml").stages}
     prefix = f"outputs/variants/{variant.name}"
     assert "train_cond_pretrain" not in planned  # 2-stage: conditional pre-training skipped
     for name in ("synth", "tokenizer", "towers", "llm", "curate"):
@@ -112,6 +119,109 @@ def test_an_ablation_moves_the_stages_it_changes_and_keeps_the_others(project):
     assert f"{prefix}/eval/*/results.json" in efficiency.argv and f"{prefix}/eval" in efficiency.deps
     assert changed["profiles"]["tiny"]["model"]["compressor"]["local"]["grouping"] is False
     assert params["profiles"]["tiny"]["model"]["compressor"]["local"].get("grouping", True) is True
+
+
+WORLD_CHANGE = {"data.synthetic.qa_per_video": 48}  # synth reruns: every stage reading outputs/world moves
+
+
+def train_data(params: dict, stage: str) -> str:
+    """The data mixture the active profile's training stage reads (params: profiles.<profile>.train.<stage>.data)."""
+    return params["profiles"][params["profile"]]["train"][stage]["data"]
+
+
+def mixture_entries(root, path: str) -> list[tuple[str, str]]:
+    """(json_path, data_root) of each entry of the mixture root/path as training reads it, relative to root."""
+    return [(os.path.relpath(e.json_path, root), os.path.relpath(e.data_root, root)) for e in read_mixture(root / path)]
+
+
+def laid_out(tmp_path, mixtures: dict[str, str]):
+    """The planned copies of data mixtures written under tmp_path as the flow writes them under the project."""
+    for path, text in mixtures.items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text)
+    return tmp_path
+
+
+def test_a_variant_that_remakes_the_world_trains_on_it_through_its_own_copies_of_the_data_mixtures(project, tmp_path):
+    params = project[0]
+    plan = plan_run(PROJECT_ROOT, None, WORLD_CHANGE, None)
+    prefix = f"outputs/variants/{plan.variant.name}"
+    stages = {s.name: s for s in plan.stages}
+    copies = {stage: train_data(plan.params, stage) for stage in ("align", "cond_pretrain", "sft")}
+    for stage, path in copies.items():
+        assert path.startswith(f"{prefix}/"), f"train_{stage} reads the baseline's data mixture {path}"
+        assert path in stages[f"train_{stage}"].deps and train_data(params, stage) not in stages[f"train_{stage}"].deps
+    root = laid_out(tmp_path, plan.mixtures)  # planning writes nothing; retrain writes them with the params file
+    assert mixture_entries(root, copies["sft"]) == [(f"{prefix}/world/sft.jsonl", f"{prefix}/world")]
+    assert read_mixture(root / copies["sft"])[0].split_turns is True  # the other fields as they were
+    assert mixture_entries(root, copies["cond_pretrain"]) == [(f"{prefix}/curated/cond_pretrain-*.jsonl",
+                                                               f"{prefix}/world")]
+    assert mixture_entries(root, copies["align"]) == [(f"{prefix}/world/align_images.jsonl", f"{prefix}/world"),
+                                                      (f"{prefix}/world/align_videos.jsonl", f"{prefix}/world")]
+
+
+def test_a_variant_that_changes_only_a_training_setting_reads_the_original_data_mixtures(project):
+    params = project[0]
+    plan = plan_run(PROJECT_ROOT, None, {f"profiles.{params['profile']}.train.sft.epochs": 1}, None)
+    sft = next(s for s in plan.stages if s.name == "train_sft")
+    assert sft.params_file == f"params.{plan.variant.name}.yaml"  # it reruns, on the baseline's data
+    assert plan.mixtures == {}
+    for stage in ("align", "cond_pretrain", "sft"):
+        assert train_data(plan.params, stage) == train_data(params, stage)
+    assert train_data(params, "sft") in sft.deps
+
+
+def mixtures_in(tmp_path, sft_mixture: str | None):
+    """tmp_path as a project's data mixtures: the project's own, tiny_sft.yaml replaced (None: removed)."""
+    shutil.copytree(PROJECT_ROOT / "configs" / "data", tmp_path / "configs" / "data")
+    sft = tmp_path / "configs" / "data" / "tiny_sft.yaml"
+    sft.unlink()
+    if sft_mixture is not None:
+        sft.write_text(sft_mixture)
+    return tmp_path
+
+
+def test_a_variant_copy_of_a_data_mixture_moves_only_the_moved_paths_and_keeps_every_other_field(project, tmp_path):
+    params, settings, stages = project
+    root = mixtures_in(tmp_path, textwrap.dedent("""\
+        notes: kept as it is
+        datasets:
+          - {json_path: ../../outputs/world/sft.jsonl, sampling_strategy: "first:5", split_turns: true}
+          - {json_path: ../../data/qa/qa.json, data_root: ../../data/qa/videos, sampling_strategy: "random:10%"}
+          - {json_path: /elsewhere/qa.json, data_root: ../../outputs/world/videos}
+        """))
+    variant = make_variant(None, WORLD_CHANGE)
+    changed, skip = variant_params(params, settings, variant)
+    plan = plan_variant(root, list(stages.values()), params, changed, skip, variant, "params.v.yaml")
+    prefix = f"outputs/variants/{variant.name}"
+    copy = train_data(plan.params, "sft")
+    assert not (root / copy).exists()  # planned, not written
+    laid_out(root, plan.mixtures)
+    assert mixture_entries(root, copy) == [(f"{prefix}/world/sft.jsonl", f"{prefix}/world"),
+                                           ("data/qa/qa.json", "data/qa/videos"),
+                                           (os.path.relpath("/elsewhere/qa.json", root), f"{prefix}/world/videos")]
+    written = yaml.safe_load((root / copy).read_text())
+    assert written["notes"] == "kept as it is"
+    assert [{k: v for k, v in e.items() if k not in ("json_path", "data_root")} for e in written["datasets"]] == [
+        {"sampling_strategy": "first:5", "split_turns": True}, {"sampling_strategy": "random:10%"}, {}]
+    assert written["datasets"][2]["json_path"] == "/elsewhere/qa.json"
+
+
+@pytest.mark.parametrize("mixture, message", [
+    (None, "mixture file not found"),
+    ("datasets: [{json_path: a.json\n", "not valid YAML"),
+    ("datasets: [{json_path: ../../outputs/world/sft.jsonl, weight: 2}]",
+     r"datasets\[0\]: unknown field\(s\) \['weight'\]"),
+    ("- ../../outputs/world/sft.jsonl", "expected a top-level `datasets:` list"),
+], ids=["missing", "bad-yaml", "unknown-field", "no-datasets"])
+def test_a_data_mixture_that_cannot_be_read_fails_the_plan_naming_the_file(project, tmp_path, mixture, message):
+    params, settings, stages = project
+    root = mixtures_in(tmp_path, mixture)
+    variant = make_variant(None, WORLD_CHANGE)
+    changed, skip = variant_params(params, settings, variant)
+    with pytest.raises(PipelineError, match=rf"stage 'train_sft': data mixture configs/data/tiny_sft\.yaml .*"
+                                            rf"{re.escape(str(root))}/configs/data/tiny_sft\.yaml: {message}"):
+        plan_variant(root, list(stages.values()), params, changed, skip, variant, "params.v.yaml")
 
 
 def test_unknown_ablations_and_misspelt_overrides_fail_naming_them(project):
@@ -184,7 +294,8 @@ def test_every_ablation_in_params_gives_each_training_stage_something_to_train(p
     for name in settings.ablations:
         variant = make_variant([name], None)
         changed, skip = variant_params(params, settings, variant)
-        planned = plan_variant(list(stages.values()), params, changed, skip, variant, "params.v.yaml")
+        planned = plan_variant(PROJECT_ROOT, list(stages.values()), params, changed, skip, variant,
+                               "params.v.yaml").stages
         assert any(not s.tracked for s in planned), f"ablation {name} changes no stage"
         path = PROJECT_ROOT / f"params.test-{name}.yaml"  # beside params.yaml: relative paths resolve the same
         try:

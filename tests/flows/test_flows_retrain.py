@@ -171,6 +171,32 @@ def test_an_ablation_writes_its_own_outputs_and_leaves_the_baseline_alone(projec
     assert yaml.safe_load((project / "params.longer+no_prepare.yaml").read_text())["llm"]["steps"] == 5
 
 
+def test_a_variant_writes_its_own_copy_of_a_data_mixture_naming_its_outputs_and_its_params_name_the_copy(project):
+    """A training stage reads its data through a mixture YAML its params name (profiles.<p>.train.<stage>.data),
+    whose paths are relative to the YAML: a variant that remakes what it names trains on its own copy."""
+    from flows.variants import make_variant
+    from hicom.data.mixture import read_mixture
+
+    mixture = "datasets:\n  - {json_path: ../outputs/prepared/data.json, split_turns: true}\n"
+    (project / "mix").mkdir()
+    (project / "mix" / "train.yaml").write_text(mixture)
+    set_param(project, "profiles.tiny.train", {"sft": {"data": "mix/train.yaml"}})
+    stages = yaml.safe_load((project / "dvc.yaml").read_text())
+    stages["stages"]["train"]["deps"].append("mix/train.yaml")
+    stages["stages"]["train"]["params"].append("profiles.tiny.train.sft")
+    (project / "dvc.yaml").write_text(yaml.safe_dump(stages, sort_keys=False))
+    summary = retrain(project, overrides={"towers.steps": 2})  # prepare reruns: the variant's own outputs/prepared
+    assert summary["stages"]["train"] == "ran"
+    variant = make_variant(None, {"towers.steps": 2}).name
+    params = yaml.safe_load((project / f"params.{variant}.yaml").read_text())
+    copy = params["profiles"]["tiny"]["train"]["sft"]["data"]
+    assert copy.startswith(f"outputs/variants/{variant}/")
+    [entry] = read_mixture(project / copy)
+    assert entry.json_path.resolve() == (project / f"outputs/variants/{variant}/prepared/data.json").resolve()
+    assert entry.json_path.is_file() and entry.split_turns is True
+    assert (project / "mix" / "train.yaml").read_text() == mixture  # the baseline's, as it was
+
+
 def test_the_parent_mlflow_run_records_stages_metrics_and_the_dvc_revision(project, tracking_uri):
     from mlflow.tracking import MlflowClient
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
