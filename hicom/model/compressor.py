@@ -1,11 +1,17 @@
 """Visual-token compressors: HICom's local + global levels and the LLaVA-OneVision baseline.
 
-Each compressor maps the frozen vision features of ONE visual item to LLM-width tokens:
+Each compressor maps the frozen vision features of one visual item to LLM-width tokens:
     F: (T, H, W, C)  penultimate-layer SigLIP features
     E: (T, H, W, C)  per-patch joint-space embeddings (only when an instruction is injected)
     guide: Guide     the encoded instruction, or k stacked ones (k questions about the item)
 With k stacked guides the output is (k, N, D) and the guide-independent work (gathering the
 local groups, the global keys and values) is done once for all k.
+
+Or of B items of the same shape and modality in one call (per-call overhead dominates the tiny
+profile's small items): F and E (B, T, H, W, C), guides per item (`Guide.stack`, pooled (B, k, d_t))
+-> (B, k, N, D), or (B, N, D) without guides. Internally every level works on the item dimension
+only; one item is the case B = 1.
+
 Module and parameter names follow the public release (`local_compressor.readout.0`,
 `global_compressor.attn_layer.q_proj`, ...) so its projector checkpoint maps onto ours.
 """
@@ -28,13 +34,18 @@ from hicom.model.injection import Guide, GuideInjector, mlp
 
 
 def check_features(features: torch.Tensor, dim: int, name: str = "features") -> None:
-    """Fail early, with the offending shape, on input the compressors cannot take."""
+    """Fail early, with the offending shape, on input the compressors cannot take: one item's features
+    (frames, height, width, channels) or B items' (items, frames, height, width, channels)."""
     if not isinstance(features, torch.Tensor):
         raise TypeError(f"{name}: expected a tensor, got {type(features).__name__}")
-    if features.dim() != 4:
-        raise ValueError(f"{name}: expected rank 4 (frames, height, width, channels), got shape {tuple(features.shape)}")
-    if features.shape[0] == 0:
-        raise ValueError(f"{name}: zero frames; a visual item needs at least one frame")
+    if features.dim() not in (4, 5):
+        raise ValueError(f"{name}: expected rank 4 (frames, height, width, channels) or rank 5 (items, frames, "
+                         f"height, width, channels), got shape {tuple(features.shape)}")
+    if features.dim() == 5 and features.shape[0] == 0:
+        raise ValueError(f"{name}: zero items, got shape {tuple(features.shape)}")
+    if features.shape[-4] == 0:
+        raise ValueError(f"{name}: zero frames; a visual item needs at least one frame, "
+                         f"got shape {tuple(features.shape)}")
     if features.shape[-1] != dim:
         raise ValueError(f"{name}: expected {dim} channels, got shape {tuple(features.shape)}")
 
@@ -130,6 +141,22 @@ class FeatureStandardizer(nn.Module):
         return (features - self.mean.to(features.dtype)) / self.std.to(features.dtype)
 
 
+def gather_groups(x: torch.Tensor, windows: list[torch.Tensor]) -> torch.Tensor:
+    """x (B, T, H, W, C) and the (count, size) windows of the T, H and W axes -> (B, groups, window tokens, C),
+    groups in raster order (t, h, w), each group's tokens in raster order too.
+
+    An axis that its windows tile exactly (count * size == length: window_indices then gives
+    arange(length) in rows) is only reshaped; one with overlapping windows is gathered first with
+    index_select, which is much cheaper, forward and backward, than one advanced index over all three axes.
+    """
+    for axis, win in zip((1, 2, 3), windows):
+        if win.numel() != x.shape[axis]:
+            x = x.index_select(axis, win.flatten())
+    (a, i), (b, j), (c, k) = (tuple(win.shape) for win in windows)
+    x = x.reshape(x.shape[0], a, i, b, j, c, k, x.shape[-1])
+    return rearrange(x, "n a i b j c k d -> n (a b c) (i j k) d")
+
+
 class LocalCompressor(nn.Module):
     """One query per kt x ks x ks group pools the group's tokens (keys E, values F)."""
 
@@ -147,28 +174,28 @@ class LocalCompressor(nn.Module):
 
     def forward(self, features: torch.Tensor, embeds: torch.Tensor | None, guide: Guide | None,
                 is_image: bool = False, guided: bool = True) -> torch.Tensor:
-        """-> (k, groups, D): k = the stacked guides' count, or 1 (one guide, or none injected)."""
-        t, h, w, _ = features.shape
+        """B items' F and E (B, T, H, W, C), per-item guides or None -> (B, k, groups, D): k = the guides per
+        item, or 1 when none are injected."""
+        b, t, h, w, _ = features.shape
         kt = 1 if (is_image or t == 1) else self.cfg.temporal_kernel
         ks = self.cfg.spatial_kernel
         guided = guided and self.cfg.injection is not Injection.OFF
         keys_src = embeds if (guided and embeds is not None) else features
-        ti, hi, wi = (window_indices(n, k).to(features.device) for n, k in ((t, kt), (h, ks), (w, ks)))
-        index = (ti[:, None, None, :, None, None], hi[None, :, None, None, :, None], wi[None, None, :, None, None, :])
-        values = rearrange(features[index], "a b c i j k d -> (a b c) (i j k) d")
-        keys = rearrange(keys_src[index], "a b c i j k d -> (a b c) (i j k) d")
+        windows = [window_indices(n, k).to(features.device) for n, k in ((t, kt), (h, ks), (w, ks))]
+        values = gather_groups(features, windows)  # (B, groups, window, C)
+        keys = values if keys_src is features else gather_groups(keys_src, windows)
 
-        base = values.mean(dim=1)  # unconditional query: the group mean (the release point-samples)
-        query = self.guide_injector(base, guide) if guided else base  # (groups, C) or (k, groups, C)
-        query = query if query.dim() == 3 else query[None]
+        base = values.mean(dim=2)  # unconditional query: the group mean (the release point-samples)
+        query = self.guide_injector(base, guide) if guided else base[:, None]  # (B, k, groups, C)
         scale = 1.0 / math.sqrt(self.dim)
         if self.cfg.grouping:
-            weights = torch.einsum("ngc,gkc->ngk", query, keys).mul(scale).softmax(dim=-1)
-            pooled = torch.einsum("ngk,gkc->ngc", weights, values)
-        else:  # ablation: every query pools over the whole clip
-            all_keys = keys_src.reshape(-1, self.dim)
-            all_values = features.reshape(-1, self.dim)
-            pooled = (query @ all_keys.T).mul(scale).softmax(dim=-1) @ all_values
+            weights = torch.einsum("bngc,bgkc->bngk", query, keys).mul(scale).softmax(dim=-1)
+            pooled = torch.einsum("bngk,bgkc->bngc", weights, values)
+        else:  # ablation: every query pools over its own item's whole clip
+            all_keys = keys_src.reshape(b, -1, self.dim)
+            all_values = features.reshape(b, -1, self.dim)
+            weights = torch.einsum("bngc,bmc->bngm", query, all_keys).mul(scale).softmax(dim=-1)
+            pooled = torch.einsum("bngm,bmc->bngc", weights, all_values)
         return self.readout(pooled)
 
 
@@ -183,13 +210,17 @@ class CrossAttention(nn.Module):
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(dim, dim) for _ in range(4))
 
     def forward(self, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        """query (b, n, dim) over one shared context (m, dim): keys and values are projected once."""
-        b = query.shape[0]
-        q = rearrange(self.q_proj(query), "b n (h d) -> b h n d", h=self.heads)
-        k = rearrange(self.k_proj(context), "m (h d) -> h m d", h=self.heads).expand(b, -1, -1, -1)
-        v = rearrange(self.v_proj(context), "m (h d) -> h m d", h=self.heads).expand(b, -1, -1, -1)
-        out = nnf.scaled_dot_product_attention(q, k, v)
-        return self.out_proj(rearrange(out, "b h n d -> b n (h d)"))
+        """query (B, k, n, dim) over each item's context (B, m, dim) -> (B, k, n, dim).
+
+        Keys and values are projected once per item and shared by its k query sets: attention treats
+        every query row alone, so an item's k x n queries attend as one sequence of k * n.
+        """
+        k = query.shape[1]
+        q = rearrange(self.q_proj(query), "b k n (h d) -> b h (k n) d", h=self.heads)
+        key = rearrange(self.k_proj(context), "b m (h d) -> b h m d", h=self.heads)
+        value = rearrange(self.v_proj(context), "b m (h d) -> b h m d", h=self.heads)
+        out = nnf.scaled_dot_product_attention(q, key, value)
+        return self.out_proj(rearrange(out, "b h (k n) d -> b k n (h d)", k=k))
 
 
 class GlobalCompressor(nn.Module):
@@ -212,17 +243,40 @@ class GlobalCompressor(nn.Module):
             init.zeros_(self.query)
 
     def forward(self, features: torch.Tensor, guide: Guide | None, guided: bool = True) -> torch.Tensor:
-        """-> (k, num_queries, D): k = the stacked guides' count, or 1 (one guide, or none injected)."""
-        t, h, w, c = features.shape
-        pos = position_embedding_3d(t, h, w, c, self.cfg.pos_embed, device=features.device)
-        context = (features + pos.to(features.dtype)).reshape(-1, c)
+        """B items' F (B, T, H, W, C), per-item guides or None -> (B, k, num_queries, D): k = the guides per
+        item, or 1 when none are injected."""
+        b, t, h, w, c = features.shape
+        pos = position_embedding_3d(t, h, w, c, self.cfg.pos_embed, device=features.device)  # once per call
+        context = (features + pos.to(features.dtype)).reshape(b, -1, c)
         query = self.guide_injector(self.query, guide) if guided else self.query
-        query = query if query.dim() == 3 else query[None]
+        if query.dim() == 2:  # nothing injected: the learnable queries, shared by every item
+            query = query.expand(b, 1, *query.shape)
         return self.readout(query + self.attn_layer(query, context))
 
 
+def batch_of_items(features: torch.Tensor, embeds: torch.Tensor | None, guide: Guide | None, vision_dim: int):
+    """Check a projector's input and bring it to the per-item form: (features (B, T, H, W, C), embeds or None,
+    per-item guides or None, single) - one item's input (rank-4 features) as B = 1, `single` True."""
+    check_features(features, vision_dim)
+    if embeds is not None and embeds.shape != features.shape:
+        raise ValueError(f"embeds: shape {tuple(embeds.shape)} differs from features {tuple(features.shape)}")
+    single = features.dim() == 4
+    if single:
+        if guide is not None and guide.per_item:
+            raise ValueError(f"guide: per-item guides (pooled {tuple(guide.pooled.shape)}) need features of B "
+                             f"items (B, T, H, W, C), got shape {tuple(features.shape)}")
+        return features[None], None if embeds is None else embeds[None], \
+            None if guide is None else guide.as_items(), True
+    if guide is not None and not (guide.per_item and guide.pooled.shape[0] == features.shape[0]):
+        raise ValueError(f"guide: features of {features.shape[0]} items (shape {tuple(features.shape)}) need "
+                         f"per-item guides (Guide.stack) with pooled ({features.shape[0]}, k, width), got pooled "
+                         f"shape {tuple(guide.pooled.shape)}")
+    return features, embeds, guide, False
+
+
 class HIComCompressor(nn.Module):
-    """[local tokens (raster order); global tokens] for one visual item: (N, D), or (k, N, D) for k stacked guides."""
+    """[local tokens (raster order); global tokens] for one visual item: (N, D), or (k, N, D) for k stacked guides;
+    for B items of one shape (rank-5 features): (B, N, D) without guides, (B, k, N, D) with per-item guides."""
 
     def __init__(self, cfg: CompressorConfig, vision_dim: int, text_dim: int, llm_dim: int):
         super().__init__()
@@ -258,9 +312,8 @@ class HIComCompressor(nn.Module):
 
     def forward(self, features: torch.Tensor, embeds: torch.Tensor | None = None, guide: Guide | None = None,
                 is_image: bool = False) -> torch.Tensor:
-        check_features(features, self.vision_dim)
-        if embeds is not None and embeds.shape != features.shape:
-            raise ValueError(f"embeds: shape {tuple(embeds.shape)} differs from features {tuple(features.shape)}")
+        original = guide
+        features, embeds, guide, single = batch_of_items(features, embeds, guide, self.vision_dim)
         if self.standardizer is not None:
             features = self.standardizer(features)
         parts = []
@@ -268,10 +321,12 @@ class HIComCompressor(nn.Module):
             parts.append(self.local_compressor(features, embeds, guide, is_image, self.guided))
         if self.global_compressor is not None:
             parts.append(self.global_compressor(features, guide, self.guided))
-        stacked = guide is not None and guide.batched
-        k = guide.pooled.shape[0] if stacked else 1
-        out = torch.cat([part.expand(k, -1, -1) for part in parts], dim=1)  # a level without injection: k copies
-        return out if stacked else out[0]
+        k = 1 if guide is None else guide.pooled.shape[1]
+        out = torch.cat([part.expand(-1, k, -1, -1) for part in parts], dim=2)  # a level without injection: k copies
+        if single:
+            out = out[0]
+            return out if original is not None and original.batched else out[0]
+        return out if original is not None else out[:, 0]
 
 
 class LlavaOVProjector(nn.Module):
@@ -295,17 +350,22 @@ class LlavaOVProjector(nn.Module):
         return t * math.ceil(h / p) * math.ceil(w / p)
 
     def forward(self, features: torch.Tensor, embeds=None, guide=None, is_image: bool = False) -> torch.Tensor:
+        """One item's F (T, H, W, C) -> (N, D); B items' (B, T, H, W, C) -> (B, N, D). Any guide is ignored."""
         check_features(features, self.vision_dim)
+        single = features.dim() == 4
+        features = features[None] if single else features
         if self.standardizer is not None:
             features = self.standardizer(features)
-        x = self.readout(features)  # (T, H, W, D)
+        x = self.readout(features)  # (B, T, H, W, D)
+        b, t, h, w, d = x.shape
         if is_image:
-            return x.reshape(-1, x.shape[-1])
-        t, h, w, d = x.shape
-        p = self.cfg.baseline_pool
-        x = nnf.interpolate(rearrange(x, "t h w d -> t d h w"), size=(math.ceil(h / p), math.ceil(w / p)),
-                            mode="bilinear", align_corners=False)
-        return rearrange(x, "t d h w -> (t h w) d")
+            out = x.reshape(b, -1, d)
+        else:
+            p = self.cfg.baseline_pool
+            x = nnf.interpolate(rearrange(x, "b t h w d -> (b t) d h w"), size=(math.ceil(h / p), math.ceil(w / p)),
+                                mode="bilinear", align_corners=False)
+            out = rearrange(x, "(b t) d h w -> b (t h w) d", b=b)
+        return out[0] if single else out
 
 
 def build_projector(cfg: CompressorConfig, vision_dim: int, text_dim: int, llm_dim: int) -> nn.Module:

@@ -140,6 +140,9 @@ class HIComForCausalLM(HIComPreTrainedModel):
 
         All frames of all items go through the vision tower in one call. An item with k guides
         (k questions about one video) is encoded once and compressed for its k guides in one call.
+        Items that can share a projector call (features of one shape, one modality, the same k guides
+        of the same shapes) are compressed together in one (`visual_groups`): a micro-batch of short
+        clips otherwise spends most of its compressor time in per-call overhead.
         """
         if not items:
             return []
@@ -156,20 +159,24 @@ class HIComForCausalLM(HIComPreTrainedModel):
         counts = [1 if ids is None else ids.shape[0] for ids in guide_ids]
         guided = self.projector.uses_instruction
         guides = self._item_guides(items, guide_ids) if guided else [None] * len(items)
-        outputs = []
-        for item, count, (feats, emb), guide in zip(items, counts, per_item, guides):
+        inputs = []
+        for i, (feats, emb) in enumerate(per_item):
             if not self.projector.needs_embeds:
                 emb = None
             elif emb is None:
-                raise ValueError(f"visual item {items.index(item)}: the compressor needs joint-space embeddings (E) "
+                raise ValueError(f"visual item {i}: the compressor needs joint-space embeddings (E) "
                                  "but the item's features came without them; encode them with embeddings")
-            is_image = item.modality == "image"
-            if not guided:  # no instruction: one compression serves every question
-                tokens = self.projector(feats, emb, None, is_image=is_image)
-                outputs += [tokens] * count
-            else:
-                outputs += list(self.projector(feats, emb, guide, is_image=is_image).unbind(0))
-        return outputs
+            inputs.append((feats, emb))
+        per_item_tokens: list[list[torch.Tensor]] = [[] for _ in items]
+        for group in visual_groups(items, inputs, guides):
+            feats = torch.stack([inputs[i][0] for i in group])
+            emb = None if inputs[group[0]][1] is None else torch.stack([inputs[i][1] for i in group])
+            guide = None if not guided else Guide.stack([guides[i] for i in group])
+            out = self.projector(feats, emb, guide, is_image=items[group[0]].modality == "image")
+            for i, tokens in zip(group, out.unbind(0)):
+                # no instruction: one compression (N, D) serves every question; else one per guide (k, N, D)
+                per_item_tokens[i] = [tokens] * counts[i] if not guided else list(tokens.unbind(0))
+        return [tokens for item_tokens in per_item_tokens for tokens in item_tokens]
 
     def encode_item_guides(self, guide_ids: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         """(pooled (k, d), per-token states (k, L, d) or None) per item's (k, L) or (L,) instruction ids, from
@@ -315,3 +322,20 @@ class HIComForCausalLM(HIComPreTrainedModel):
         kwargs.setdefault("pad_token_id", gen.pad_token_id if gen.pad_token_id is not None else gen.eos_token_id)
         return self.language_model.generate(inputs_embeds=embeds, attention_mask=mask, do_sample=False,
                                             max_new_tokens=max_new_tokens, **kwargs)
+
+
+def _shape(t: torch.Tensor | None):
+    return None if t is None else (tuple(t.shape), t.dtype, t.device)
+
+
+def visual_groups(items: list[VisualItem], inputs: list[tuple[torch.Tensor, torch.Tensor | None]],
+                  guides: list[Guide | None]) -> list[list[int]]:
+    """Indices of the items one projector call can compress together, in first-appearance order: the same
+    features (and embeddings) shape, dtype and device, the same modality, and guides of the same shapes (the
+    same k), or none. Items whose inputs came from the cache or the towers are alike here."""
+    groups: dict[tuple, list[int]] = {}
+    for i, (item, (feats, emb), guide) in enumerate(zip(items, inputs, guides)):
+        key = (item.modality, _shape(feats), _shape(emb),
+               None if guide is None else tuple(_shape(t) for t in (guide.pooled, guide.tokens, guide.mask)))
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())

@@ -134,12 +134,35 @@ def test_baseline_pools_video_frames_two_by_two_and_keeps_images_whole():
 @pytest.mark.parametrize("bad,message", [
     (torch.randn(0, G, G, C), "zero frames"),
     (torch.randn(G, G, C), "rank 4"),
-    (torch.randn(2, 1, G, G, C), "rank 4"),
+    (torch.randn(2, 1, 1, G, G, C), "rank 4"),
     (torch.randn(2, G, G, C + 1), "channels"),
+    (torch.randn(2, 0, G, G, C), "zero frames"),
+    (torch.randn(0, 2, G, G, C), "zero items"),
+    (torch.randn(2, 2, G, G, C + 1), "channels"),
 ])
-def test_bad_feature_tensors_are_rejected_with_their_shape(bad, message):
-    with pytest.raises(ValueError, match=message):
-        make()(bad, None, guide(0))
+@pytest.mark.parametrize("kind", ["hicom", "llava_ov"])
+def test_bad_feature_tensors_are_rejected_with_their_shape(bad, message, kind):
+    projector = make() if kind == "hicom" else LlavaOVProjector(CompressorConfig(kind="llava_ov", local=None,
+                                                                                 global_=None), C, D)
+    with pytest.raises(ValueError, match=message) as info:
+        projector(bad, None, guide(0))
+    assert str(tuple(bad.shape)) in str(info.value)
+
+
+def test_features_of_several_items_need_per_item_guides_and_the_shapes_are_named():
+    comp = make()
+    f = torch.randn(2, 1, G, G, C)
+    with pytest.raises(ValueError, match=r"2 items \(shape \(2, 1, 8, 8, 64\)\).*pooled shape \(48,\)"):
+        comp(f, f, guide(0))  # one item's guide for two items
+    three = Guide.stack([guide(1), guide(2), guide(3)])
+    with pytest.raises(ValueError, match=r"2 items .*pooled shape \(3, 1, 48\)"):
+        comp(f, f, three)
+    with pytest.raises(ValueError, match=r"per-item guides \(pooled \(3, 1, 48\)\).*got shape \(1, 8, 8, 64\)"):
+        comp(f[0], f[0], three)
+    with pytest.raises(ValueError, match=r"embeds: shape \(2, 1, 8, 8, 64\) differs from features \(2, 2, 8, 8, 64\)"):
+        comp(torch.randn(2, 2, G, G, C), f, Guide.stack([guide(1), guide(2)]))
+    with pytest.raises(ValueError, match=r"guide 1's pooled has shape \(2, 48\), guide 0's \(1, 48\)"):
+        Guide.stack([guide(1), Guide(torch.stack([guide(2).pooled, guide(3).pooled]))])
 
 
 def test_guided_compressor_without_an_instruction_says_so():
@@ -243,3 +266,145 @@ def test_standardize_off_adds_no_tensors_and_no_config_key_so_release_checkpoint
     assert CompressorConfig.from_dict(on.cfg.to_dict()) == on.cfg
     with pytest.raises(ConfigError, match="compressor.standardize"):
         CompressorConfig.from_dict({"standardize": "yes"})
+
+
+# -- several items in one call ------------------------------------------------------------------------------------
+B = 3  # items per batched call
+
+
+def item_guide(item: int, k: int) -> Guide:
+    """Item `item`'s guides: a single Guide (k = 1) or k stacked ones, each with its own padding."""
+    alone = [guide(100 * item + j) for j in range(k)]
+    for j, g in enumerate(alone):
+        g.mask = torch.arange(5) < 5 - (item + j) % 3
+    return alone[0] if k == 1 else Guide(torch.stack([g.pooled for g in alone]), torch.stack([g.tokens for g in alone]),
+                                         torch.stack([g.mask for g in alone]))
+
+
+def item_features(frames: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(B, frames, G, G, C, generator=g), torch.randn(B, frames, G, G, C, generator=g)
+
+
+def grads(module: torch.nn.Module) -> dict[str, torch.Tensor | None]:
+    out = {n: None if p.grad is None else p.grad.clone() for n, p in module.named_parameters()}
+    module.zero_grad(set_to_none=True)
+    return out
+
+
+def run_items(projector, f, e, guides, is_image):
+    """(one call on the B items, the B items one by one stacked), each with its parameter gradients for a
+    sum-of-outputs loss."""
+    projector.zero_grad(set_to_none=True)
+    together = projector(f, e, None if guides is None else Guide.stack(guides), is_image=is_image)
+    together.sum().backward()
+    grads_together = grads(projector)
+    alone = []
+    for i in range(f.shape[0]):
+        out = projector(f[i], None if e is None else e[i], None if guides is None else guides[i], is_image=is_image)
+        out.sum().backward()
+        alone.append(out if guides is None or guides[i].batched else out[None])  # (k, N, D) with guides
+    return (together, grads_together), (torch.stack(alone), grads(projector))
+
+
+def as_double(guide: Guide) -> Guide:
+    return Guide(guide.pooled.double(), None if guide.tokens is None else guide.tokens.double(), guide.mask)
+
+
+def assert_batched_equals_alone(projector, f, e, guides, is_image=False):
+    """Outputs and parameter gradients (loss: the sum of the outputs) of one call on B items equal B calls.
+
+    Outputs are compared at float32, as trained; gradients at float64: a sum-of-outputs loss gives
+    gradients of size ~10-100 summed over thousands of terms, whose float32 rounding (~1e-6 relative) alone
+    exceeds atol 1e-5, while a wrong batching (one item's keys or guide reaching another) changes them by far
+    more."""
+    (together, _), (alone, _) = run_items(projector, f, e, guides, is_image)
+    assert together.shape == alone.shape
+    assert torch.allclose(together, alone, atol=1e-5), (together - alone).abs().max()
+    projector.double()
+    try:
+        (together, grads_together), (alone, grads_alone) = run_items(
+            projector, f.double(), None if e is None else e.double(),
+            None if guides is None else [as_double(g) for g in guides], is_image)
+    finally:
+        projector.float()
+    assert torch.allclose(together, alone, atol=1e-5)
+    assert grads_together.keys() == grads_alone.keys()
+    for name, g in grads_together.items():
+        assert (g is None) == (grads_alone[name] is None), name
+        if g is not None:
+            assert torch.allclose(g, grads_alone[name], atol=1e-5), (name, (g - grads_alone[name]).abs().max())
+
+
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("preset,local_mode,global_mode", [
+    ("paper", "direct", "coarse"), ("release", "direct", "direct"), ("unconditional", "off", "off"),
+    ("paper", "fine", "fine"), ("paper", "coarse", "coarse"), ("paper", "off", "fine"), ("paper", "fine", "off"),
+    ("release", "coarse", "fine"),
+])
+def test_items_compressed_in_one_call_equal_each_item_alone_for_every_injection_mode(preset, local_mode, global_mode,
+                                                                                     k):
+    comp = make(preset, local={"injection": local_mode},
+                **{"global": {"injection": global_mode, "num_queries": 6, "head_dim": 16}})
+    f, e = item_features(8)
+    assert_batched_equals_alone(comp, f, e, [item_guide(i, k) for i in range(B)])
+
+
+@pytest.mark.parametrize("modality", ["video", "image"])
+@pytest.mark.parametrize("frames", [1, 5, 8])
+@pytest.mark.parametrize("kernel", [(1, 9), (4, 3), (2, 2)])
+@pytest.mark.parametrize("grouping", [True, False])
+def test_items_compressed_in_one_call_equal_each_item_alone_for_every_grid_setting(grouping, kernel, frames, modality):
+    comp = make(local={"injection": "fine", "grouping": grouping, "temporal_kernel": kernel[0],
+                       "spatial_kernel": kernel[1]},
+                **{"global": {"injection": "coarse", "num_queries": 6, "head_dim": 16}})
+    f, e = item_features(frames, seed=frames)
+    assert_batched_equals_alone(comp, f, e, [item_guide(i, 3) for i in range(B)], is_image=modality == "image")
+
+
+def test_items_compressed_in_one_call_equal_each_item_alone_with_fitted_standardizer():
+    comp = make(standardize=True)
+    f, e = item_features(5)
+    comp.standardizer.fit(list(f))
+    assert_batched_equals_alone(comp, f, e, [item_guide(i, 3) for i in range(B)])
+
+
+@pytest.mark.parametrize("preset", ["paper", "unconditional"])
+def test_items_compressed_in_one_call_without_guides_give_one_compression_per_item(preset):
+    comp = make(preset)
+    f, e = item_features(5)
+    comp.guided = False  # alignment: no instruction, every level unconditional
+    assert_batched_equals_alone(comp, f, e, None)
+    assert comp(f, e).shape == (B, comp.num_tokens(5, G, G), D)
+    # guides given while guidance is off: each item's compression repeated for its k guides, as for one item
+    out = comp(f, e, Guide.stack([item_guide(i, 3) for i in range(B)]))
+    assert out.shape == (B, 3, comp.num_tokens(5, G, G), D)
+    assert torch.equal(out[:, 0], out[:, 2])
+    assert_batched_equals_alone(comp, f, e, [item_guide(i, 3) for i in range(B)])
+
+
+@pytest.mark.parametrize("standardize", [False, True])
+@pytest.mark.parametrize("modality", ["video", "image"])
+@pytest.mark.parametrize("frames", [1, 5, 8])
+def test_baseline_items_compressed_in_one_call_equal_each_item_alone(frames, modality, standardize):
+    torch.manual_seed(0)
+    proj = LlavaOVProjector(CompressorConfig(kind="llava_ov", local=None, global_=None, standardize=standardize),
+                            C, D)
+    f = torch.randn(B, frames, 27, 27, C)
+    if standardize:
+        proj.standardizer.fit(list(f))
+    assert_batched_equals_alone(proj, f, None, None, is_image=modality == "image")
+    assert proj(f, is_image=modality == "image").shape == (B, proj.num_tokens(frames, 27, 27, modality == "image"), D)
+
+
+def test_guide_stack_gives_per_item_guides_and_indexing_gives_an_items_guides_back():
+    single, three = item_guide(0, 1), item_guide(1, 3)
+    stacked = Guide.stack([three, item_guide(2, 3)])
+    assert stacked.per_item and not stacked.batched and stacked.pooled.shape == (2, 3, TEXT)
+    assert stacked.tokens.shape == (2, 3, 5, TEXT) and stacked.mask.shape == (2, 3, 5)
+    assert torch.equal(stacked[0].pooled, three.pooled) and torch.equal(stacked[0].mask, three.mask)
+    ones = Guide.stack([single, item_guide(3, 1)])
+    assert ones.pooled.shape == (2, 1, TEXT) and torch.equal(ones[0][0].pooled, single.pooled)
+    assert single.as_items().pooled.shape == (1, 1, TEXT) and three.as_items().pooled.shape == (1, 3, TEXT)
+    with pytest.raises(ValueError, match="only guides of equal shapes"):
+        Guide.stack([single, three])

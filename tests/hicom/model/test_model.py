@@ -173,3 +173,29 @@ def test_guidance_off_runs_the_same_compressor_without_instruction_or_text_tower
     m.set_guidance(True)
     monkeypatch.undo()
     assert not torch.allclose(m.encode_visual([item(8, 0)])[0], a)
+
+
+def test_mixed_items_are_compressed_in_one_call_per_shape_and_come_back_in_item_order(model):
+    """Two 8-frame clips (one with features and guides from the cache), a 5-frame clip with 3 questions, another
+    8-frame clip with 3 questions and an image: one projector call per (shape, modality, k), the same tokens in
+    the same order as encoding each item alone."""
+    cached = item(8, 1)
+    cached.features, cached.embeds = model.encode_frames(cached.pixel_values, with_embeds=True)
+    cached.pixel_values = None
+    ((cached.guide_pooled, cached.guide_tokens),) = model.encode_item_guides([cached.guide_input_ids])
+    three = torch.stack([guide_ids(4), guide_ids(5), guide_ids(6)])
+    items = [item(8, 0), item(5, 2), cached, VisualItem(clip(5, 3), "video", three), item(1, 7, "image"),
+             VisualItem(clip(8, 8), "video", three)]
+    calls = []
+    handle = model.projector.register_forward_pre_hook(lambda _m, args: calls.append(tuple(args[0].shape[:2])))
+    try:
+        together = model.encode_visual(items)
+        assert calls == [(2, 8), (1, 5), (1, 5), (1, 1), (1, 8)]  # (items, frames) per call
+        calls.clear()
+        alone = [tokens for it in items for tokens in model.encode_visual([it])]
+    finally:
+        handle.remove()
+    assert len(calls) == len(items) and len(together) == len(alone) == 1 + 1 + 1 + 3 + 1 + 3
+    for a, b in zip(together, alone):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
+    assert not torch.allclose(together[0], together[2])  # different clips stay apart

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from hicom.model.compressor import window_indices
+from hicom.model.compressor import gather_groups, window_indices
 
 
 @pytest.mark.parametrize("kernel", [1, 2, 3, 4])
@@ -38,3 +38,16 @@ def test_uneven_lengths_overlap_minimally_where_the_release_crashes(length):
 def test_window_rejects_nonpositive_sizes():
     with pytest.raises(ValueError, match="length and kernel"):
         window_indices(0, 4)
+
+
+@pytest.mark.parametrize("kt,ks", [(1, 1), (1, 9), (2, 2), (4, 3), (4, 9)])
+def test_gathered_groups_hold_exactly_the_windows_tokens_in_raster_order(kt, ks):
+    """gather_groups only reshapes the axes its windows tile exactly; it must give what indexing every group's
+    (t, h, w) window one token at a time gives, for tiling and overlapping windows alike."""
+    for t, h, w in [(1, 9, 9), (5, 8, 8), (8, 9, 7), (9, 3, 10)]:
+        x = torch.randn(2, t, h, w, 3)
+        windows = [window_indices(n, k) for n, k in ((t, kt), (h, ks), (w, ks))]
+        expected = torch.stack([torch.stack([
+            torch.stack([x[b, i, j, k] for i in ti for j in hi for k in wi])
+            for ti in windows[0] for hi in windows[1] for wi in windows[2]]) for b in range(2)])
+        assert torch.equal(gather_groups(x, windows), expected), (t, h, w)
