@@ -343,3 +343,50 @@ def test_a_cache_without_a_text_fingerprint_has_no_guides_and_refuses_to_store_t
     assert cache.guide_directory is None and cache.get_guides(key) is None
     with pytest.raises(ValueError, match="text_fingerprint"):
         cache.put_guides(key, torch.randn(3, 6), None)
+
+
+def test_an_entry_read_once_is_served_from_memory_in_later_epochs_without_its_file(guide_cache, video):
+    key, gkey = guide_cache.key(video), guide_cache.guide_key(guide_ids())
+    features, embeds = features_and_embeds()
+    guide_cache.put(key, features, embeds)
+    guide_cache.put_guides(gkey, torch.randn(3, 6), None)
+    first, first_guides = guide_cache.get(key), guide_cache.get_guides(gkey)  # from the files
+    guide_cache.path(key).unlink()
+    next(guide_cache.guide_directory.glob(f"*/{gkey}*")).unlink()
+    again, again_guides = guide_cache.get(key), guide_cache.get_guides(gkey)
+    assert torch.equal(again[0], first[0]) and torch.equal(again[1], first[1])
+    assert torch.equal(again_guides[0], first_guides[0])
+    stats = guide_cache.stats()
+    assert (stats["hits"], stats["misses"], stats["guide_hits"], stats["guide_misses"]) == (2, 0, 2, 0)
+
+
+def test_memory_keeps_the_most_recently_read_entries_within_its_byte_budget(tmp_path):
+    features, embeds = features_and_embeds()
+    entry_bytes = 2 * features.numel() * features.element_size()
+    cache = FeatureCache(tmp_path / "cache", module_fingerprint(tower(), with_embeds=True), POLICY,
+                         memory_bytes=entry_bytes)  # room for one entry
+    keys = []
+    for i in range(2):
+        clip = tmp_path / f"clip{i}.mp4"
+        clip.write_bytes(bytes([i]) * 100)
+        keys.append(cache.key(clip))
+        cache.put(keys[-1], features + i, embeds + i)
+    for key in keys:
+        assert cache.get(key) is not None
+    for key in keys:
+        cache.path(key).unlink()
+    assert cache.get(keys[0]) is None  # the older entry left memory when the newer one came in
+    assert torch.equal(cache.get(keys[1])[0], features + 1)
+
+
+def test_no_memory_reads_the_file_every_time_and_a_bad_budget_is_refused(tmp_path, video):
+    fingerprint = module_fingerprint(tower(), with_embeds=True)
+    cache = FeatureCache(tmp_path / "cache", fingerprint, POLICY, memory_bytes=0)
+    key = cache.key(video)
+    cache.put(key, *features_and_embeds())
+    assert cache.get(key) is not None
+    cache.path(key).unlink()
+    assert cache.get(key) is None
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="memory_bytes"):
+            FeatureCache(tmp_path / "other", fingerprint, POLICY, memory_bytes=bad)
