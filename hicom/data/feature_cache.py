@@ -144,14 +144,17 @@ class _Memory:
         return tensors
 
     def keep(self, path: Path, tensors: dict[str, torch.Tensor]) -> None:
-        size = sum(t.numel() * t.element_size() for t in tensors.values())
+        size = _nbytes(tensors)
         if size > self.budget:
             return
         self.entries[path] = tensors
         self.used += size
         while self.used > self.budget:
-            _, dropped = self.entries.popitem(last=False)
-            self.used -= sum(t.numel() * t.element_size() for t in dropped.values())
+            self.used -= _nbytes(self.entries.popitem(last=False)[1])
+
+
+def _nbytes(tensors: dict[str, torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
 MEMORY_BYTES = 1 << 30  # per process: every tiny-profile clip and guide fits; at paper scale, the latest few clips
