@@ -16,11 +16,14 @@ class TowerTrainConfig:
     # features name its shape, colour, size and place, and its pooled joint-space embeddings match phrases naming it.
     # 0: off (params.yaml's towers section sets it).
     object_loss: float = 0.0
+    # Weight, inside the object-level loss, of the same heads read from each patch an object covers alone
+    # (ObjectHeads.patch_loss), so that an attention-weighted pooling over the object keeps its shape. 0: off.
+    patch_loss: float = 0.0
     seed: int = 0
 
     def __post_init__(self):
         check_numbers("towers", self, at_least_1=("steps", "batch_size", "eval_pairs"), at_least_0=("seed",
-                      "object_loss"), above_0=("lr",))
+                      "object_loss", "patch_loss"), above_0=("lr",))
 
 
 @dataclass(frozen=True)

@@ -128,6 +128,26 @@ class ObjectHeads(torch.nn.Module):
         return {name: (head(pooled), torch.tensor([o[2 + k] for o in objects]))
                 for k, (name, head) in enumerate(self.heads.items())}
 
+    def patch_loss(self, features: torch.Tensor, objects: list) -> torch.Tensor:
+        """The heads' loss on each patch an object covers, alone, weighted by the object's share of pixels in it.
+
+        Why: the guided local level pools a frame with attention weights, not with these pixel weights, and its
+        weights settle on the patches most like the instruction (for "the red object": the red interior of a large
+        object). Supervising only the pixel-weighted mean let the shape live in the edge patches that the mean
+        includes, so a large object's shape was lost to attention (README, "Where the answer is lost"). Naming
+        the object from every patch it covers makes any pooling over it carry what it is and where.
+        """
+        frame = torch.tensor([o[0] for o in objects])
+        weights = torch.from_numpy(np.stack([o[1] for o in objects])).to(features.dtype)  # (objects, patches)
+        patches = features[frame]  # (objects, patches, C)
+        loss = features.new_zeros(())
+        for k, head in enumerate(self.heads.values()):
+            logits = head(patches)  # (objects, patches, classes)
+            target = torch.tensor([o[2 + k] for o in objects])[:, None].expand(logits.shape[:2])
+            per_patch = torch.nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none")
+            loss = loss + (per_patch.view_as(weights) * weights).sum(-1).mean()
+        return loss
+
     def phrase_loss(self, embeds: torch.Tensor, objects: list, phrase_embeds: torch.Tensor,
                     required: torch.Tensor) -> torch.Tensor:
         """Sigmoid loss of every (object, phrase) pair: positive when the phrase names the object."""
@@ -161,10 +181,13 @@ def _step_phrases(phrases: list[str], required: torch.Tensor, rng: random.Random
 
 
 def _object_loss(heads: ObjectHeads, model: SiglipModel, vision_out, objects: list, phrase_ids: torch.Tensor,
-                 required: torch.Tensor) -> torch.Tensor:
+                 required: torch.Tensor, patch_weight: float = 0.0) -> torch.Tensor:
     # hidden_states[-2]: the output of the encoder's second-to-last layer, the features F the compressors get
+    features = vision_out.hidden_states[-2]
     heads_loss = sum(torch.nn.functional.cross_entropy(logits, target)
-                     for logits, target in heads(vision_out.hidden_states[-2], objects).values())
+                     for logits, target in heads(features, objects).values())
+    if patch_weight > 0:
+        heads_loss = heads_loss + patch_weight * heads.patch_loss(features, objects)
     phrase_embeds = model.get_text_features(input_ids=phrase_ids).pooler_output
     embeds = _joint_space_patches(model, vision_out.last_hidden_state)
     return heads_loss + heads.phrase_loss(embeds, objects, phrase_embeds, required)
@@ -172,12 +195,20 @@ def _object_loss(heads: ObjectHeads, model: SiglipModel, vision_out, objects: li
 
 @torch.no_grad()
 def object_accuracy(model: SiglipModel, heads: ObjectHeads, pixel_values: torch.Tensor, objects: list) -> dict:
-    """Held-out objects: the share whose shape, colour and size the heads read right."""
+    """Held-out objects: the share whose attributes the heads read right from the pooled features, and from the
+    object's most-covered patch alone (`<name>_peak_patch`)."""
     model.eval()
     features = model.vision_model(pixel_values=pixel_values, output_hidden_states=True).hidden_states[-2]
     model.train()
-    return {name: logits.argmax(-1).eq(target).float().mean().item()
-            for name, (logits, target) in heads(features, objects).items()}
+    pooled = {name: logits.argmax(-1).eq(target).float().mean().item()
+              for name, (logits, target) in heads(features, objects).items()}
+    # the same heads on the one patch that holds most of each object: what a pooling that settles on it keeps
+    frame = torch.tensor([o[0] for o in objects])
+    peak = torch.from_numpy(np.stack([o[1] for o in objects])).argmax(-1)
+    peak_features = features[frame, peak]
+    single = {f"{name}_peak_patch": head(peak_features).argmax(-1).eq(torch.tensor([o[2 + k] for o in objects]))
+              .float().mean().item() for k, (name, head) in enumerate(heads.heads.items())}
+    return {**pooled, **single}
 
 
 @torch.no_grad()
@@ -234,7 +265,8 @@ def pretrain_towers(profile: ModelProfile, world_dir: str | Path, tokenizer, out
         loss = out.loss
         if heads is not None and objects:
             texts, required = _step_phrases(phrases, phrase_required, rng)
-            object_loss = _object_loss(heads, model, out.vision_model_output, objects, tokenize(texts), required)
+            object_loss = _object_loss(heads, model, out.vision_model_output, objects, tokenize(texts), required,
+                                       cfg.patch_loss)
             (loss + cfg.object_loss * object_loss).backward()
             object_losses.append(object_loss.item())
         else:

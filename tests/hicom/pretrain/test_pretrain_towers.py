@@ -1,6 +1,7 @@
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 from transformers import SiglipTextModel, SiglipVisionModel
@@ -11,7 +12,7 @@ from hicom.data.tokenizer import train_tokenizer
 from hicom.data.video import FramePreprocessor
 from hicom.model.build import build_model
 from hicom.pretrain.settings import TowerTrainConfig
-from hicom.pretrain.towers import pretrain_towers
+from hicom.pretrain.towers import ObjectHeads, pretrain_towers
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,8 @@ def trained(tmp_path_factory, tiny_profile):
     tok = train_tokenizer(world_texts(root / "w"), 600)
     lines = []
     result = pretrain_towers(tiny_profile, root / "w", tok, root / "towers",
-                             TowerTrainConfig(steps=200, batch_size=32, eval_pairs=32, object_loss=1.0),
+                             TowerTrainConfig(steps=200, batch_size=32, eval_pairs=32, object_loss=1.0,
+                                              patch_loss=1.0),
                              log=lines.append)
     return root, result, lines
 
@@ -40,6 +42,7 @@ def test_object_loss_makes_the_pooled_patch_features_name_each_held_out_objects_
     assert result["object_loss_last"] < result["object_loss_first"]
     assert result["object_colour_accuracy"] >= 0.9, result  # chance 1/6; shape needs more steps than a test takes
     assert "held-out objects" in lines[1] and "shape" in lines[1]
+    assert "shape_peak_patch" in lines[1] and "object_shape_peak_patch_accuracy" in result  # beside the pooled read
 
 
 @pytest.mark.parametrize("image_size,patch_size", [(72, 8), (64, 8), (96, 16)])
@@ -81,3 +84,29 @@ def test_tokenizer_larger_than_the_profiles_text_vocab_is_refused(tiny_profile, 
     big = train_tokenizer([f"word{i} " * 3 for i in range(3000)], 2000)
     with pytest.raises(ConfigError, match="does not fit the tokenizer"):
         pretrain_towers(tiny_profile, tmp_path, big, tmp_path / "out")
+
+
+def test_patch_loss_asks_every_covered_patch_to_name_the_object_not_only_their_mean():
+    heads = ObjectHeads(width=8)
+    with torch.no_grad():
+        for head in heads.heads.values():
+            head.weight.zero_()
+            head.bias.zero_()
+            head.weight[0, 0] = 10.0  # channel 0 votes for class 0 of every head, channel 1 for class 1
+            head.weight[1, 1] = 10.0
+    # one object (every attribute id 0) covering patches 0 and 1 half and half; patch 2 is background
+    objects = [(0, np.array([0.5, 0.5, 0.0]), 0, 0, 0, 0, 0, 0)]
+    both_name_it = torch.zeros(1, 3, 8)
+    both_name_it[0, :2, 0] = 1.0
+    one_names_it = both_name_it.clone()
+    one_names_it[0, 0, 0], one_names_it[0, 1] = 3.0, 0.0
+    one_names_it[0, 1, 1] = 1.0  # the mean still names class 0 (channel 0: 1.5, channel 1: 0.5)
+    pooled_loss = sum(torch.nn.functional.cross_entropy(logits, target)
+                      for logits, target in heads(one_names_it, objects).values())
+    assert pooled_loss < 0.01 * len(heads.heads)  # the pooled objective is satisfied ...
+    assert heads.patch_loss(one_names_it, objects) > 4.0  # ... the per-patch one is not
+    assert heads.patch_loss(both_name_it, objects) < 0.01 * len(heads.heads)
+    background_changed = both_name_it.clone()
+    background_changed[0, 2, 1] = 5.0  # a patch the object does not cover carries no weight
+    assert heads.patch_loss(background_changed, objects).item() == pytest.approx(
+        heads.patch_loss(both_name_it, objects).item())
