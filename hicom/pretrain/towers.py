@@ -12,6 +12,7 @@ import json
 import math
 import random
 import time
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -35,22 +36,28 @@ def _position_bin(v: int, size: int) -> int:
     return min(POSITION_BINS - 1, max(0, v * POSITION_BINS // size))
 
 
+@lru_cache(maxsize=8)
+def _patch_index(size: int, grid: int) -> np.ndarray:
+    """(size, size): the raster index of the patch each pixel lands in (frames are resized, so pixel x lands in
+    patch x * grid // size)."""
+    patch = np.arange(size) * grid // size  # the patch row (column) of each pixel row (column)
+    return patch[:, None] * grid + patch[None, :]
+
+
 def _object_targets(scene, t: int, grid: int) -> list[tuple]:
     """Per object visible in frame t: its weights over the grid x grid patches (the share of its pixels in each,
     summing to 1; frames are resized, so pixel x lands in patch x * grid // size), then the ids of its shape,
     colour, size, the 3x3 cell its centre is in (the world's answer to "where is it?"), and its centre's row and
     column in POSITION_BINS bins (finer, so that a move of a few pixels shows)."""
-    patch = np.arange(scene.size) * grid // scene.size  # the patch row (column) of each pixel row (column)
-    rows, cols = np.broadcast_to(patch[:, None], (scene.size,) * 2), np.broadcast_to(patch[None, :], (scene.size,) * 2)
+    patch_of_pixel = _patch_index(scene.size, grid)
     targets = []
     for obj in scene.objects:
         if not obj.visible(t):
             continue
-        counts = np.zeros((grid, grid))
-        np.add.at(counts, (rows, cols), object_mask(scene, obj, t))
+        counts = np.bincount(patch_of_pixel[object_mask(scene, obj, t)], minlength=grid * grid).astype(float)
         if counts.sum() > 0:
             x, y = obj.position(t)
-            targets.append(((counts / counts.sum()).reshape(-1), SHAPES.index(obj.shape),
+            targets.append((counts / counts.sum(), SHAPES.index(obj.shape),
                             COLOUR_NAMES.index(obj.colour), SIZES.index(obj.size),
                             CELLS.index(cell(scene.size, x, y)), _position_bin(y, scene.size),
                             _position_bin(x, scene.size)))
@@ -137,15 +144,15 @@ class ObjectHeads(torch.nn.Module):
         includes, so a large object's shape was lost to attention (README, "Where the answer is lost"). Naming
         the object from every patch it covers makes any pooling over it carry what it is and where.
         """
-        frame = torch.tensor([o[0] for o in objects])
         weights = torch.from_numpy(np.stack([o[1] for o in objects])).to(features.dtype)  # (objects, patches)
-        patches = features[frame]  # (objects, patches, C)
+        owner, patch = weights.nonzero(as_tuple=True)  # the few patches each object covers, not the whole grid
+        frame = torch.tensor([o[0] for o in objects])
+        covered = features[frame[owner], patch]  # (covered patches, C)
+        share = weights[owner, patch] / len(objects)  # the mean over objects of each one's weighted sum
         loss = features.new_zeros(())
         for k, head in enumerate(self.heads.values()):
-            logits = head(patches)  # (objects, patches, classes)
-            target = torch.tensor([o[2 + k] for o in objects])[:, None].expand(logits.shape[:2])
-            per_patch = torch.nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none")
-            loss = loss + (per_patch.view_as(weights) * weights).sum(-1).mean()
+            target = torch.tensor([o[2 + k] for o in objects])[owner]
+            loss = loss + (torch.nn.functional.cross_entropy(head(covered), target, reduction="none") * share).sum()
         return loss
 
     def phrase_loss(self, embeds: torch.Tensor, objects: list, phrase_embeds: torch.Tensor,
