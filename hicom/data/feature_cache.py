@@ -210,10 +210,10 @@ class FeatureCache:
         """The items with the frozen towers' outputs that the cache missed computed by `model` and stored,
         so the model's forward runs no tower for them (the hits were filled in by the dataset).
 
-        One vision-tower call for every item without features (E included whenever the model has an
+        One vision-tower call for each item without features (E included whenever the model has an
         instruction tower, so every stage can reuse the entry), and - in a guided stage - one
-        instruction-tower call for every item without its encoded guides. Items without a cache key
-        are left to the model.
+        instruction-tower call for each item without its encoded guides: an entry's bits then do not depend on
+        which items shared its micro-batch. Items without a cache key are left to the model.
         """
         frames = [i for i, it in enumerate(items) if it.features is None and it.cache_key is not None]
         guides = []
@@ -223,16 +223,18 @@ class FeatureCache:
                       if it.guide_cache_key is not None and it.guide_input_ids is not None
                       and (it.guide_pooled is None or (needs_tokens and it.guide_tokens is None))]
         items = list(items)
-        if frames:
-            for i, (features, embeds) in zip(frames, model.encode_items([items[i] for i in frames],
-                                                                        _stores_embeds(model))):
-                self.put(items[i].cache_key, features, embeds)
-                items[i] = replace(items[i], features=features, embeds=embeds)
-        if guides:
-            encoded = model.encode_item_guides([items[i].guide_input_ids for i in guides])
-            for i, (pooled, tokens) in zip(guides, encoded):
-                self.put_guides(items[i].guide_cache_key, pooled, tokens)
-                items[i] = replace(items[i], guide_pooled=pooled, guide_tokens=tokens)
+        # One tower call per item, never several items together: a tower's output for one input differs in its last
+        # bits with the batch it is computed in, so an entry computed beside other items differs from the same entry
+        # computed by the other rank (which used its own value) or read back by a later run, and training from a cold
+        # cache then drifted from training from a warm one (README, "Where the answer is lost").
+        for i in frames:
+            (features, embeds), = model.encode_items([items[i]], _stores_embeds(model))
+            self.put(items[i].cache_key, features, embeds)
+            items[i] = replace(items[i], features=features, embeds=embeds)
+        for i in guides:
+            (pooled, tokens), = model.encode_item_guides([items[i].guide_input_ids])
+            self.put_guides(items[i].guide_cache_key, pooled, tokens)
+            items[i] = replace(items[i], guide_pooled=pooled, guide_tokens=tokens)
         return items
 
     def path(self, key: str) -> Path:

@@ -216,6 +216,35 @@ def test_feature_cache_hits_skip_decoding_and_both_towers_and_leave_the_loss_unc
     torch.testing.assert_close(warm, uncached)
 
 
+def test_a_cache_entry_has_the_same_bits_whatever_items_shared_its_micro_batch(world, tmp_path, tiny_profile):
+    # A tower's output for one input differs in its last bits with the batch it is computed in: with entries
+    # computed beside other items, two ranks meeting the same clip stored and used different values, and training
+    # from a cold cache drifted from training from the warm one it left.
+    root, tok = world
+    samples = mixture(root, "sft")
+    torch.manual_seed(0)
+    model = build_model(tiny_profile).eval()
+    model.set_guidance(True)
+    preprocessor = FramePreprocessor(IMAGE)
+    settings = SampleSettings(num_frames=8, guided=True, guide_max_length=64, stage="test")
+
+    def completed(n, name):
+        cache = FeatureCache(tmp_path / name, module_fingerprint(model.vision_tower, with_embeds=True),
+                             FramePolicy.from_preprocessor(preprocessor, 8, "decord"),
+                             text_fingerprint=module_fingerprint(model.text_tower, with_embeds=False))
+        ds = ConversationDataset(samples, tok, preprocessor, settings, RejectLog(tmp_path / f"{name}.jsonl"),
+                                 guide_tokenizer=tok, feature_cache=cache)
+        batch = collate([ds[i] for i in range(n)], pad_id=tok.pad_token_id)
+        with torch.no_grad():
+            item = cache.complete(model, batch["visual_items"])[0]
+        return item, cache.get(item.cache_key), cache.get_guides(item.guide_cache_key)
+
+    (a_item, a_entry, a_guides), (b_item, b_entry, b_guides) = completed(1, "alone"), completed(len(samples), "beside")
+    assert torch.equal(a_item.features, b_item.features) and torch.equal(a_item.embeds, b_item.embeds)
+    assert torch.equal(a_item.guide_pooled, b_item.guide_pooled)
+    assert all(torch.equal(x, y) for x, y in zip(a_entry, b_entry))
+    assert torch.equal(a_guides[0], b_guides[0])
+
 
 def test_turns_too_long_for_max_length_are_dropped_and_a_sample_with_none_left_is_rejected_not_a_failed_step(
         world, tmp_path, tiny_profile, caplog):
