@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hicom.core.errors import ConfigError
 from hicom.core.sections import check_numbers
 
 
@@ -19,11 +20,18 @@ class TowerTrainConfig:
     # Weight, inside the object-level loss, of the same heads read from each patch an object covers alone
     # (ObjectHeads.patch_loss), so that an attention-weighted pooling over the object keeps its shape. 0: off.
     patch_loss: float = 0.0
+    # Also match every object to the instructions that single out none ("What colour is the object that appears in
+    # the second half of the video?"): the tiny profile's local level pools each frame with the guide's text
+    # embedding as its query, and such a text had drifted to one colour, which the pooling then kept.
+    unnamed_texts: bool = False
     seed: int = 0
 
     def __post_init__(self):
         check_numbers("towers", self, at_least_1=("steps", "batch_size", "eval_pairs"), at_least_0=("seed",
                       "object_loss", "patch_loss"), above_0=("lr",))
+        if self.unnamed_texts and self.object_loss == 0:
+            raise ConfigError("towers.unnamed_texts: true needs towers.object_loss > 0 (the texts are matched to the "
+                              "objects inside the object-level loss), got object_loss 0")
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ from transformers import SiglipConfig, SiglipModel
 
 from hicom.core.errors import ConfigError
 from hicom.core.files import atomic_write_bytes
-from hicom.data.synthetic import CELLS, COLOURS, SHAPES, SIZES, caption, cell, object_mask, read_world, render_frame
+from hicom.data.synthetic import (CELLS, COLOURS, SHAPES, SIZES, VIDEO_PROMPTS, caption, cell, object_mask, read_world,
+                                  render_frame, unnamed_questions)
 from hicom.data.video import FramePreprocessor
 from hicom.model.checkpoint import save_model
 from hicom.model.configuration_hicom import ModelProfile
@@ -180,6 +181,13 @@ def _joint_space_patches(model: SiglipModel, last_hidden_state: torch.Tensor) ->
     return last_hidden_state + head.mlp(head.layernorm(last_hidden_state))
 
 
+def unnamed_texts(scenes: list) -> list[str]:
+    """Instructions that single out no object by how it looks: the scenes' questions of that kind ("What colour is
+    the object that appears in the second half of the video?", "Which colour can be seen in the video?") and the
+    video prompts. A frame does not tell which object they are about, so they should weigh every object alike."""
+    return sorted({text for scene in scenes for text in unnamed_questions(scene)} | set(VIDEO_PROMPTS))
+
+
 def _step_phrases(phrases: list[str], required: torch.Tensor, rng: random.Random) -> tuple[list[str], torch.Tensor]:
     """Every phrase, and QUESTIONS_PER_STEP of them asked in a random question frame."""
     picked = [rng.randrange(len(phrases)) for _ in range(QUESTIONS_PER_STEP)]
@@ -260,6 +268,9 @@ def pretrain_towers(profile: ModelProfile, world_dir: str | Path, tokenizer, out
     eval_ids = tokenize(eval_txt)
     before = retrieval_top1(model, eval_px, eval_ids)
     phrases, phrase_required = object_phrases()
+    # every object matches an instruction that names none (required -1: any shape, colour and size)
+    unnamed = unnamed_texts(train) if cfg.unnamed_texts else []
+    unnamed_required = torch.full((len(unnamed), 3), -1, dtype=phrase_required.dtype)
     trained = list(model.parameters()) + (list(heads.parameters()) if heads is not None else [])
     opt = torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)
@@ -272,6 +283,7 @@ def pretrain_towers(profile: ModelProfile, world_dir: str | Path, tokenizer, out
         loss = out.loss
         if heads is not None and objects:
             texts, required = _step_phrases(phrases, phrase_required, rng)
+            texts, required = texts + unnamed, torch.cat([required, unnamed_required])
             object_loss = _object_loss(heads, model, out.vision_model_output, objects, tokenize(texts), required,
                                        cfg.patch_loss)
             (loss + cfg.object_loss * object_loss).backward()

@@ -237,3 +237,9 @@ def test_command_line_numbers_fail_before_work_naming_the_option_or_key(tmp_path
         main(["evaluate", "--benchmark", "synthetic", "--frames", "0", "--out", str(out)])
     assert exit_.value.code == 2
     assert "argument --frames: must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_unnamed_texts_without_the_object_loss_is_refused_naming_both_keys(params):
+    params["towers"].update(unnamed_texts=True, object_loss=0)  # the texts are matched inside the object loss
+    with pytest.raises(ConfigError, match=r"towers\.unnamed_texts: true needs towers\.object_loss > 0"):
+        validate_params(params)

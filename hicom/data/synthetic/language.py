@@ -166,6 +166,9 @@ FAMILIES = {f.name: f for f in (
     Family("event_shape", "moment", tested=False),
 )}
 TEST_FAMILIES = tuple(name for name, f in FAMILIES.items() if f.tested)
+# Families whose question singles out no object by how it looks (which colours can be seen, how many objects, the
+# object that appears late, the one that moves left): one frame does not tell which object they are about.
+UNNAMED_FAMILIES = ("colour_seen", "count", "event_object", "event_colour", "event_shape", "object_by_motion")
 
 
 @dataclass(frozen=True)
@@ -260,6 +263,11 @@ def _questions(scene: Scene) -> list[_Question]:
         qs.append(attribute("event_shape", target, f"What shape is the object that {event}?", obj.shape,
                             [p.shape for p in objs], SHAPES))
     return qs
+
+
+def unnamed_questions(scene: Scene) -> list[str]:
+    """The texts of the scene's questions that single out no object by how it looks (UNNAMED_FAMILIES)."""
+    return sorted({q.text for q in _questions(scene) if q.family in UNNAMED_FAMILIES})
 
 
 def qa_turns(scene: Scene, rng: random.Random, k: int) -> list[tuple[str, str]]:

@@ -19,6 +19,7 @@ from hicom.data.synthetic import (
     LETTERS,
     MCQ_INSTRUCTION,
     SHAPES,
+    SIZES,
     TEST_FAMILIES,
     Scene,
     WorldConfig,
@@ -33,6 +34,7 @@ from hicom.data.synthetic import (
     object_radius,
     qa_turns,
     render_frame,
+    unnamed_questions,
 )
 from hicom.data.tokenizer import world_texts
 
@@ -424,3 +426,17 @@ def test_tokenizer_text_leaves_out_the_held_out_questions(world):
              for t in [turn["value"]]}
     assert held_out - train, "the fixture world should hold a test question no training file asks"
     assert not (held_out - train) & texts
+
+
+def test_unnamed_questions_name_no_colour_shape_or_size_and_hold_the_event_and_colour_seen_questions():
+    """The towers learn to weigh every object alike for these texts (towers.unnamed_texts), so none may name an
+    object by how it looks, and the tested families that single out no object must be among them."""
+    texts = set()
+    for scene in scenes_of(WorldConfig(min_objects=3, max_objects=5), 60):
+        texts |= set(unnamed_questions(scene))
+    words = {w for text in texts for w in re.findall(r"[a-z]+", text.lower())}
+    assert not words & (set(COLOURS) | set(SHAPES) | set(SIZES)), words & (set(COLOURS) | set(SHAPES) | set(SIZES))
+    assert {"What colour is the object that appears in the second half of the video?",
+            "What colour is the object that disappears before the middle of the video?",
+            "Which colour can be seen in the video?", "Which object moves left?"} <= texts
+    assert not any("the square" in t or "is in the" in t for t in texts)  # named objects and places stay out
