@@ -112,7 +112,6 @@ def test_patch_loss_asks_every_covered_patch_to_name_the_object_not_only_their_m
         heads.patch_loss(both_name_it, objects).item())
 
 
-
 def _colour_lean(towers, world, question: str) -> float:
     """How much the attention of the tiny profile's local level for `question` leans to some colours: per colour,
     the mean share of the attention over a frame's objects that an object of that colour gets, weighed against
@@ -138,7 +137,6 @@ def _colour_lean(towers, world, question: str) -> float:
             weights = (query @ _joint_space_patches(model, last.last_hidden_state).transpose(1, 2)
                        / query.shape[-1] ** 0.5).softmax(-1)[:, 0]  # (frames, patches)
             for t in frames:
-                shown = [o for o in scene.objects if o.visible(t)]
                 targets = _object_targets(scene, t, grid)
                 if len(targets) < 2:
                     continue
