@@ -27,7 +27,7 @@ import torch
 from hicom.core.errors import ConfigError, DataError
 from hicom.core.files import atomic_write_bytes
 from hicom.core.types import IGNORE_INDEX, VisualItem
-from hicom.data.conversation import encode_prompt, encode_sample, tokenise_guides
+from hicom.data.conversation import Encoded, encode_prompt, encode_sample, tokenise_guides
 from hicom.data.dataset import pad_sequences
 from hicom.data.settings import ReadLimits
 from hicom.data.video import (
@@ -319,26 +319,59 @@ def option_scores(model, samples: list[Sample], prompts: list[str], tokenizer, g
 
     Unlike `generate`, this needs no ability to point from a letter to an option's text, which a tiny
     LLM does not learn; what it measures is whether the model knows the answer from the video.
+
+    A question's options differ only in the answer turn, so its prompt (visual tokens, question, the answer
+    turn's header) runs through the LLM once and every option is scored from that prompt's key/value cache;
+    the samples (questions about one video) share one compression call and one forward of each part. The scores
+    are those of running every option's whole sequence (tests pin it).
     """
-    out = []
-    for sample, prompt in zip(samples, prompts):
-        seqs = [encode_sample(tokenizer, [{"from": "human", "value": prompt},
-                                          {"from": "gpt", "value": short_answer(option)}], "video", False, sample.id)[0]
-                for option in sample.options]
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        input_ids, labels, mask = pad_sequences(seqs, pad)
-        guide = None
-        if model.projector.uses_instruction:
-            guide = tokenise_guides(guide_tokenizer, [guide_text(sample)], model.config.guide_max_length)[0].to(device)
-        # one question, so one compression serves every option's sequence
-        visual = model.encode_visual([VisualItem(None, "video", guide, features=features, embeds=embeds)]) * len(seqs)
-        embeds_in, attention, spliced_labels, positions = model.splice(input_ids.to(device), mask.to(device),
-                                                                       labels.to(device), visual)
-        logits = model.language_model(inputs_embeds=embeds_in, attention_mask=attention,
-                                      position_ids=positions).logits.float()
-        target = spliced_labels[:, 1:]
-        logprobs = logits[:, :-1].log_softmax(-1).gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        out.append([float(x) for x in (logprobs * (target != IGNORE_INDEX)).sum(-1)])
+    if not samples:
+        return []
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    prompt_ids, owner, answers = [], [], []
+    for q, (sample, prompt) in enumerate(zip(samples, prompts)):
+        for option in sample.options:
+            seq = encode_sample(tokenizer, [{"from": "human", "value": prompt},
+                                            {"from": "gpt", "value": short_answer(option)}], "video", False,
+                                sample.id)[0]
+            start = int((seq.labels != IGNORE_INDEX).nonzero()[0])  # the answer's first supervised token
+            if len(prompt_ids) == q:
+                prompt_ids.append(seq.input_ids[:start])
+            elif not torch.equal(prompt_ids[q], seq.input_ids[:start]):
+                raise ValueError(f"question {sample.id}: option {option!r} changes the prompt before its answer "
+                                 "turn; the options cannot share one prompt")
+            owner.append(q)
+            answers.append(Encoded(seq.input_ids[start:], seq.labels[start:], None))
+    guides = [None] * len(samples)
+    if model.projector.uses_instruction:
+        guides = list(tokenise_guides(guide_tokenizer, [guide_text(s) for s in samples],
+                                      model.config.guide_max_length).to(device))
+    visual = model.encode_visual([VisualItem(None, "video", g, features=features, embeds=embeds) for g in guides])
+    ids, _, mask = pad_sequences([Encoded(x, torch.full_like(x, IGNORE_INDEX), None) for x in prompt_ids], pad)
+    prompt_embeds, prompt_mask, _, positions = model.splice(ids.to(device), mask.to(device), None, visual)
+    llm = model.language_model  # hidden states, then the LM head on the rows scored only (not every position)
+    prompt_out = llm.model(inputs_embeds=prompt_embeds, attention_mask=prompt_mask, position_ids=positions,
+                           use_cache=True)
+    lengths = prompt_mask.sum(1)
+    last = prompt_out.last_hidden_state[torch.arange(len(samples), device=device), lengths - 1]
+    first = llm.lm_head(last).float().log_softmax(-1)  # predicts each answer's first token
+    index = torch.tensor(owner, device=device)
+    cache = prompt_out.past_key_values
+    cache.reorder_cache(index)  # each option continues its own question's prompt
+    ids, labels, mask = pad_sequences(answers, pad)
+    ids, mask, labels = ids.to(device), mask.to(device), labels.to(device)
+    steps = torch.arange(ids.shape[1], device=device)
+    answer_out = llm.model(inputs_embeds=model.get_input_embeddings()(ids), past_key_values=cache,
+                           attention_mask=torch.cat([prompt_mask[index], mask], dim=1),
+                           position_ids=lengths[index, None] + steps)
+    # answer token j is predicted at answer position j - 1, the first one at the prompt's last position
+    rest = llm.lm_head(answer_out.last_hidden_state[:, :-1]).float().log_softmax(-1)
+    logprobs = torch.cat([first[index, None], rest], dim=1)
+    token = logprobs.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    totals = (token * (labels != IGNORE_INDEX)).sum(-1).tolist()
+    out: list[list[float]] = [[] for _ in samples]
+    for q, total in zip(owner, totals):
+        out[q].append(float(total))
     return out
 
 
