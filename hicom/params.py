@@ -20,13 +20,7 @@ from hicom.data.settings import DataSettings
 from hicom.efficiency.settings import EfficiencySettings
 from hicom.evaluate.settings import EvalConfig
 from hicom.gate.settings import RegistryConfig
-from hicom.model.configuration_hicom import (
-    PRESETS,
-    CompressorConfig,
-    ModelProfile,
-    TowerSpec,
-    compressor_from_preset,
-)
+from hicom.model.settings import PRESETS, CompressorConfig, ModelProfile, TowerSpec, compressor_from_preset
 from hicom.pretrain.settings import LLMTrainConfig, TowerTrainConfig
 from hicom.train.config import STAGES, TrainConfig
 

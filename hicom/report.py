@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import torch
 
 from hicom.model.build import baseline_of, build_model
-from hicom.model.configuration_hicom import ModelProfile
 from hicom.model.injection import Guide
+from hicom.model.settings import ModelProfile
 
 FRAME_COUNTS = (1, 32, 64, 128)  # 1 = a single image
 

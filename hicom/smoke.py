@@ -12,7 +12,7 @@ import torch
 
 from hicom.core.types import IGNORE_INDEX, VIDEO_TOKEN_ID, VisualItem
 from hicom.model.build import build_model
-from hicom.model.configuration_hicom import ModelProfile
+from hicom.model.settings import ModelProfile
 
 
 def moving_square_clip(frames: int, size: int, seed: int = 0) -> torch.Tensor:

@@ -14,8 +14,9 @@ from hicom.data.conversation import encode_prompt, extract_guide, tokenise_guide
 from hicom.data.synthetic import make_scene, write_video
 from hicom.efficiency.settings import ClipSettings
 from hicom.model.compressor import build_projector
-from hicom.model.configuration_hicom import CompressorConfig, HIComConfig, ModelProfile
+from hicom.model.configuration_hicom import HIComConfig
 from hicom.model.modeling_hicom import HIComForCausalLM
+from hicom.model.settings import CompressorConfig, ModelProfile
 
 # One representative multiple-choice question (the synthetic world's format) for tokenised prompts.
 EFFICIENCY_QUESTION = ("Which object appears late in the video?\nA. the red circle\nB. the blue square\n"

@@ -31,7 +31,7 @@ from hicom.evaluate.mcq import (
     variants_for,
 )
 from hicom.evaluate.settings import EvalConfig
-from hicom.model.configuration_hicom import ModelProfile
+from hicom.model.settings import ModelProfile
 
 # Numbers of a variant's summary that become metrics (breakdowns and the validity split are added per value).
 SUMMARY_METRICS = ("accuracy", "accuracy_answered", "accuracy_readable", "total", "answered", "unanswered", "missing",

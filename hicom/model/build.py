@@ -17,13 +17,9 @@ from transformers import (
 
 from hicom.core.errors import ConfigError
 from hicom.model.compressor import build_projector
-from hicom.model.configuration_hicom import (
-    CompressorConfig,
-    HIComConfig,
-    ModelProfile,
-    TowerSpec,
-)
+from hicom.model.configuration_hicom import HIComConfig
 from hicom.model.modeling_hicom import HIComForCausalLM
+from hicom.model.settings import CompressorConfig, ModelProfile, TowerSpec
 
 # component attribute -> (profile field, config class, model class)
 TOWERS = {

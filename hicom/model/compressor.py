@@ -24,13 +24,8 @@ import torch.nn.functional as nnf
 from einops import rearrange
 from torch import nn
 
-from hicom.model.configuration_hicom import (
-    CompressorConfig,
-    GlobalConfig,
-    Injection,
-    LocalConfig,
-)
 from hicom.model.injection import Guide, GuideInjector, mlp
+from hicom.model.settings import CompressorConfig, GlobalConfig, Injection, LocalConfig
 
 
 def check_features(features: torch.Tensor, dim: int, name: str = "features") -> None:

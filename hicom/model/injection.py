@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from hicom.model.configuration_hicom import Injection
+from hicom.model.settings import Injection
 
 
 @dataclass

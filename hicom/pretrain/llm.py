@@ -25,7 +25,7 @@ from hicom.data.conversation import normalise_turns
 from hicom.data.mixture import read_annotations
 from hicom.data.synthetic import TRAIN_FILES
 from hicom.model.checkpoint import save_model
-from hicom.model.configuration_hicom import ModelProfile
+from hicom.model.settings import ModelProfile
 from hicom.pretrain.settings import LLMTrainConfig
 
 

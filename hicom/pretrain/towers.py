@@ -26,7 +26,7 @@ from hicom.data.synthetic import (CELLS, COLOURS, SHAPES, SIZES, VIDEO_PROMPTS, 
                                   render_frame, unnamed_questions)
 from hicom.data.video import FramePreprocessor
 from hicom.model.checkpoint import save_model
-from hicom.model.configuration_hicom import ModelProfile
+from hicom.model.settings import ModelProfile
 from hicom.pretrain.settings import TowerTrainConfig
 
 COLOUR_NAMES = tuple(COLOURS)

@@ -38,8 +38,8 @@ from hicom.data.tokenizer import load_tokenizer
 from hicom.data.video import FramePreprocessor, decoder_info
 from hicom.model.build import build_model
 from hicom.model.checkpoint import load_compressor, save_compressor, save_model
-from hicom.model.configuration_hicom import ModelProfile
 from hicom.model.diagnostics import global_token_spread
+from hicom.model.settings import ModelProfile
 from hicom.train.checkpoints import (
     CHECKPOINTS,
     COMPLETE,

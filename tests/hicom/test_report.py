@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from hicom.core.errors import ConfigError
-from hicom.model.configuration_hicom import Injection
+from hicom.model.settings import Injection
 from hicom.params import PARAMS_FILE, Params
 from hicom.report import FRAME_COUNTS, build_report, format_report
 

@@ -45,3 +45,13 @@ def test_help_of_a_light_command_does_not_import_torch():
             "    pass\nprint('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "False"
+
+
+def test_reading_params_imports_neither_torch_nor_transformers():
+    """Every command reads params.yaml first; the light ones (promote, compare, pipeline-report) need no model, so
+    reading it, the profiles' model settings included, must not cost the seconds of importing torch."""
+    code = ("import sys\nfrom hicom.params import Params\nparams = Params.load()\n"
+            "params.profile('tiny'); params.profile('paper-7b')\n"
+            "print([m for m in ('torch', 'transformers') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"

@@ -25,8 +25,8 @@ from hicom.evaluate.readers import read_srt, subtitles_at
 from hicom.evaluate.settings import EvalConfig
 from hicom.model.build import build_model
 from hicom.model.checkpoint import save_model
-from hicom.model.configuration_hicom import compressor_from_preset
 from hicom.model.modeling_hicom import HIComForCausalLM
+from hicom.model.settings import compressor_from_preset
 from hicom.params import PARAMS_FILE, Params
 
 IMAGE = Params.load().profile("tiny").vision.config["image_size"]  # the tiny towers' input side

@@ -17,8 +17,8 @@ from hicom.model.checkpoint import (
     save_model,
 )
 from hicom.model.compressor import HIComCompressor
-from hicom.model.configuration_hicom import compressor_from_preset
 from hicom.model.modeling_hicom import HIComForCausalLM
+from hicom.model.settings import compressor_from_preset
 from hicom.params import PARAMS_FILE, Params
 
 IMAGE = Params.load().profile("tiny").vision.config["image_size"]  # the tiny towers' input side

@@ -9,12 +9,8 @@ from hicom.model.compressor import (
     LlavaOVProjector,
     position_embedding_3d,
 )
-from hicom.model.configuration_hicom import (
-    CompressorConfig,
-    Injection,
-    compressor_from_preset,
-)
 from hicom.model.injection import Guide
+from hicom.model.settings import CompressorConfig, Injection, compressor_from_preset
 
 C, TEXT, D, G = 64, 48, 40, 8  # vision width, text width (!= C, exercises the projection), LLM width, grid
 

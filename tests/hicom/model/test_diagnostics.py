@@ -21,7 +21,7 @@ def test_relative_spread_names_a_shape_it_cannot_measure():
 
 @pytest.mark.parametrize("preset,moves", [("paper", True), ("unconditional", False)])
 def test_global_tokens_move_with_the_question_only_when_the_instruction_is_injected(tiny_profile, preset, moves):
-    from hicom.model.configuration_hicom import compressor_from_preset
+    from hicom.model.settings import compressor_from_preset
 
     sizes = tiny_profile.compressor
     compressor = compressor_from_preset(preset, {

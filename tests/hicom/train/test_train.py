@@ -19,7 +19,7 @@ from hicom.data.video import FramePreprocessor
 from hicom.model.build import build_model
 from hicom.model.checkpoint import save_compressor, save_model
 from hicom.model.compressor import HIComCompressor
-from hicom.model.configuration_hicom import compressor_from_preset
+from hicom.model.settings import compressor_from_preset
 from hicom.params import PARAMS_FILE, Params
 from hicom.train.config import STAGES
 from hicom.train.optim import configure_trainable
