@@ -268,7 +268,9 @@ class Tracker:
         """Log metrics at `step`; a NaN/inf (a diverging loss) is skipped with a warning rather than stored.
 
         In a resumed run, a step the run already has for a metric is skipped: training replays the steps
-        between its last checkpoint and the crash, and MLflow would otherwise hold them twice."""
+        between its last checkpoint and the crash, and MLflow would otherwise hold them twice.
+        The batch is queued (MLflow's asynchronous logging): a training step does not wait for the store's write;
+        closing the run (MLflow's set_terminated) waits for every queued batch."""
         if not self._logging():
             return
         timestamp = int(time.time() * 1000)
@@ -281,8 +283,8 @@ class Tracker:
                 batch.append(Metric(key, value, timestamp, step or 0))
             else:
                 _log.warning("metric %s=%s at step %s is not finite: not logged", key, value, step)
-        if batch:
-            self._client.log_batch(self.run_id, metrics=batch)
+        if batch:  # queued: a training step does not wait for the store; set_terminated drains the queue
+            self._client.log_batch(self.run_id, metrics=batch, synchronous=False)
 
     def log_input(self, *, name: str, digest: str, source: str, context: str, num_rows: int | None = None,
                   schema: dict | None = None) -> None:

@@ -72,6 +72,24 @@ def test_log_metrics_keeps_step_history_and_skips_non_finite_with_a_warning(trac
     assert "loss=nan at step 2 is not finite" in caplog.text and "acc=inf" in caplog.text
 
 
+def test_queued_metrics_are_all_stored_when_the_run_closes_and_a_failing_run_keeps_them(tracker, store):
+    """log_metrics queues (MLflow's asynchronous logging); closing the run waits for the queue, on a normal exit and
+    on a failure alike, so a stage's last steps are never lost."""
+    _, _, client = store
+    steps = 300
+    with tracker() as t:
+        for step in range(steps):
+            t.log_metrics({"loss": 1.0 / (step + 1), "lr": 0.1}, step=step)
+    assert [m.step for m in sorted(client.get_metric_history(t.run_id, "loss"), key=lambda m: m.step)] == list(
+        range(steps))
+    with pytest.raises(RuntimeError, match="crashed"), tracker() as failed:
+        for step in range(steps):
+            failed.log_metrics({"loss": 1.0}, step=step)
+        raise RuntimeError("crashed")
+    run = client.get_run(failed.run_id)
+    assert run.info.status == "FAILED" and len(client.get_metric_history(failed.run_id, "loss")) == steps
+
+
 def test_normal_exit_finishes_the_run_with_no_system_metrics_when_off(tracker, store):
     _, _, client = store
     with tracker(run_name="ok") as t:
