@@ -121,7 +121,14 @@ def _encode_turns(tokenizer, messages: list[dict]) -> list[tuple[list[int], list
     prefix of the whole one, so these pieces, concatenated up to pair j, are exactly the ids of
     the conversation cut after answer j.
     """
-    texts = []  # prompt, answer, tail of each pair
+    ids = _tokenise_many(tokenizer, _turn_texts(tokenizer, messages))
+    return [tuple(ids[i:i + 3]) for i in range(0, len(ids), 3)]
+
+
+def _turn_texts(tokenizer, messages: list[dict]) -> list[str]:
+    """The chat-templated conversation cut into prompt, answer and tail (what follows the answer's end of turn)
+    of each question/answer pair, in order."""
+    texts = []
     rendered = ""
     for k in range(len(messages) // 2):
         prompt = tokenizer.apply_chat_template(messages[:2 * k + 1], tokenize=False, add_generation_prompt=True)
@@ -133,8 +140,7 @@ def _encode_turns(tokenizer, messages: list[dict]) -> list[tuple[list[int], list
             else len(answer_text)
         texts += [prompt[len(rendered):], answer_text[:end], answer_text[end:]]
         rendered = full
-    ids = _tokenise_many(tokenizer, texts)
-    return [tuple(ids[i:i + 3]) for i in range(0, len(ids), 3)]
+    return texts
 
 
 def _join(pieces: list[tuple[list[int], list[int], list[int]]], supervised: set[int]) -> tuple[list[int], list[int]]:
@@ -190,6 +196,26 @@ def encode_sample(tokenizer, conversations: list[dict], modality: str | None, gu
         ids, labels = _join(pieces[:j + 1], {j})
         out.append(Encoded(torch.tensor(ids), torch.tensor(labels), extract_guide(messages[2 * j]["content"])))
     return out
+
+
+def encode_answers(tokenizer, question: str, answers: list[str], modality: str | None,
+                   sample_id: str = "?") -> tuple[torch.Tensor, list[Encoded]]:
+    """The one-turn conversations (question, answer) for several answers, as encode_sample gives each of them
+    (unguided), but in two parts: the question's prompt ids, shared, and per answer its answer turn's ids and labels
+    (the answer supervised, what follows its end of turn not). One tokenizer call for all of them.
+
+    ConversationError when an answer changes the rendering of the prompt before it (the template is then not
+    prefix-stable, and the answers cannot share one prompt)."""
+    texts = [_turn_texts(tokenizer, normalise_turns([{"from": "human", "value": question},
+                                                     {"from": "gpt", "value": answer}], modality, sample_id))
+             for answer in answers]
+    if len({prompt for prompt, _, _ in texts}) > 1:
+        raise ConversationError(f"sample {sample_id}: the answers change the chat template's rendering of the prompt "
+                                "before them; they cannot share one prompt")
+    ids = _tokenise_many(tokenizer, [texts[0][0]] + [piece for _, answer, tail in texts for piece in (answer, tail)])
+    turns = [Encoded(torch.tensor(answer + tail), torch.tensor(answer + [IGNORE_INDEX] * len(tail)), None)
+             for answer, tail in zip(ids[1::2], ids[2::2])]
+    return torch.tensor(ids[0]), turns
 
 
 def encode_prompt(tokenizer, question: str, modality: str | None) -> torch.Tensor:

@@ -27,7 +27,7 @@ import torch
 from hicom.core.errors import ConfigError, DataError
 from hicom.core.files import atomic_write_bytes
 from hicom.core.types import IGNORE_INDEX, VisualItem
-from hicom.data.conversation import Encoded, encode_prompt, encode_sample, tokenise_guides
+from hicom.data.conversation import Encoded, encode_answers, encode_prompt, encode_sample, tokenise_guides
 from hicom.data.dataset import pad_sequences
 from hicom.data.settings import ReadLimits
 from hicom.data.video import (
@@ -330,18 +330,10 @@ def option_scores(model, samples: list[Sample], prompts: list[str], tokenizer, g
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     prompt_ids, owner, answers = [], [], []
     for q, (sample, prompt) in enumerate(zip(samples, prompts)):
-        for option in sample.options:
-            seq = encode_sample(tokenizer, [{"from": "human", "value": prompt},
-                                            {"from": "gpt", "value": short_answer(option)}], "video", False,
-                                sample.id)[0]
-            start = int((seq.labels != IGNORE_INDEX).nonzero()[0])  # the answer's first supervised token
-            if len(prompt_ids) == q:
-                prompt_ids.append(seq.input_ids[:start])
-            elif not torch.equal(prompt_ids[q], seq.input_ids[:start]):
-                raise ValueError(f"question {sample.id}: option {option!r} changes the prompt before its answer "
-                                 "turn; the options cannot share one prompt")
-            owner.append(q)
-            answers.append(Encoded(seq.input_ids[start:], seq.labels[start:], None))
+        ids, turns = encode_answers(tokenizer, prompt, [short_answer(o) for o in sample.options], "video", sample.id)
+        prompt_ids.append(ids)
+        owner += [q] * len(turns)
+        answers += turns
     guides = [None] * len(samples)
     if model.projector.uses_instruction:
         guides = list(tokenise_guides(guide_tokenizer, [guide_text(s) for s in samples],
@@ -372,6 +364,32 @@ def option_scores(model, samples: list[Sample], prompts: list[str], tokenizer, g
     out: list[list[float]] = [[] for _ in samples]
     for q, total in zip(owner, totals):
         out[q].append(float(total))
+    return out
+
+
+def whole_sequence_option_scores(model, samples: list[Sample], prompts: list[str], tokenizer, guide_tokenizer,
+                                 features, embeds, device: torch.device) -> list[list[float]]:
+    """option_scores by the plain route, the reference it is checked and benchmarked against (tests,
+    bench/eval_cache_bench.py): one question at a time, every option's whole sequence (prompt and answer)
+    through the LLM."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    out = []
+    for sample, prompt in zip(samples, prompts):
+        seqs = [encode_sample(tokenizer, [{"from": "human", "value": prompt},
+                                          {"from": "gpt", "value": short_answer(option)}], "video", False, sample.id)[0]
+                for option in sample.options]
+        input_ids, labels, mask = pad_sequences(seqs, pad)
+        guide = None
+        if model.projector.uses_instruction:
+            guide = tokenise_guides(guide_tokenizer, [guide_text(sample)], model.config.guide_max_length)[0].to(device)
+        visual = model.encode_visual([VisualItem(None, "video", guide, features=features, embeds=embeds)]) * len(seqs)
+        embeds_in, attention, spliced_labels, positions = model.splice(input_ids.to(device), mask.to(device),
+                                                                       labels.to(device), visual)
+        logits = model.language_model(inputs_embeds=embeds_in, attention_mask=attention,
+                                      position_ids=positions).logits.float()
+        target = spliced_labels[:, 1:]
+        logprobs = logits[:, :-1].log_softmax(-1).gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        out.append([float(x) for x in (logprobs * (target != IGNORE_INDEX)).sum(-1)])
     return out
 
 

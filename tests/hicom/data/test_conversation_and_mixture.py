@@ -7,6 +7,7 @@ from hicom.core.errors import DataError
 from hicom.core.types import IGNORE_INDEX, IMAGE_TOKEN_ID, VIDEO_TOKEN_ID
 from hicom.data.conversation import (
     ConversationError,
+    encode_answers,
     encode_messages,
     encode_prompt,
     encode_sample,
@@ -76,6 +77,20 @@ def test_prompt_at_inference_is_tokenised_as_in_training(tok):
     prompt = encode_prompt(tok, "What does the red circle do?", "video")
     assert torch.equal(enc.input_ids[:len(prompt)], prompt)
     assert enc.labels[len(prompt)] != IGNORE_INDEX and (enc.labels[:len(prompt)] == IGNORE_INDEX).all()
+
+
+@pytest.mark.parametrize("answers", [["Red."], ["Red.", "It moves to the left of the frame.", "Blue circle."]])
+def test_answers_encoded_apart_from_their_shared_prompt_are_encode_samples_sequences(tok, answers):
+    """Likelihood scoring runs a question's prompt once and each option's answer turn after it: prompt + answer turn
+    must be, id for id and label for label, the sequence encode_sample gives that one-turn conversation."""
+    question = "What does the red circle do?"
+    prompt, turns = encode_answers(tok, question, answers, "video")
+    assert len(turns) == len(answers)
+    for answer, turn in zip(answers, turns):
+        [whole] = encode_sample(tok, [{"from": "human", "value": question}, {"from": "gpt", "value": answer}], "video",
+                                guided=False)
+        assert torch.equal(torch.cat([prompt, turn.input_ids]), whole.input_ids)
+        assert torch.equal(torch.cat([torch.full_like(prompt, IGNORE_INDEX), turn.labels]), whole.labels)
 
 
 def test_tag_is_moved_to_the_head_of_the_first_turn(tok):

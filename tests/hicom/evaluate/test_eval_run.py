@@ -20,7 +20,15 @@ from hicom.data.tokenizer import load_tokenizer, train_tokenizer
 from hicom.data.video import FramePreprocessor, read_video
 from hicom.evaluate.answers import extract_choice
 from hicom.evaluate.benchmarks import BENCHMARKS, read_benchmark
-from hicom.evaluate.mcq import Job, merge_and_score, option_scores, preflight, run_shard, variants_for
+from hicom.evaluate.mcq import (
+    Job,
+    merge_and_score,
+    option_scores,
+    preflight,
+    run_shard,
+    variants_for,
+    whole_sequence_option_scores,
+)
 from hicom.evaluate.readers import read_srt, subtitles_at
 from hicom.evaluate.settings import EvalConfig
 from hicom.model.build import build_model
@@ -335,26 +343,6 @@ def test_subtitles_change_likelihood_scores_and_an_unreadable_subtitle_file_cost
     assert len(plain) == len(with_subs) == 4 and all(a != b for a, b in zip(plain, with_subs))
 
 
-def _whole_sequence_scores(model, sample, prompt, tok, features, embeds):
-    """Each option's summed answer log-probability from a forward of its whole sequence (prompt and answer)."""
-    from hicom.core.types import IGNORE_INDEX, VisualItem
-    from hicom.data.conversation import encode_sample, tokenise_guides
-    from hicom.data.dataset import pad_sequences
-    from hicom.evaluate.mcq import short_answer
-    from hicom.evaluate.prompts import guide_text
-
-    seqs = [encode_sample(tok, [{"from": "human", "value": prompt}, {"from": "gpt", "value": short_answer(o)}],
-                          "video", False, sample.id)[0] for o in sample.options]
-    input_ids, labels, mask = pad_sequences(seqs, tok.pad_token_id)
-    guide = tokenise_guides(tok, [guide_text(sample)], model.config.guide_max_length)[0]
-    visual = model.encode_visual([VisualItem(None, "video", guide, features=features, embeds=embeds)]) * len(seqs)
-    inputs, attention, spliced, positions = model.splice(input_ids, mask, labels, visual)
-    logits = model.language_model(inputs_embeds=inputs, attention_mask=attention, position_ids=positions).logits
-    target = spliced[:, 1:]
-    logprobs = logits[:, :-1].float().log_softmax(-1).gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return [float(x) for x in (logprobs * (target != IGNORE_INDEX)).sum(-1)]
-
-
 @pytest.mark.parametrize("batch", [1, 3])
 def test_option_scores_from_the_prompts_cache_equal_scoring_each_options_whole_sequence(setup, batch):
     """Scoring every option from its question's prompt cache (one prompt forward per question, the questions of a
@@ -373,7 +361,7 @@ def test_option_scores_from_the_prompts_cache_equal_scoring_each_options_whole_s
         prompts = [template.render(s, ["A red circle.", "It moves left."] if i % 2 else None)
                    for i, s in enumerate(samples)]
         cached = option_scores(model, samples, prompts, tok, tok, features, embeds, torch.device("cpu"))
-        whole = [_whole_sequence_scores(model, s, p, tok, features, embeds) for s, p in zip(samples, prompts)]
+        whole = whole_sequence_option_scores(model, samples, prompts, tok, tok, features, embeds, torch.device("cpu"))
     assert [len(x) for x in cached] == [len(s.options) for s in samples]
     # 1e-5, and float32 rounding of a long answer's sum (-180 for 9 tokens of a random model): 1e-6 of the score
     assert torch.allclose(torch.tensor(sum(cached, [])), torch.tensor(sum(whole, [])), atol=1e-5, rtol=1e-6)
