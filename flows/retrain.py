@@ -180,6 +180,7 @@ def _execute(stage: Stage, run: PipelineRun, key: str | None, first_attempt: boo
         log_path = run.run_dir / "logs" / f"{stage.name}.log"
         job = StageJob(name=stage.name, argv=argv, log_path=log_path, workdir=run.root, nodes=resources.nodes,
                        nproc_per_node=stage.nproc_per_node, gpus_per_node=resources.gpus_per_node,
+                       env=resources.thread_env(stage.nproc_per_node, local=run.executor == "local"),
                        time_limit_s=run.settings.stage_timeout_s, keep_fds=(held.fd,))
         executor = make_executor(run.executor, stage.module, run.settings.clusters.get(run.executor))
         logger.info(f"{stage.name}: running `{' '.join(argv)}` on {run.executor} "

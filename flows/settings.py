@@ -1,6 +1,7 @@
 """params.yaml `pipeline:` as checked settings, and params.yaml loaded and validated once for a flow."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,18 @@ class Resources:
     nodes: int = 1
     processes_per_node: int = 1
     gpus_per_node: int = 0
+    # torch's intra-op threads in each of the command's processes (OMP_NUM_THREADS). None (params.yaml "auto"): on
+    # the local executor this machine's cores over the stage's processes, so processes x threads never exceeds the
+    # cores (left alone, torch takes every core in each process and torchrun gives each process one); on a cluster
+    # the job's allocation decides.
+    threads_per_process: int | None = None
+
+    def thread_env(self, processes: int, local: bool) -> dict[str, str]:
+        """The environment that sets the thread count of a stage's `processes` processes ({} where none is set)."""
+        threads = self.threads_per_process
+        if threads is None and local:
+            threads = max(1, len(os.sched_getaffinity(0)) // processes)
+        return {} if threads is None else {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
 
 
 @dataclass(frozen=True)
@@ -171,7 +184,8 @@ class PipelineSettings:
             for command, spec in _expect(data["resources"], dict, "pipeline.resources").items():
                 where = f"pipeline.resources.{command}"
                 _expect(spec, dict, where)
-                _known(spec, ("nodes", "processes_per_node", "gpus_per_node"), where)
+                _known(spec, ("nodes", "processes_per_node", "gpus_per_node", "threads_per_process"), where)
+                spec = {k: v for k, v in spec.items() if not (k == "threads_per_process" and v == "auto")}
                 resources[command] = Resources(**{k: _expect(v, int, f"{where}.{k}", minimum=0 if k == "gpus_per_node"
                                                              else 1) for k, v in spec.items()})
             kwargs["resources"] = resources

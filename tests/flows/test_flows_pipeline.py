@@ -77,11 +77,30 @@ def test_torchrun_commands_give_their_process_count():
     ({"benchmarks": {"videome": {"data": "v.json"}}}, r"pipeline\.benchmarks\.videome: unknown benchmark"),
     ({"schedule": {"cron": "0 3 * *"}}, r"pipeline\.schedule: '0 3 \* \*' \(UTC\) is not a valid cron"),
     ({"resources": {"train": {"processes_per_node": 0}}}, r"pipeline\.resources\.train\.processes_per_node: must be"),
+    ({"resources": {"train": {"threads_per_process": 0}}}, r"pipeline\.resources\.train\.threads_per_process: must be"),
+    ({"resources": {"train": {"threads_per_process": "all"}}},
+     r"pipeline\.resources\.train\.threads_per_process: expected int, got 'all'"),
     ({"ablations": {"x": {"sett": {}}}}, r"pipeline\.ablations\.x\.sett: unknown key"),
 ])
 def test_bad_pipeline_settings_fail_naming_the_key(section, message):
     with pytest.raises(PipelineError, match=message):
         PipelineSettings.from_params({"pipeline": section})
+
+
+def test_threads_per_process_default_to_the_cores_over_the_processes_locally_and_params_override_them():
+    """processes x threads never exceeds this machine's cores on the local executor; a number in params.yaml is
+    used as it is, everywhere; on a cluster "auto" leaves the count to the job's allocation."""
+    cores = len(os.sched_getaffinity(0))
+    settings = PipelineSettings.from_params({"pipeline": {"resources": {
+        "train": {"processes_per_node": 2, "threads_per_process": "auto"}, "evaluate": {"threads_per_process": 3}}}})
+    train, evaluate, other = (settings.resources_for(c) for c in ("train", "evaluate", "towers"))
+    assert train.thread_env(2, local=True) == {"OMP_NUM_THREADS": str(max(1, cores // 2)),
+                                               "MKL_NUM_THREADS": str(max(1, cores // 2))}
+    assert other.thread_env(1, local=True)["OMP_NUM_THREADS"] == str(cores)
+    assert other.thread_env(4 * cores, local=True)["OMP_NUM_THREADS"] == "1"
+    assert evaluate.thread_env(2, local=True)["OMP_NUM_THREADS"] == evaluate.thread_env(2, local=False)[
+        "OMP_NUM_THREADS"] == "3"
+    assert train.thread_env(2, local=False) == {}
 
 
 def test_bad_params_fail_naming_the_key_before_anything_runs(tmp_path):

@@ -85,6 +85,9 @@ def test_a_second_run_with_no_changes_reuses_every_stage(project):
     first = retrain(project)
     assert first["stages"] == {**{s: "ran" for s in STAGES}, "promote": "ran", "report": "ran"}
     assert calls(project) == [*STAGES, "promote", "pipeline-report"]
+    # every command runs with its threads set (one process each here: all this machine's cores)
+    threads = {line.split()[0]: line.split()[-1] for line in (project / "calls.log").read_text().splitlines()}
+    assert set(threads.values()) == {f"OMP_NUM_THREADS={len(os.sched_getaffinity(0))}"}
     assert dvc_status(project) == {}
     lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
     assert set(lock) == set(STAGES)

@@ -56,7 +56,8 @@ def _register(run_id: str) -> str:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     with open("calls.log", "a") as log:
-        log.write(f"{args.stage} {args.command} {' '.join(sys.argv[1:])}\n")
+        log.write(f"{args.stage} {args.command} {' '.join(sys.argv[1:])} "
+                  f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '-')}\n")
     sleep = os.environ.get("STANDIN_SLEEP", "")
     if sleep.split(":")[0] == args.stage:
         Path(f"sleep-{args.stage}.pid").write_text(str(os.getpid()))
