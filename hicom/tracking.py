@@ -149,12 +149,16 @@ class Tracker:
         within one experiment); a pipeline keeps one parent run and one child per stage.
     resume_run_id: continue that run (a resumed training stage keeps one run), in its own experiment.
     system_metrics: sample CPU/memory/disk/network (and GPU where present) every few seconds into "system/*".
+    queue_metrics: log metrics through MLflow's asynchronous queue, for a stream of them (a training loop's steps): a
+        step does not wait for the store's write. Closing such a run waits for the queue to drain, up to a second
+        more (MLflow's logging thread polls its queue once a second), so a run that logs a few numbers does not queue.
     Every run records `run_environment()` as "env.*" tags when it (re)starts.
     """
 
     def __init__(self, *, enabled: bool = True, experiment: str = "hicom", run_name: str | None = None,
                  tracking_uri: str | None = None, rank: int = 0, tags: dict | None = None,
-                 parent_run_id: str | None = None, resume_run_id: str | None = None, system_metrics: bool = True):
+                 parent_run_id: str | None = None, resume_run_id: str | None = None, system_metrics: bool = True,
+                 queue_metrics: bool = False):
         if parent_run_id and resume_run_id:
             raise ValueError("give parent_run_id (start a child run) or resume_run_id (continue a run), not both")
         self.active = enabled and rank == 0
@@ -166,6 +170,7 @@ class Tracker:
         self._parent_run_id = parent_run_id
         self._resume_run_id = resume_run_id
         self._system_metrics = system_metrics
+        self._queue_metrics = queue_metrics
         self._client: MlflowClient | None = None
         self._logged_through: dict[str, int] = {}  # a resumed run: the last step each metric has
         self._monitor = None
@@ -269,8 +274,8 @@ class Tracker:
 
         In a resumed run, a step the run already has for a metric is skipped: training replays the steps
         between its last checkpoint and the crash, and MLflow would otherwise hold them twice.
-        The batch is queued (MLflow's asynchronous logging): a training step does not wait for the store's write;
-        closing the run (MLflow's set_terminated) waits for every queued batch."""
+        With queue_metrics the batch is queued (MLflow's asynchronous logging); closing the run (MLflow's
+        set_terminated) waits for every queued batch."""
         if not self._logging():
             return
         timestamp = int(time.time() * 1000)
@@ -283,8 +288,8 @@ class Tracker:
                 batch.append(Metric(key, value, timestamp, step or 0))
             else:
                 _log.warning("metric %s=%s at step %s is not finite: not logged", key, value, step)
-        if batch:  # queued: a training step does not wait for the store; set_terminated drains the queue
-            self._client.log_batch(self.run_id, metrics=batch, synchronous=False)
+        if batch:
+            self._client.log_batch(self.run_id, metrics=batch, synchronous=not self._queue_metrics)
 
     def log_input(self, *, name: str, digest: str, source: str, context: str, num_rows: int | None = None,
                   schema: dict | None = None) -> None:

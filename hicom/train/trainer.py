@@ -230,7 +230,7 @@ def train_stage(run: StageRun) -> dict:
     out.mkdir(parents=True, exist_ok=True)
 
     tracker = Tracker(enabled=run.track, experiment=run.experiment, run_name=run.stage, rank=rank,
-                      parent_run_id=None if run_id else run.parent_run_id, resume_run_id=run_id,
+                      parent_run_id=None if run_id else run.parent_run_id, resume_run_id=run_id, queue_metrics=True,
                       tags={"stage": run.stage, "profile": run.profile.name, "paper_stage": stage.paper_name})
     with tracker:
         if resume_from is None:

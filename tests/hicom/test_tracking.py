@@ -73,16 +73,16 @@ def test_log_metrics_keeps_step_history_and_skips_non_finite_with_a_warning(trac
 
 
 def test_queued_metrics_are_all_stored_when_the_run_closes_and_a_failing_run_keeps_them(tracker, store):
-    """log_metrics queues (MLflow's asynchronous logging); closing the run waits for the queue, on a normal exit and
-    on a failure alike, so a stage's last steps are never lost."""
+    """With queue_metrics (a training loop), log_metrics queues (MLflow's asynchronous logging); closing the run waits
+    for the queue, on a normal exit and on a failure alike, so a stage's last steps are never lost."""
     _, _, client = store
     steps = 300
-    with tracker() as t:
+    with tracker(queue_metrics=True) as t:
         for step in range(steps):
             t.log_metrics({"loss": 1.0 / (step + 1), "lr": 0.1}, step=step)
     assert [m.step for m in sorted(client.get_metric_history(t.run_id, "loss"), key=lambda m: m.step)] == list(
         range(steps))
-    with pytest.raises(RuntimeError, match="crashed"), tracker() as failed:
+    with pytest.raises(RuntimeError, match="crashed"), tracker(queue_metrics=True) as failed:
         for step in range(steps):
             failed.log_metrics({"loss": 1.0}, step=step)
         raise RuntimeError("crashed")
