@@ -81,7 +81,8 @@ class VideoQAModel(mlflow.pyfunc.PythonModel):
         options = _options(row.get("options"))
         sample = Sample(id="served", video=Path(row["video"]), question=row["question"], options=options, answer=None)
         prompt = BENCHMARKS[self.template].template.render(sample) if options else sample.question
-        pixels = self.preprocessor(read_video(sample.video, self.num_frames, decoder=self.decoder).frames)
+        clip = read_video(sample.video, self.num_frames, decoder=self.decoder, scale_for=self.preprocessor)
+        pixels = self.preprocessor(clip.frames)
         guide = None
         if self.guide_tokenizer is not None:
             guide = tokenise_guides(self.guide_tokenizer, [guide_text(sample)], self.guide_max_length)[0]

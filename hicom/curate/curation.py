@@ -51,7 +51,7 @@ def score_videos(videos: list[dict], categories: tuple[str, ...], vision, text, 
     kept, rows = [], []
     for video in tqdm(videos, desc="curate: scoring", unit="video"):
         try:
-            clip = read_video(video["video"], cfg.frames, decoder=cfg.decoder)
+            clip = read_video(video["video"], cfg.frames, decoder=cfg.decoder, scale_for=preprocessor)
         except VideoReadError as exc:
             rejects.add(video["id"], str(exc), video["video"], "curate")
             continue

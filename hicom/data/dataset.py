@@ -112,7 +112,8 @@ class ConversationDataset(torch.utils.data.Dataset):
                 cached = self.feature_cache.get(key)
             if modality is not None and cached is None:
                 clip = read_video(media, s.num_frames, decoder=s.decoder, start=sample.get("start"),
-                                  end=sample.get("end"), timeout_s=s.read_timeout_s, limits=s.limits)
+                                  end=sample.get("end"), timeout_s=s.read_timeout_s, limits=s.limits,
+                                  scale_for=self.preprocessor)
                 pixel_values = self.preprocessor(clip.frames)
         except (ConversationError, VideoReadError) as exc:
             self.rejects.add(sample_id, str(exc), media, s.stage)

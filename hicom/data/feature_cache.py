@@ -39,7 +39,7 @@ from torch import nn
 
 from hicom.core.files import atomic_write, atomic_write_bytes, file_digest
 from hicom.core.types import VisualItem
-from hicom.data.video import DECODERS, DEFAULT_IMAGE_FPS, FramePreprocessor
+from hicom.data.video import DECODERS, DEFAULT_IMAGE_FPS, READ_VERSION, FramePreprocessor
 
 logger = logging.getLogger("hicom.cache")
 
@@ -56,7 +56,8 @@ class FramePolicy:
     """Everything that changes which pixels reach the tower; its digest names the cache directory.
 
     frame_dir_fps is the rate read_video assigns to frame directories, which decides the frames a
-    start/end range selects there.
+    start/end range selects there. read_version is hicom.data.video.READ_VERSION: the reader's own
+    behaviour (scaling in the decoder, rotation), which the other fields do not show.
     """
 
     num_frames: int
@@ -66,6 +67,7 @@ class FramePolicy:
     image_std: tuple[float, float, float]
     pad_to_square: bool
     frame_dir_fps: float = DEFAULT_IMAGE_FPS
+    read_version: int = READ_VERSION
 
     def __post_init__(self) -> None:
         if not (isinstance(self.num_frames, int) and self.num_frames >= 1):
@@ -74,6 +76,8 @@ class FramePolicy:
             raise ValueError(f"unknown decoder {self.decoder!r}; expected one of {DECODERS}")
         if not self.frame_dir_fps > 0:
             raise ValueError(f"frame_dir_fps must be > 0, got {self.frame_dir_fps!r}")
+        if not (isinstance(self.read_version, int) and self.read_version >= 1):
+            raise ValueError(f"read_version must be a positive int, got {self.read_version!r}")
         # The preprocessor validates the pixel settings and turns mean/std into float tuples, so
         # (0.5, 0.5, 0.5), [0.5, 0.5, 0.5] and (.5, .5, .5) all give the same digest.
         pre = FramePreprocessor(self.image_size, self.image_mean, self.image_std, self.pad_to_square)

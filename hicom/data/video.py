@@ -6,6 +6,13 @@ PyAV are interchangeable: both count frames the same way, sample the same indice
 same pixels (both wrap ffmpeg's decoder and yuv->rgb24 conversion), so a run's results do not
 depend on which one was installed. Frames are then turned into model input by FramePreprocessor,
 which reads and writes the same preprocessor_config.json as transformers' SiglipImageProcessor.
+
+Given the preprocessor (`scale_for`), a video whose frames are larger than the tower's input is scaled down
+inside the decoder (ffmpeg's swscale, bilinear), to the size the preprocessor would resize it to: the
+full-size RGB frame is never made, which is most of the cost of reading 720p or larger video for a 384 px
+tower. Both decoders do so; their ffmpeg builds round differently there (under one level on average), so
+scaled frames are close, not identical, across decoders. Frames no larger than the input are not scaled
+in the decoder: the preprocessor upsamples them (PIL bicubic) exactly as before.
 """
 from __future__ import annotations
 
@@ -37,6 +44,13 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 PYAV_ONLY_SUFFIXES = frozenset({".gif"})
 DEFAULT_IMAGE_FPS = 3.0
 PREPROCESSOR_CONFIG = "preprocessor_config.json"
+# Bump when read_video returns other pixels for the same file and arguments: it is part of the feature
+# cache's frame policy, so cached tower outputs of the old pixels become misses (2: scaling in the
+# decoder, PyAV applying the stream's rotation as decord does).
+READ_VERSION = 2
+# swscale's filter for scaling in the decoder: decord 0.6's filter graph (ffmpeg 4's `scale`) uses bilinear,
+# so PyAV does too, which keeps the two decoders' scaled frames within a level or two of each other.
+_SCALING = "BILINEAR"
 # Slack, in frames, when turning seconds into frame numbers: 1.16 s * 25 fps is 28.999999999999996
 # in floating point, and should still start at frame 29.
 _FRAME_EPS = 1e-6
@@ -100,6 +114,7 @@ def read_video(
     timeout_s: float = 60.0,
     fps: float = DEFAULT_IMAGE_FPS,
     limits: ReadLimits = ReadLimits(),
+    scale_for: FramePreprocessor | None = None,
 ) -> VideoClip:
     """Sample num_frames frames (segment midpoints) of a video file, frame directory or image.
 
@@ -117,6 +132,10 @@ def read_video(
 
     limits (params.yaml data.limits) are checked before any frame is decoded: a file, frame
     (width x height) or duration over them is a VideoReadError naming the input and the bound.
+
+    scale_for: the preprocessor the frames go to; a video file's frames larger than its input are scaled
+    down in the decoder to FramePreprocessor.decode_size (frame directories and images are read as they are).
+    A rotated video (display matrix) comes out upright from both decoders.
     """
     _check_decoder(decoder)
     if num_frames < 1:
@@ -126,7 +145,7 @@ def read_video(
     if not fps > 0:
         raise ValueError(f"fps must be > 0, got {fps}")
     path = Path(path)
-    return _bounded(path, timeout_s, lambda: _read(path, num_frames, decoder, start, end, fps, limits))
+    return _bounded(path, timeout_s, lambda: _read(path, num_frames, decoder, start, end, fps, limits, scale_for))
 
 
 def _check_decoder(decoder: str) -> None:
@@ -172,7 +191,7 @@ def _sample(frames: range, num_frames: int) -> list[int]:
 
 def _read(
     path: Path, num_frames: int, decoder: str, start: float | None, end: float | None, fps: float,
-    limits: ReadLimits,
+    limits: ReadLimits, scale_for: FramePreprocessor | None,
 ) -> VideoClip:
     """Dispatch on what path is; runs inside _bounded, so even a stat on a stuck mount is bounded."""
     if path.is_dir():
@@ -187,9 +206,10 @@ def _read(
         return VideoClip(_load_rgb(path, limits)[None], [0], fps, 1, "pil")
     if size == 0:
         raise VideoReadError(path, "empty file (0 bytes)")
-    _check_stream(path, limits)
+    shape = _check_stream(path, limits)
+    size = _decode_size(path, shape, scale_for)
     decode = _decode_pyav if decoder == "pyav" or suffix in PYAV_ONLY_SUFFIXES else _decode_decord
-    return decode(path, num_frames, start, end)
+    return decode(path, num_frames, start, end, size)
 
 
 def _check_frame_size(path: Path, width: int, height: int, limits: ReadLimits) -> None:
@@ -198,18 +218,19 @@ def _check_frame_size(path: Path, width: int, height: int, limits: ReadLimits) -
                                    f"data.limits.max_frame_pixels={limits.max_frame_pixels}")
 
 
-def _check_stream(path: Path, limits: ReadLimits) -> None:
+def _check_stream(path: Path, limits: ReadLimits) -> tuple[int, int] | None:
     """Frame size and duration from the container's headers (PyAV, nothing decoded), before either decoder
-    allocates a frame. A file PyAV cannot open is left to the decoder, which names what is wrong with it."""
+    allocates a frame; returns the coded (width, height). A file PyAV cannot open is left to the decoder,
+    which names what is wrong with it."""
     import av
 
     try:
         container = av.open(str(path))
     except av.FFmpegError:
-        return
+        return None
     with container:
         if not container.streams.video:
-            return
+            return None
         stream = container.streams.video[0]
         _check_frame_size(path, stream.codec_context.width, stream.codec_context.height, limits)
         duration = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else \
@@ -217,13 +238,43 @@ def _check_stream(path: Path, limits: ReadLimits) -> None:
         if duration > limits.max_duration_s:
             raise VideoReadError(path, f"{duration:.0f} s long, over data.limits.max_duration_s="
                                        f"{limits.max_duration_s:g}")
+        return stream.codec_context.width, stream.codec_context.height
 
 
-def _decode_decord(path: Path, num_frames: int, start: float | None, end: float | None) -> VideoClip:
-    import decord
+def _rotation(path: Path) -> int:
+    """The stream's display rotation in degrees (0, 90, 180, 270), from its first decoded frame: PyAV shows
+    the display matrix on frames only. 0 where no frame decodes (the decoder then names the failure)."""
+    import av
 
     try:
-        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+        with av.open(str(path)) as container:
+            frame = next(container.decode(video=0), None)
+    except av.FFmpegError:
+        return 0
+    return 0 if frame is None else round(frame.rotation / 90) % 4 * 90
+
+
+def _decode_size(path: Path, coded: tuple[int, int] | None,
+                 scale_for: FramePreprocessor | None) -> tuple[int, int] | None:
+    """Displayed (width, height) to decode at, or None to decode at full size."""
+    if scale_for is None or coded is None:
+        return None
+    width, height = coded
+    if scale_for.decode_size(width, height) is None and scale_for.decode_size(height, width) is None:
+        return None  # not larger than the input either way up: nothing to scale down
+    if _rotation(path) in (90, 270):
+        width, height = height, width
+    return scale_for.decode_size(width, height)
+
+
+def _decode_decord(path: Path, num_frames: int, start: float | None, end: float | None,
+                   size: tuple[int, int] | None) -> VideoClip:
+    """decord scales in its filter graph, after turning the frame upright: size is the displayed size."""
+    import decord
+
+    width, height = size or (-1, -1)
+    try:
+        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1, width=width, height=height)
         count, fps = len(reader), float(reader.get_avg_fps())
     except (decord.DECORDError, RuntimeError) as exc:
         raise VideoReadError(path, f"decord could not open it: {type(exc).__name__}: {exc}") from exc
@@ -243,8 +294,12 @@ def _decode_decord(path: Path, num_frames: int, start: float | None, end: float 
     return VideoClip(frames, indices, fps, len(selected), "decord")
 
 
-def _decode_pyav(path: Path, num_frames: int, start: float | None, end: float | None) -> VideoClip:
+def _decode_pyav(path: Path, num_frames: int, start: float | None, end: float | None,
+                 size: tuple[int, int] | None) -> VideoClip:
     """Decode sequentially from the first frame and keep the sampled ones.
+
+    Each kept frame is converted to RGB at `size` (the displayed size; swscale scales and converts in one
+    pass) and turned upright by its display rotation, as decord does.
 
     Sequential decoding gives exact frame numbers without relying on seek accuracy; its cost
     grows with the position of the last sampled frame. The frame count is the container's
@@ -277,7 +332,7 @@ def _decode_pyav(path: Path, num_frames: int, start: float | None, end: float | 
         try:
             for index, frame in enumerate(container.decode(stream)):
                 if index in wanted:
-                    decoded[index] = frame.to_ndarray(format="rgb24")
+                    decoded[index] = _upright_rgb(frame, size)
                 if index == last:
                     break
         except av.FFmpegError as exc:
@@ -288,6 +343,18 @@ def _decode_pyav(path: Path, num_frames: int, start: float | None, end: float | 
         )
     frames = np.stack([decoded[i] for i in indices])
     return VideoClip(frames, indices, fps, len(selected), "pyav")
+
+
+def _upright_rgb(frame, size: tuple[int, int] | None) -> np.ndarray:
+    """A PyAV frame as (H, W, 3) RGB, displayed upright (np.rot90 by its rotation, matching decord's transpose
+    filters pixel for pixel), at size (displayed width, height) when given."""
+    turns = round(frame.rotation / 90) % 4
+    if size is None:
+        rgb = frame.to_ndarray(format="rgb24")
+    else:
+        width, height = size if turns % 2 == 0 else size[::-1]
+        rgb = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation=_SCALING)
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
 
 def _count_packets(path: Path) -> int:
@@ -457,6 +524,20 @@ class FramePreprocessor:
         pixels = torch.from_numpy(resized).float() / 255.0
         normalised = (pixels - torch.tensor(self.image_mean)) / torch.tensor(self.image_std)
         return normalised.permute(0, 3, 1, 2).contiguous()
+
+    def decode_size(self, width: int, height: int) -> tuple[int, int] | None:
+        """The (width, height) a width x height frame is scaled to on its way to the tower, where that is smaller:
+        the longer side at image_size, aspect kept, when padded to a square; image_size x image_size otherwise.
+        None when the frame is no larger: upsampling stays with __call__ (PIL bicubic)."""
+        side = self.image_size
+        if self.pad_to_square:
+            longer = max(width, height)
+            if longer <= side:
+                return None
+            return max(1, round(width * side / longer)), max(1, round(height * side / longer))
+        if width < side or height < side or (width, height) == (side, side):
+            return None
+        return side, side
 
     def _square(self, frame: np.ndarray) -> np.ndarray:
         height, width = frame.shape[:2]

@@ -230,7 +230,7 @@ def _answer_video(model, job: Job, group: list[Sample], keys: dict, done: set, t
     try:
         clip = read_video(first.video, job.frames, job.decoder, first.start, first.end,
                           timeout_s=job.config.read_timeout_s, fps=first.frame_fps or DEFAULT_IMAGE_FPS,
-                          limits=job.limits)
+                          limits=job.limits, scale_for=preprocessor)
     except VideoReadError as exc:
         missing += [{"id": s.id, "video": str(s.video), "reason": str(exc)} for s in group]
         return 0
