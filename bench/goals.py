@@ -75,16 +75,17 @@ def summary() -> int:
         print(f"no benchmark numbers recorded in {GOALS_DIR.relative_to(ROOT)}/")
         return 0
     missed = 0
-    print(f"{'bench':<18}{'number':<58}{'value':>10}  {'goal':<12}{'':<10}")
-    for path in records:
-        payload = json.loads(path.read_text())
+    payloads = [json.loads(path.read_text()) for path in records]
+    width = max([len(goal["name"]) for payload in payloads for goal in payload["goals"]] + [6]) + 2
+    print(f"{'bench':<18}{'number':<{width}}{'value':>10}  {'goal':<12}")
+    for payload in payloads:
         for goal in payload["goals"]:
             unit = goal["unit"]
             verdict = "met" if goal["met"] else "NOT met"
             missed += not goal["met"]
-            print(f"{payload['bench']:<18}{goal['name']:<58}{_format(goal['value'], unit):>10}  "
+            print(f"{payload['bench']:<18}{goal['name']:<{width}}{_format(goal['value'], unit):>10}  "
                   f"{goal['comparison']} {_format(goal['target'], unit):<9}{verdict}")
-    commits = {json.loads(p.read_text())["commit"] for p in records}
+    commits = {payload["commit"] for payload in payloads}
     print(f"({len(records)} benches, at commit {', '.join(sorted(commits))}; {missed} goal(s) not met)")
     return missed
 

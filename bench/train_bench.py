@@ -61,6 +61,9 @@ from hicom.train.config import STAGES
 from hicom.train.optim import build_optimizer, configure_trainable
 from hicom.train.trainer import epoch_indices
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from goals import Goal, record  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 PROFILE = "tiny"
 BENCH_STAGES = ("align", "cond_pretrain")
@@ -360,6 +363,9 @@ def main() -> None:
               "python": platform.python_version(), "wall_s": time.perf_counter() - began, "stages": results}
     atomic_write_bytes(REPORT, (json.dumps(report, indent=2) + "\n").encode())
     print(f"\ntrain_bench: wrote {REPORT.relative_to(ROOT)} ({report['wall_s']:.0f}s)")
+    record("train_bench", [Goal(f"{stage}: training throughput, warm feature cache / no cache", res["ratio_warm_vs_no_cache"],
+                                ">=", TARGET, "x", f"{args.steps} micro-batches x {args.repeats} repeats")
+                           for stage, res in results.items()])
 
 
 if __name__ == "__main__":

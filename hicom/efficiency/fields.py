@@ -5,12 +5,12 @@ Free of torch, so readers of profile.json (reports) can name its fields without 
 MODELS = {"hicom": "HICom", "llava_ov": "LLaVA-OV baseline"}
 PARTS = ("vision", "compressor", "llm_ttft")
 ROW_FIELDS = ("model", "frames", "params", "visual_tokens", "llm_prefill_tokens", "vision_ms", "compressor_ms",
-              "llm_ttft_ms", "load_ms", "e2e_ms", "s_per_video", "llm_prefill_flops", "llm_prefill_attention_flops",
-              "peak_memory_mb", "peak_memory_kind", "question_parts_ms", "runs_ms")
+              "llm_ttft_ms", "load_ms", "e2e_ms", "e2e_cpu_ms", "s_per_video", "llm_prefill_flops",
+              "llm_prefill_attention_flops", "peak_memory_mb", "peak_memory_kind", "question_parts_ms", "runs_ms")
 QUESTION_PARTS = ("load", "vision", "compressor", "llm", "other")
 PARAM_FIELDS = ("vision", "text", "projector", "llm", "total")
 RATIO_FIELDS = ("visual_tokens", "llm_prefill_tokens", "llm_prefill_flops", "llm_ttft_ms", "vision_ms",
-                "compressor_ms", "e2e_ms", "s_per_video", "peak_memory_mb")
+                "compressor_ms", "e2e_ms", "e2e_cpu_ms", "s_per_video", "peak_memory_mb")
 RATIO_TABLE_FIELDS = ("visual_tokens", "llm_prefill_tokens", "llm_prefill_flops", "llm_ttft_ms", "vision_ms",
                       "compressor_ms", "s_per_video", "peak_memory_mb")
 MEMORY_KINDS = {

@@ -156,19 +156,20 @@ class _PartClock:
 
 def answer_question(model: HIComForCausalLM, clip: Path, frames: int, prompt: Prompt,
                     preprocessor: FramePreprocessor, decoder: str, max_new_tokens: int, device) -> dict[str, float]:
-    """One question end to end: read + preprocess the clip, then generate. Seconds per QUESTION_PARTS + total."""
+    """One question end to end: read + preprocess the clip, then generate. Seconds per QUESTION_PARTS + total,
+    and cpu: the process's CPU time over the same span (every thread; beside the wall time it shows waiting)."""
     sync_device(device)
-    start = time.perf_counter()
-    pixels = preprocessor(read_video(clip, frames, decoder=decoder).frames).to(device)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    pixels = preprocessor(read_video(clip, frames, decoder=decoder, scale_for=preprocessor).frames).to(device)
     loaded = time.perf_counter()
     guide = prompt.guide_ids if model.projector.uses_instruction else None
     with _PartClock(model, device) as clock:
         model.generate(prompt.input_ids, visual_items=[VisualItem(pixels, "video", guide)],
                        max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens)
     sync_device(device)
-    total = time.perf_counter() - start
+    total, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     parts = {"load": loaded - start, **clock.seconds}
-    return {**parts, "other": total - sum(parts.values()), "total": total}
+    return {**parts, "other": total - sum(parts.values()), "total": total, "cpu": cpu}
 
 
 def component_params(model: HIComForCausalLM) -> dict[str, int]:

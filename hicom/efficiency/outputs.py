@@ -36,7 +36,8 @@ def log_to_tracker(tracker, result: dict, files: dict[str, Path]) -> None:
     for r in result["rows"]:
         prefix = f"{r['model']}.f{r['frames']}"
         for key in ("visual_tokens", "llm_prefill_tokens", "vision_ms", "compressor_ms", "llm_ttft_ms", "load_ms",
-                    "e2e_ms", "s_per_video", "llm_prefill_flops", "llm_prefill_attention_flops", "peak_memory_mb"):
+                    "e2e_ms", "e2e_cpu_ms", "s_per_video", "llm_prefill_flops", "llm_prefill_attention_flops",
+                    "peak_memory_mb"):
             metrics[f"{prefix}.{key}"] = r[key]
         for part, n in r["params"].items():
             metrics[f"{prefix}.params.{part}"] = n

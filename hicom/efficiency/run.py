@@ -27,16 +27,24 @@ from hicom.efficiency.tables import ratios
 from hicom.model.modeling_hicom import HIComForCausalLM
 
 
+def _in_turn(models: dict, round_: int) -> list[tuple[str, HIComForCausalLM]]:
+    """The models' (name, model) pairs for one round, the first rotating from round to round, so that no model
+    always runs first (or always right after the other, in the cache and allocator state it left)."""
+    items = list(models.items())
+    k = round_ % len(items)
+    return items[k:] + items[:k]
+
+
 def _time_components(models: dict, pixels: torch.Tensor, prompt: Prompt, settings: EfficiencySettings,
                      device) -> tuple[dict[str, dict[str, list[float]]], dict[str, torch.Tensor]]:
-    """Seconds per PARTS and repeat, per model (models alternating), and each model's visual tokens."""
-    for _ in range(settings.warmup):
-        for model in models.values():
+    """Seconds per PARTS and repeat, per model (models alternating, the first rotating), and the visual tokens."""
+    for i in range(settings.warmup):
+        for _, model in _in_turn(models, i):
             component_seconds(model, pixels, prompt, device)
     runs = {name: {part: [] for part in PARTS} for name in models}
     visual = {}
-    for _ in range(settings.repeats):
-        for name, model in models.items():
+    for i in range(settings.warmup, settings.warmup + settings.repeats):  # the rotation goes on from the warm-up
+        for name, model in _in_turn(models, i):
             seconds, visual[name] = component_seconds(model, pixels, prompt, device)
             for part, value in seconds.items():
                 runs[name][part].append(value)
@@ -45,7 +53,8 @@ def _time_components(models: dict, pixels: torch.Tensor, prompt: Prompt, setting
 
 def _row(name: str, model: HIComForCausalLM, frames: int, runs: dict[str, list[float]], questions: list[dict],
          visual: torch.Tensor, memory: PeakMemory, prompt: Prompt) -> dict:
-    runs = {**runs, "load": [q["load"] for q in questions], "e2e": [q["total"] for q in questions]}
+    runs = {**runs, "load": [q["load"] for q in questions], "e2e": [q["total"] for q in questions],
+            "e2e_cpu": [q["cpu"] for q in questions]}
     median_ms = {part: 1e3 * statistics.median(values) for part, values in runs.items()}
     flops, attention_flops = prefill_flops(model, prompt, visual)
     return {
@@ -59,6 +68,7 @@ def _row(name: str, model: HIComForCausalLM, frames: int, runs: dict[str, list[f
         "llm_ttft_ms": median_ms["llm_ttft"],
         "load_ms": median_ms["load"],
         "e2e_ms": median_ms["e2e"],
+        "e2e_cpu_ms": median_ms["e2e_cpu"],
         "s_per_video": statistics.mean(runs["e2e"]),
         "llm_prefill_flops": flops,
         "llm_prefill_attention_flops": attention_flops,
@@ -82,15 +92,15 @@ def measure_models(models: dict[str, HIComForCausalLM], clips: list[Path], promp
     prompt = prompt.to(device)
     rows = []
     for frames in settings.frames:
-        pixels = preprocessor(read_video(clips[0], frames, decoder=decoder).frames).to(device)
+        pixels = preprocessor(read_video(clips[0], frames, decoder=decoder, scale_for=preprocessor).frames).to(device)
         runs, visual = _time_components(models, pixels, prompt, settings, device)
         questions, memory = {name: [] for name in models}, {}
         with contextlib.ExitStack() as stack:
             longest = prompt.input_ids.shape[1] + max(v.shape[0] for v in visual.values())
             for model in models.values():
                 stack.enter_context(room_for(model, longest))
-            for i in range(settings.samples):  # alternating models, as the component repeats
-                for name, model in models.items():
+            for i in range(settings.samples):  # alternating models, the first rotating, as the component repeats
+                for name, model in _in_turn(models, i):
                     questions[name].append(answer_question(model, clips[i % len(clips)], frames, prompt,
                                                            preprocessor, decoder, settings.max_new_tokens, device))
             for name, model in models.items():

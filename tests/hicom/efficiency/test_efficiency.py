@@ -17,6 +17,8 @@ from hicom.efficiency.fields import (
     RATIO_FIELDS,
     ROW_FIELDS,
 )
+from hicom.efficiency import run as efficiency_run
+from hicom.efficiency.flops import question_flops
 from hicom.efficiency.inputs import model_pair, random_prompt, render_clips
 from hicom.efficiency.measure import PeakMemory
 from hicom.efficiency.outputs import log_to_tracker, write_outputs
@@ -236,3 +238,50 @@ def test_cli_profiles_a_saved_model_with_a_tokenised_question(small_params, tiny
     assert result["prompt"]["source"] == "tokenised multiple-choice question"
     assert result["prompt"]["guide_tokens"] == tiny_profile.guide_max_length
     assert [r["visual_tokens"] for r in result["rows"]] == list(tokens_at(4))
+
+
+def test_question_flops_on_the_meta_device_count_what_the_measured_prefill_counted(profiled):
+    profile, _, result = profiled
+    meta = {"hicom": build_model(profile, device="meta"), "llava_ov": build_model(baseline_of(profile), device="meta")}
+    for row in result["rows"]:
+        text_tokens = row["llm_prefill_tokens"] - row["visual_tokens"]
+        counts = question_flops(meta[row["model"]], row["frames"], text_tokens)
+        assert counts["llm_prefill"] == row["llm_prefill_flops"], (row["model"], row["frames"])
+        assert counts["vision"] > 0 and counts["compressor"] > 0
+        assert counts["total"] == counts["vision"] + counts["compressor"] + counts["llm_prefill"]
+    # The same tower on the same frames: vision FLOPs differ only by what HICom reads off the tower (embeds).
+    by_model = {r["model"]: question_flops(meta[r["model"]], r["frames"], 16) for r in result["rows"]
+                if r["frames"] == FRAMES[0]}
+    assert by_model["hicom"]["vision"] >= by_model["llava_ov"]["vision"]
+    assert by_model["llava_ov"]["llm_prefill"] > by_model["hicom"]["llm_prefill"]
+
+
+def test_each_round_of_timing_starts_with_the_other_model(monkeypatch, tmp_path):
+    """Neither model always runs first (in the cache and allocator state the other left): components and
+    questions alike rotate the first model from round to round."""
+    torch.manual_seed(0)
+    profile = Params.load().profile("tiny")
+    settings = build_section(EfficiencySettings, {**SMALL, "frames": [4], "samples": 4, "warmup": 1, "repeats": 3},
+                             "efficiency")
+    models = model_pair(build_model(profile), torch.device("cpu"), torch.float32)
+    names = {id(model): name for name, model in models.items()}
+    order = {"component_seconds": [], "answer_question": []}
+    for function in order:
+        real = getattr(efficiency_run, function)
+
+        def spy(model, *args, _real=real, _calls=order[function], **kwargs):
+            _calls.append(names[id(model)])
+            return _real(model, *args, **kwargs)
+
+        monkeypatch.setattr(efficiency_run, function, spy)
+    measure_efficiency(models, profile_name="tiny", model_source="test",
+                       clips=render_clips(settings.clips, tmp_path), clips_source="test clip",
+                       prompt=random_prompt(models["hicom"].config, settings.prompt_tokens),
+                       preprocessor=FramePreprocessor(profile.vision.config["image_size"]), settings=settings,
+                       decoder="pyav", device=torch.device("cpu"))
+    del order["answer_question"][8:]  # after the 4 timed rounds: one untimed question each for peak memory
+    firsts = {function: calls[::2] for function, calls in order.items()}
+    assert firsts["component_seconds"] == ["hicom", "llava_ov", "hicom", "llava_ov"]  # 1 warm-up + 3 repeats
+    assert firsts["answer_question"] == ["hicom", "llava_ov", "hicom", "llava_ov"]
+    assert all(sorted(calls[i:i + 2]) == ["hicom", "llava_ov"] for calls in order.values()
+               for i in range(0, len(calls), 2))
