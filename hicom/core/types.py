@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # annotations only: the orchestration reads these constants without importing torch
+    import torch
 
 IGNORE_INDEX = -100  # label of a position that is not supervised
 IMAGE_TOKEN_ID = -200  # placeholder ids in a prompt, replaced by visual tokens; never in the vocabulary
 VIDEO_TOKEN_ID = -201
 PLACEHOLDER_IDS = {"image": IMAGE_TOKEN_ID, "video": VIDEO_TOKEN_ID}
+TAGS = {"image": "<image>", "video": "<video>"}  # where a conversation's text places its image or video
 
 
 @dataclass

@@ -12,9 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hicom.core.types import IGNORE_INDEX, PLACEHOLDER_IDS
-
-TAGS = {"image": "<image>", "video": "<video>"}
+from hicom.core.types import IGNORE_INDEX, PLACEHOLDER_IDS, TAGS
 ROLES = {"human": "user", "gpt": "assistant", "user": "user", "assistant": "assistant"}
 
 

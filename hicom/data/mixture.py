@@ -22,7 +22,7 @@ from pathlib import Path
 
 from hicom.core.errors import DataError
 from hicom.core.files import read_yaml
-from hicom.data.conversation import TAGS
+from hicom.core.types import TAGS
 
 STRATEGY = re.compile(r"^(all|first:(\d+)|end:(\d+)|random:(\d+)|random:(\d+(?:\.\d+)?)%)$")
 

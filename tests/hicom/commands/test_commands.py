@@ -55,3 +55,12 @@ def test_reading_params_imports_neither_torch_nor_transformers():
             "print([m for m in ('torch', 'transformers') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_the_flow_process_imports_neither_torch_nor_transformers():
+    """The retrain flow runs every stage as a subprocess; its own process (make run's, a Prefect worker's) only
+    orchestrates, and importing torch there cost seconds of every `make run`, cached or not."""
+    code = ("import sys\nimport flows.retrain\nimport flows.ablations\n"
+            "print([m for m in ('torch', 'transformers') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
