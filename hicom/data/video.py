@@ -267,11 +267,26 @@ def _decode_size(path: Path, coded: tuple[int, int] | None,
     return scale_for.decode_size(width, height)
 
 
+def _decord_scales_to(width: int) -> bool:
+    """Whether decord 0.6.0 returns frames `width` pixels wide intact. It hands a filtered frame over without a copy
+    when the row stride is a multiple of the width, taking stride / width as the channel count; ffmpeg pads an RGB
+    row to 3 x the width rounded up (1, 2, ..., 32 pixels) until the stride is a multiple of 32 bytes, so widths
+    such as 72 or 48 (stride 288 and 192: "4 channels") fail its size check. Pinned against decord in the tests."""
+    stride, step = 3 * width, 1
+    while stride % 32 and step < 32:
+        step *= 2
+        stride = 3 * (-(-width // step) * step)
+    return stride == 3 * width or stride % width != 0
+
+
 def _decode_decord(path: Path, num_frames: int, start: float | None, end: float | None,
                    size: tuple[int, int] | None) -> VideoClip:
-    """decord scales in its filter graph, after turning the frame upright: size is the displayed size."""
+    """decord scales in its filter graph, after turning the frame upright: size is the displayed size. Widths it
+    cannot return (_decord_scales_to) are decoded at full size, left to the preprocessor to resize."""
     import decord
 
+    if size is not None and not _decord_scales_to(size[0]):
+        size = None
     width, height = size or (-1, -1)
     try:
         reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1, width=width, height=height)

@@ -497,3 +497,30 @@ def test_frames_no_larger_than_the_input_are_read_exactly_as_without_scaling(cli
     for side in (SIZE, 72):
         assert np.array_equal(read_video(clips["mp4"], 8, decoder=decoder, scale_for=FramePreprocessor(side)).frames,
                               plain.frames)
+
+
+def test_widths_decord_cannot_scale_to_are_exactly_the_predicted_ones(tmp_path):
+    """decord 0.6.0 takes an RGB row's padded stride over the width as the channel count when it divides: 72 px
+    (the tiny tower's input) fails its own size check. read_video decodes those widths at full size instead."""
+    path = render_scene(tmp_path / "wide.mp4", 400, 300, frames=3)
+    failing = []
+    for width in range(2, 200):
+        try:
+            frames = decord.VideoReader(str(path), width=width, height=20).get_batch([0, 1]).asnumpy()
+            assert frames.shape == (2, 20, width, 3)
+        except decord.DECORDError:
+            failing.append(width)
+    assert failing == [w for w in range(2, 200) if not video._decord_scales_to(w)]
+    assert 72 in failing and 64 not in failing
+
+
+@pytest.mark.parametrize("side", [72, 48, 64])
+def test_a_shrink_to_a_width_decord_cannot_scale_to_still_reads_with_both_decoders(tmp_path, side):
+    path = render_scene(tmp_path / "big.mp4", 128, 128)
+    preprocessor = FramePreprocessor(side)
+    clips = {d: read_video(path, 4, decoder=d, scale_for=preprocessor) for d in DECODERS}
+    assert clips["pyav"].frames.shape[1:3] == (side, side)
+    expected = (side, side) if video._decord_scales_to(side) else (128, 128)
+    assert clips["decord"].frames.shape[1:3] == expected
+    levels = (preprocessor(clips["decord"].frames) - preprocessor(clips["pyav"].frames)).abs() * 0.5 * 255
+    assert levels.mean() < 3
