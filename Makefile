@@ -15,7 +15,7 @@ help:
 	@echo "make deploy  the scheduled retraining deployments (prefect.yaml) on a Prefect server"
 	@echo "make test    install, then run every test"
 	@echo "make report  parameter and visual-token report of a profile on the meta device"
-	@echo "make bench   benchmarks (not tests): decoding decord vs PyAV; training with vs without feature cache; HICom vs baseline latency; eval feature reuse"
+	@echo "make bench   benchmarks (not tests): video loading; training with vs without feature cache; HICom vs baseline latency; eval question cost; flow overhead (~1 h); every number beside its goal at the end"
 	@echo "make stack-up / stack-down / stack-status   the team stack on 127.0.0.1 (S3, MLflow, Prefect; data in STACK_DIR)"
 	@echo "make run-stack   what \`make run\` runs, through the stack (env from STACK_DIR/env)"
 
@@ -48,12 +48,16 @@ report: setup
 test: setup
 	$(PY) -m pytest -q
 
+# Each bench records its headline numbers with their goals (bench/goals.py); the table at the end holds this run's.
 bench: setup
+	$(PY) bench/goals.py --clear
 	$(PY) bench/decode_bench.py
 	.venv/bin/dvc repro curate
 	$(PY) bench/train_bench.py
 	$(PY) bench/latency_bench.py
 	$(PY) bench/eval_cache_bench.py
+	$(PY) bench/overhead_bench.py
+	@echo; $(PY) bench/goals.py
 
 # The team stack (infra/stack): SeaweedFS S3, MLflow server, Prefect server + process worker, on 127.0.0.1.
 # STACK_DIR (data, logs, PIDs, credentials, env file) and STACK_PORT_BASE (ports base..base+14) are overridable.
