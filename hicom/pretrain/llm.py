@@ -26,7 +26,7 @@ from hicom.data.mixture import read_annotations
 from hicom.data.synthetic import TRAIN_FILES
 from hicom.model.checkpoint import save_model
 from hicom.model.settings import ModelProfile
-from hicom.pretrain.settings import LLMTrainConfig
+from hicom.pretrain.settings import LLMTrainConfig, one_cycle_warmup
 
 
 def world_dialogues(world_dir: Path, tokenizer) -> list[str]:
@@ -60,7 +60,8 @@ def pretrain_llm(profile: ModelProfile, world_dir: str | Path, tokenizer, out_di
     torch.manual_seed(cfg.seed)
     model = Qwen2ForCausalLM(Qwen2Config(**llm_cfg))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps,
+                                                pct_start=one_cycle_warmup(cfg.steps, 0.05))
 
     @torch.no_grad()
     def perplexity() -> float:

@@ -7,6 +7,13 @@ from hicom.core.errors import ConfigError
 from hicom.core.sections import check_numbers
 
 
+def one_cycle_warmup(steps: int, fraction: float) -> float:
+    """The warm-up fraction (OneCycleLR's pct_start) for `steps` steps: `fraction`, except where the warm-up would end
+    at step 0 (fraction * steps == 1: towers.steps 10, llm.steps 20), which torch's OneCycleLR divides by; two
+    steps of warm-up there."""
+    return 2 / steps if steps > 2 and float(fraction * steps) == 1 else fraction
+
+
 @dataclass(frozen=True)
 class TowerTrainConfig:
     steps: int = 300

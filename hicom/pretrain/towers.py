@@ -27,7 +27,7 @@ from hicom.data.synthetic import (CELLS, COLOURS, SHAPES, SIZES, VIDEO_PROMPTS, 
 from hicom.data.video import FramePreprocessor
 from hicom.model.checkpoint import save_model
 from hicom.model.settings import ModelProfile
-from hicom.pretrain.settings import TowerTrainConfig
+from hicom.pretrain.settings import TowerTrainConfig, one_cycle_warmup
 
 COLOUR_NAMES = tuple(COLOURS)
 POSITION_BINS = 8  # the row and column heads' resolution: a patch of the tiny towers' 9x9 grid is about 1/9
@@ -273,7 +273,8 @@ def pretrain_towers(profile: ModelProfile, world_dir: str | Path, tokenizer, out
     unnamed_required = torch.full((len(unnamed), 3), -1, dtype=phrase_required.dtype)
     trained = list(model.parameters()) + (list(heads.parameters()) if heads is not None else [])
     opt = torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps,
+                                                pct_start=one_cycle_warmup(cfg.steps, 0.1))
     start = time.perf_counter()
     losses, object_losses = [], []
     for _ in tqdm(range(cfg.steps), desc="towers: sigmoid pre-training", unit="step"):

@@ -9,7 +9,7 @@ from hicom.data.synthetic import WorldConfig, generate_world
 from hicom.data.tokenizer import load_tokenizer, train_tokenizer
 from hicom.model.build import build_model
 from hicom.pretrain.llm import pretrain_llm, world_dialogues
-from hicom.pretrain.settings import LLMTrainConfig
+from hicom.pretrain.settings import LLMTrainConfig, one_cycle_warmup
 
 
 @pytest.fixture(scope="module")
@@ -54,3 +54,22 @@ def test_tokenizer_larger_than_the_llm_vocab_is_refused(tiny_profile, tmp_path):
     big = train_tokenizer([f"word{i} " * 3 for i in range(3000)], 2000)
     with pytest.raises(ConfigError, match="smaller than the tokenizer"):
         pretrain_llm(tiny_profile, tmp_path, big, tmp_path / "out")
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.1])  # the LLM's and the towers' warm-up
+def test_every_step_count_gets_a_one_cycle_schedule_torch_can_run(fraction):
+    """llm.steps=20 (towers.steps=10) made the warm-up end at step 0, and OneCycleLR divided by zero."""
+    with pytest.raises(ZeroDivisionError):
+        _run_one_cycle(round(1 / fraction), fraction)
+    for steps in range(1, 120):
+        warmup = one_cycle_warmup(steps, fraction)
+        _run_one_cycle(steps, warmup)
+        assert warmup == fraction or steps * fraction == pytest.approx(1)
+
+
+def _run_one_cycle(steps: int, warmup: float) -> None:
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=steps, pct_start=warmup)
+    for _ in range(steps):
+        opt.step()
+        sched.step()
