@@ -241,9 +241,14 @@ def _check_stream(path: Path, limits: ReadLimits) -> tuple[int, int] | None:
         return stream.codec_context.width, stream.codec_context.height
 
 
+def _quarter_turns(frame) -> int:
+    """A PyAV frame's display rotation in counter-clockwise quarter turns (0-3), as np.rot90 counts them."""
+    return round(frame.rotation / 90) % 4
+
+
 def _rotation(path: Path) -> int:
-    """The stream's display rotation in degrees (0, 90, 180, 270), from its first decoded frame: PyAV shows
-    the display matrix on frames only. 0 where no frame decodes (the decoder then names the failure)."""
+    """The stream's display rotation in quarter turns, from its first decoded frame: PyAV shows the display
+    matrix on frames only. 0 where no frame decodes (the decoder then names the failure)."""
     import av
 
     try:
@@ -251,7 +256,7 @@ def _rotation(path: Path) -> int:
             frame = next(container.decode(video=0), None)
     except av.FFmpegError:
         return 0
-    return 0 if frame is None else round(frame.rotation / 90) % 4 * 90
+    return 0 if frame is None else _quarter_turns(frame)
 
 
 def _decode_size(path: Path, coded: tuple[int, int] | None,
@@ -262,7 +267,7 @@ def _decode_size(path: Path, coded: tuple[int, int] | None,
     width, height = coded
     if scale_for.decode_size(width, height) is None and scale_for.decode_size(height, width) is None:
         return None  # not larger than the input either way up: nothing to scale down
-    if _rotation(path) in (90, 270):
+    if _rotation(path) % 2:
         width, height = height, width
     return scale_for.decode_size(width, height)
 
@@ -363,7 +368,7 @@ def _decode_pyav(path: Path, num_frames: int, start: float | None, end: float | 
 def _upright_rgb(frame, size: tuple[int, int] | None) -> np.ndarray:
     """A PyAV frame as (H, W, 3) RGB, displayed upright (np.rot90 by its rotation, matching decord's transpose
     filters pixel for pixel), at size (displayed width, height) when given."""
-    turns = round(frame.rotation / 90) % 4
+    turns = _quarter_turns(frame)
     if size is None:
         rgb = frame.to_ndarray(format="rgb24")
     else:
