@@ -16,6 +16,7 @@ from flows.dvc import DvcError
 from flows.errors import PipelineError
 from flows.executors import EXECUTORS
 from flows.executors.base import StageFailed
+from flows.prefect_server import ServerError, TemporaryServer, use_server
 from flows.settings import PROJECT_ROOT, load_checked_params
 from hicom.core.errors import ConfigError
 
@@ -98,7 +99,8 @@ def code_deps(root: Path, write: bool) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, server: TemporaryServer | None = None) -> int:
+    """server: the temporary Prefect server `python -m flows` started for this command (None: Prefect's settings)."""
     parser = argparse.ArgumentParser(prog="python -m flows", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run_cmd = sub.add_parser("run", help="run the retrain flow once, here")
@@ -130,22 +132,29 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "ablations":
             from flows.ablations import ablations
 
-            ablations(project_dir=args.project_dir, executor=args.executor, report_only=args.report_only)
+            with use_server(server):
+                ablations(project_dir=args.project_dir, executor=args.executor, report_only=args.report_only)
         elif args.command == "serve":
             from prefect.schedules import Cron
 
             from flows.retrain import retrain
 
             _, settings = load_checked_params(PROJECT_ROOT / "params.yaml")
-            retrain.serve(name=args.name, schedule=Cron(settings.schedule_cron, timezone=settings.schedule_timezone),
-                          tags=["hicom", "retrain"], description="Scheduled retraining (params.yaml pipeline.schedule)")
+            with use_server(server):
+                retrain.serve(name=args.name, schedule=Cron(settings.schedule_cron, timezone=settings.schedule_timezone),
+                              tags=["hicom", "retrain"],
+                              description="Scheduled retraining (params.yaml pipeline.schedule)")
         else:
             from flows.retrain import plan_run, retrain
 
             overrides = parse_overrides(args.set)
-            plan_run(PROJECT_ROOT, args.ablation, overrides, args.executor)  # fails fast, before Prefect starts
-            retrain(ablations=args.ablation, overrides=overrides, executor=args.executor)
-    except (ConfigError, StageFailed, DvcError, TimeoutError) as exc:  # params, dvc.yaml, a stage, DVC, the deadline
+            plan_run(PROJECT_ROOT, args.ablation, overrides, args.executor)  # fails fast, before the flow starts
+            with use_server(server):
+                retrain(ablations=args.ablation, overrides=overrides, executor=args.executor)
+    except (ConfigError, StageFailed, DvcError, TimeoutError, ServerError) as exc:  # params, dvc.yaml, a stage, ...
         print(f"flows {args.command}: FAILED: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if server is not None:  # a request that failed its checks never used it
+            server.stop()
     return 0
