@@ -27,9 +27,10 @@ split in two parts that add up to flow - bare:
     outside the stages  flow wall time - the sum of its stages' recorded seconds: the flow's start (imports,
                         Prefect's temporary server, the plan, the MLflow parent run; the flow's own lines before
                         its first stage are listed with their times); per stage before its command (Prefect's task
-                        start, output lock), after it (DVC commit + push of its outs) and between stages (the outs'
+                        start, output lock), after it (DVC commit of its outs) and between stages (the outs'
                         hashes, Prefect's task result, metrics and log on the parent run, the next stage's cache key
-                        from the content of its deps); promote, the pipeline report, and the end (the DVC revision,
+                        from the content of its deps); the run's one DVC push; promote, the pipeline report, and the
+                        end (the DVC revision,
                         `dvc status`, the summary, shutdown).
     inside the stages   the sum over stages of flow - bare: tracking (the child runs, what the commands log to
                         MLflow), plus the supervisor process and the executor's polling (every 1 s, so up to 1 s a
@@ -101,6 +102,7 @@ ANNOUNCED = re.compile(r"\[(\d+)/(\d+)\] (\S+)")
 RUNNING = re.compile(r"(\S+): running `")
 DONE = re.compile(r"(\S+): done in (\d+)s")
 CACHED = re.compile(r"(\S+): cached \(inputs unchanged")
+PUSHED = re.compile(r"DVC: the outs of \d+ stage\(s\) pushed")
 HEADER = re.compile(r"retrain (\S+): (\d+) stages on (\S+); MLflow run ([0-9a-f]+)")
 FAILED_STAGE = re.compile(r"stage '([^']+)' ended")
 
@@ -316,6 +318,8 @@ def flow_timeline(lines: list[tuple[float, str]]) -> tuple[dict[str, dict], list
             marks.setdefault(m[1], {}).update(done=t, logged_s=float(m[2]))
         elif m := CACHED.search(line):
             marks.setdefault(m[1], {})["cached"] = True
+        elif PUSHED.search(line):
+            marks.setdefault("push", {})["done"] = t
     return marks, order, run_id
 
 
@@ -352,11 +356,14 @@ def outside_parts(flow_wall: float, recorded: dict[str, float], marks: dict[str,
               marks[order[0]]["announced"])]
     parts.append(("before each stage's command: Prefect task start, output lock, outputs cleared, executor",
                   sum(marks[s]["running"] - marks[s]["announced"] for s in order)))
-    parts.append(("after each stage's command: DVC commit + push of its outs",
+    parts.append(("after each stage's command: DVC commit of its outs",
                   sum(marks[s]["done"] - marks[s]["running"] - recorded[s] for s in order)))
     parts.append(("between stages: outs' hashes, Prefect's task result, parent-run metrics + log (MLflow), "
                   "the next stage's cache key (its deps' content hashes)",
                   sum(marks[b]["announced"] - marks[a]["done"] for a, b in zip(order, order[1:]))))
+    if "done" in marks.get("push", {}):
+        parts.append(("the run's one DVC push of its outs (with the last stage's parent-run logging)",
+                      marks["push"]["done"] - marks[order[-1]]["done"]))
     for action, label in (("promote", "promote (flow-only step: the gate)"),
                           ("report", "pipeline report (flow-only step)")):
         m = marks.get(action, {})

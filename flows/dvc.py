@@ -15,6 +15,8 @@ import yaml
 
 from flows.stages import Stage
 
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's: dvc.lock (~70 KB) in 0.03 s, not 0.17
+
 
 class DvcError(RuntimeError):
     pass
@@ -25,19 +27,17 @@ def dvc_remote() -> str | None:
     return os.environ.get("HICOM_DVC_REMOTE") or None
 
 
-def commit_and_push(root: Path, stage: Stage) -> dict:
-    """Record the stage's outs in dvc.lock and the DVC cache, push them; returns the stage's dvc.lock entry."""
+def commit_outs(root: Path, stage: Stage) -> dict:
+    """Record the stage's outs in dvc.lock and the DVC cache; returns the stage's dvc.lock entry. (The run pushes
+    once, at its end: `push_stages`.)"""
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
-    remote = dvc_remote()
     try:
         with _quiet_dvc(), contextlib.chdir(root), Repo(str(root)) as repo:
             repo.commit(stage.name, force=True)
-            repo.push(targets=[stage.name], remote=remote)
     except DvcException as exc:
-        raise DvcError(f"stage {stage.name!r}: dvc commit/push to {remote or 'the default remote'} failed: "
-                       f"{exc}") from exc
+        raise DvcError(f"stage {stage.name!r}: dvc commit failed: {exc}") from exc
     entry = lock_entry(root, stage.name)
     if entry is None:
         raise DvcError(f"stage {stage.name!r}: dvc commit left no entry in {root / 'dvc.lock'}")
@@ -57,9 +57,9 @@ def _quiet_dvc():
 
 
 def push_stages(root: Path, stages: list[Stage]) -> None:
-    """Push the outs dvc.lock records for `stages` to the active remote: a stage cached from a run that pushed
-    elsewhere (e.g. `make run` before the team stack existed) still lands on this run's remote. DVC sends only
-    what the remote lacks."""
+    """Push the outs dvc.lock records for `stages` to the active remote, in one call: those a run made and those it
+    found cached (a stage cached from a run that pushed elsewhere, e.g. `make run` before the team stack existed,
+    still lands on this run's remote). DVC sends only what the remote lacks."""
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
@@ -91,7 +91,7 @@ def lock_entry(root: Path, stage: str) -> dict | None:
     lock = root / "dvc.lock"
     if not lock.is_file():
         return None
-    return ((yaml.safe_load(lock.read_text()) or {}).get("stages") or {}).get(stage)
+    return ((yaml.load(lock.read_text(), Loader=YAML_LOADER) or {}).get("stages") or {}).get(stage)
 
 
 def dvc_status(root: Path) -> dict:

@@ -3,7 +3,8 @@
 Each stage is a Prefect task that runs the stage's CLI through an executor (local, Slurm, Kubernetes).
 A task is cached on the stage's inputs (command, params slice, content of its data and code deps) with
 its result persisted, so a rerun skips what did not change, in this process or the next. After a
-baseline stage runs, its outs are `dvc commit`ted and pushed. One MLflow parent run per pipeline run;
+baseline stage runs, its outs are `dvc commit`ted; the run pushes its stages' outs once, at its end (also when a
+stage failed: what finished before it). One MLflow parent run per pipeline run;
 stages log child runs under it. Ablation variants (Tables A3-A5) write under outputs/variants/ and
 leave the baseline's outputs, DVC records and registry alone.
 
@@ -29,7 +30,8 @@ from prefect.context import TaskRunContext
 from prefect.tasks import exponential_backoff
 
 from flows.dvc import (
-    commit_and_push,
+    DvcError,
+    commit_outs,
     dvc_status,
     lock_entry,
     push_stages,
@@ -194,9 +196,9 @@ def _execute(stage: Stage, run: PipelineRun, key: str | None, first_attempt: boo
         seconds = time.monotonic() - started
         held.finished()
         drop_aside(run.root, stage)
-    lock = commit_and_push(run.root, stage) if stage.tracked else None
+    lock = commit_outs(run.root, stage) if stage.tracked else None
     hashes = ContentHashes(run.root)
-    logger.info(f"{stage.name}: done in {seconds:.0f}s" + (" (outs committed to DVC and pushed)" if lock else ""))
+    logger.info(f"{stage.name}: done in {seconds:.0f}s" + (" (outs committed to DVC)" if lock else ""))
     return {"stage": stage.name, "outs": {out: hashes.get(out) for out in stage.outs}, "dvc_lock": lock,
             "log": str(log_path), "seconds": round(seconds, 1), "parent_run_id": run.parent_run_id,
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -246,25 +248,32 @@ def run_pipeline(stages: list[Stage], params: dict, run: PipelineRun) -> dict:
         retrying["result_storage"] = storage
     hashes = ContentHashes(run.root)
     records: dict[str, dict] = {}
-    for i, stage in enumerate(stages, 1):
-        key = _stage_key(stage, params, hashes)
-        logger.info(f"[{i}/{len(stages)}] {stage.name}")
-        result = run_stage.with_options(**retrying)(stage, key, run, return_state=True)
-        cached = result.name == "Cached"
-        outcome = result.result()  # raises the stage's error (StageFailed names the stage and its log)
-        if cached and not _workspace_matches(run, stage, outcome, hashes):
-            logger.warning(f"{stage.name}: cached result, but the workspace holds other outputs (deleted or "
-                           "overwritten) and DVC cannot restore them: running it again")
-            outcome = run_stage.with_options(refresh_cache=True, **retrying)(stage, key, run)
-            cached = False
-        elif cached and stage.tracked and lock_entry(run.root, stage.name) != outcome["dvc_lock"]:
-            outcome = {**outcome, "dvc_lock": commit_and_push(run.root, stage)}
-        if cached:
-            logger.info(f"{stage.name}: cached (inputs unchanged since {outcome['finished_at']})")
-        hashes.forget(stage.outs)
-        records[stage.name] = {**outcome, "status": "cached" if cached else "ran", "fingerprint": key}
-        _log_stage(run, stage, records[stage.name])
-    push_stages(run.root, [s for s in stages if s.tracked and records[s.name]["status"] == "cached"])
+    try:
+        for i, stage in enumerate(stages, 1):
+            key = _stage_key(stage, params, hashes)
+            logger.info(f"[{i}/{len(stages)}] {stage.name}")
+            result = run_stage.with_options(**retrying)(stage, key, run, return_state=True)
+            cached = result.name == "Cached"
+            outcome = result.result()  # raises the stage's error (StageFailed names the stage and its log)
+            if cached and not _workspace_matches(run, stage, outcome, hashes):
+                logger.warning(f"{stage.name}: cached result, but the workspace holds other outputs (deleted or "
+                               "overwritten) and DVC cannot restore them: running it again")
+                outcome = run_stage.with_options(refresh_cache=True, **retrying)(stage, key, run)
+                cached = False
+            elif cached and stage.tracked and lock_entry(run.root, stage.name) != outcome["dvc_lock"]:
+                outcome = {**outcome, "dvc_lock": commit_outs(run.root, stage)}
+            if cached:
+                logger.info(f"{stage.name}: cached (inputs unchanged since {outcome['finished_at']})")
+            hashes.forget(stage.outs)
+            records[stage.name] = {**outcome, "status": "cached" if cached else "ran", "fingerprint": key}
+            _log_stage(run, stage, records[stage.name])
+    except BaseException:
+        _push_finished(run, stages, records, logger)
+        raise
+    pushed = [s for s in stages if s.tracked]
+    push_stages(run.root, pushed)
+    if pushed:
+        logger.info(f"DVC: the outs of {len(pushed)} stage(s) pushed to {remote_url(run.root)}")
     register = next((s for s in stages if s.command == REGISTER_COMMAND), None)
     if register is not None:
         registered = json.loads((run.root / register.outs[0]).read_text())
@@ -274,6 +283,16 @@ def run_pipeline(stages: list[Stage], params: dict, run: PipelineRun) -> dict:
     if run.parent_run_id:
         records["report"] = _action(run, "report", _report_argv(run, stages), stages)
     return records
+
+
+def _push_finished(run: PipelineRun, stages: list[Stage], records: dict, logger) -> None:
+    """After a stage failed: push what the stages before it committed, so the remote holds the run's work so far;
+    a push that fails too is a warning (the stage's error is the one to see)."""
+    finished = [s for s in stages if s.tracked and s.name in records]
+    try:
+        push_stages(run.root, finished)
+    except DvcError as exc:
+        logger.warning(f"DVC: pushing the {len(finished)} finished stage(s) failed too: {exc}")
 
 
 def _report_argv(run: PipelineRun, stages: list[Stage]) -> list[str]:

@@ -149,13 +149,17 @@ def test_a_transient_failure_that_clears_up_is_retried_to_success(project, monke
     assert summary["stages"]["train"] == "ran" and dvc_status(project) == {}
 
 
-def test_a_stage_failing_by_itself_is_not_retried(project, monkeypatch):
+def test_a_stage_failing_by_itself_is_not_retried_and_what_finished_before_it_is_pushed(project, monkeypatch):
     from flows.executors.base import StageFailed
 
     monkeypatch.setenv("STANDIN_FAIL", "train:1")
     with pytest.raises(StageFailed, match=r"stage 'train' ended FAILED \(exit code 1\).*log: .*train\.log"):
         retrain(project)
     assert calls(project) == ["prepare", "train"]
+    # the run pushes once at its end; a failed run still pushes the stages that finished before the failure
+    committed = {out["md5"] for out in yaml.safe_load((project / "dvc.lock").read_text())["stages"]["prepare"]["outs"]}
+    pushed = {p.parent.name + p.name for p in (project.parent / "remote").rglob("*") if p.is_file()}
+    assert committed and committed <= pushed
 
 
 def test_an_ablation_writes_its_own_outputs_and_leaves_the_baseline_alone(project):
