@@ -64,11 +64,19 @@ def load_stages(root: Path) -> list[Stage]:
     """The project's dvc.yaml stages in run order (DVC's graph; file order among independent stages)."""
     import networkx as nx
     from dvc.dependency.param import ParamsDependency
+    from dvc.exceptions import NotDvcRepoError
     from dvc.repo import Repo
     from dvc.stage import PipelineStage
 
     dvc_yaml = (root / "dvc.yaml").resolve()
-    with Repo(str(root)) as repo:
+    if not dvc_yaml.is_file():
+        raise PipelineError(f"{dvc_yaml}: not found; the pipeline's stages are defined there")
+    try:
+        repo = Repo(str(root))
+    except NotDvcRepoError:
+        raise PipelineError(f"{root}: not a DVC project (no .dvc directory here or above); `dvc init` it, as the "
+                            "flow commits and pushes each stage's outputs with DVC") from None
+    with repo:
         stages = [s for s in repo.index.stages if isinstance(s, PipelineStage) and Path(s.path).resolve() == dvc_yaml]
         position = {s: i for i, s in enumerate(stages)}
         graph = repo.index.graph.reverse(copy=True).subgraph(stages)

@@ -325,3 +325,15 @@ def test_every_ablation_in_params_gives_each_training_stage_something_to_train(p
                     assert configure_trainable(model, STAGES[stage], Params.load(path).train(profile, stage))
         finally:
             path.unlink()
+
+
+def test_a_project_that_is_not_a_dvc_project_or_lacks_dvc_yaml_is_refused_naming_it(tmp_path):
+    """Before: DVC's NotDvcRepoError surfaced as a traceback from `python -m flows ablations --project-dir`."""
+    project = tmp_path / "project"
+    shutil.copytree(PROJECT_ROOT / "tests/flow_standin", project)
+    (project / "stages.yaml").rename(project / "dvc.yaml")
+    with pytest.raises(PipelineError, match=rf"{re.escape(str(project))}: not a DVC project .*`dvc init`"):
+        plan_run(project, [], {}, None)
+    (project / "dvc.yaml").unlink()
+    with pytest.raises(PipelineError, match=rf"{re.escape(str(project / 'dvc.yaml'))}: not found"):
+        load_stages(project)
