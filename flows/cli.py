@@ -100,7 +100,8 @@ def code_deps(root: Path, write: bool) -> int:
 
 
 def main(argv: list[str] | None = None, server: TemporaryServer | None = None) -> int:
-    """server: the temporary Prefect server `python -m flows` started for this command (None: Prefect's settings)."""
+    """server: the temporary Prefect server `python -m flows` started for this command (None: Prefect's settings);
+    stopped by `use_server`, or at exit where a request fails its checks before a flow starts."""
     parser = argparse.ArgumentParser(prog="python -m flows", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run_cmd = sub.add_parser("run", help="run the retrain flow once, here")
@@ -154,7 +155,4 @@ def main(argv: list[str] | None = None, server: TemporaryServer | None = None) -
     except (ConfigError, StageFailed, DvcError, TimeoutError, ServerError) as exc:  # params, dvc.yaml, a stage, ...
         print(f"flows {args.command}: FAILED: {exc}", file=sys.stderr)
         return 1
-    finally:
-        if server is not None:  # a request that failed its checks never used it
-            server.stop()
     return 0
