@@ -3,10 +3,11 @@
 Prefect starts such a server itself when a flow first needs its API, after the process has imported Prefect and
 planned the run, and it imports Prefect's whole server package in the flow's process to do so. Starting it here,
 first thing (this module imports nothing of Prefect), lets the server boot on one core while the flow's process
-imports and checks the request on the other: on 2 cores a cached `make run` reached its first stage about 9 s
+imports and checks the request on the other: on 2 cores a cached `make run` reached its first stage 5-7 s
 sooner. The server is the one Prefect runs (uvicorn on `prefect.server.api.server:create_app`, ephemeral, no UI)
-with the same database under PREFECT_HOME; it skips block-type registration at start (~1.5 s: importing every
-installed Prefect collection), which nothing of the flow's needs: a block that is saved registers its own type.
+with the same database under PREFECT_HOME; it skips block-type registration at start (importing every installed
+Prefect collection: the server alone answered in 3.7 and 4.0 s without it, 4.7-6.1 s in five tries with it), which
+nothing of the flow's needs: a block that is saved registers its own type.
 
 Where Prefect's settings name a server after all (a profile or prefect.toml, which cannot be read before Prefect
 is imported), `use_server` stops this one and leaves that setting alone.
