@@ -1,4 +1,5 @@
-"""DVC calls of the flow: commit and push a stage's outs, restore them, read dvc.lock and `dvc status`.
+"""DVC calls of the flow: commit a run's stages (dvc.lock written once), push their outs, restore them, read
+dvc.lock and `dvc status`.
 
 Through DVC's Repo API, the functions its `dvc commit/push/status` commands call (in-process: no
 second of start-up per call). Like the commands, they resolve stages from the working directory, so
@@ -27,21 +28,75 @@ def dvc_remote() -> str | None:
     return os.environ.get("HICOM_DVC_REMOTE") or None
 
 
-def commit_outs(root: Path, stage: Stage) -> dict:
-    """Record the stage's outs in dvc.lock and the DVC cache; returns the stage's dvc.lock entry. (The run pushes
-    once, at its end: `push_stages`.)"""
-    from dvc.exceptions import DvcException
-    from dvc.repo import Repo
+class LockUpdates:
+    """One run's DVC commits: what `dvc commit` does for each stage as it finishes (DVC's Stage.save and
+    Stage.commit: its deps, params and outs hashed, the outs put in the DVC cache), but dvc.lock written once, by
+    `write`, at the run's end or when it fails (DVC's own Lockfile.dump_stages, all stages in one rewrite).
 
-    try:
-        with _quiet_dvc(), contextlib.chdir(root), Repo(str(root)) as repo:
-            repo.commit(stage.name, force=True)
-    except DvcException as exc:
-        raise DvcError(f"stage {stage.name!r}: dvc commit failed: {exc}") from exc
-    entry = lock_entry(root, stage.name)
-    if entry is None:
-        raise DvcError(f"stage {stage.name!r}: dvc commit left no entry in {root / 'dvc.lock'}")
-    return entry
+    Why: DVC rewrites the ~70 KB dvc.lock through ruamel's round-trip parser and dumper on every commit, about
+    0.45 of a stage's 0.6 s commit (12 stages: 6.9 s one commit at a time, 2.3 s here). Until `write`, dvc.lock
+    holds the previous run's entries; a run killed before it leaves them, and the next run's cached stages write
+    their entries again (the flow compares each cached result's entry with dvc.lock). One Repo serves the run, as
+    in `dvc repro`; every call takes DVC's repository lock and starts from dvc.yaml and dvc.lock as they are on disk.
+    """
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._repo = None
+        self._pending: dict[str, object] = {}  # stage name -> DVC's stage, saved and committed
+
+    def __enter__(self) -> LockUpdates:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._repo is not None:
+            self._repo.close()
+            self._repo = None
+
+    @contextlib.contextmanager
+    def _locked_repo(self):
+        from dvc.repo import Repo, lock_repo
+
+        with _quiet_dvc(), contextlib.chdir(self.root):
+            if self._repo is None:
+                self._repo = Repo(str(self.root))
+            with lock_repo(self._repo):
+                yield self._repo
+
+    def commit(self, stage: Stage) -> dict:
+        """Hash the stage's outs into the DVC cache; returns the entry `write` will put in dvc.lock, as
+        `lock_entry` will read it back."""
+        from dvc.exceptions import DvcException
+        from dvc.stage.serialize import to_lockfile
+        from dvc.utils.serialize import dumps_yaml
+
+        try:
+            with self._locked_repo() as repo:
+                (info,) = repo.stage.collect_granular(stage.name)
+                info.stage.save()
+                info.stage.commit()
+                entry = to_lockfile(info.stage)
+        except DvcException as exc:
+            raise DvcError(f"stage {stage.name!r}: dvc commit failed: {exc}") from exc
+        self._pending[stage.name] = info.stage
+        return yaml.load(dumps_yaml(entry), Loader=YAML_LOADER)[stage.name]
+
+    def write(self) -> None:
+        """Put the committed stages' entries in dvc.lock (one rewrite per dvc.yaml file)."""
+        from dvc.exceptions import DvcException
+
+        if not self._pending:
+            return
+        by_file: dict[str, list] = {}
+        for dvc_stage in self._pending.values():
+            by_file.setdefault(dvc_stage.dvcfile.path, []).append(dvc_stage)
+        try:
+            with self._locked_repo():
+                for dvc_stages in by_file.values():
+                    dvc_stages[0].dvcfile.dump_stages(dvc_stages, update_pipeline=False)
+        except DvcException as exc:
+            raise DvcError(f"writing {', '.join(self._pending)} to dvc.lock failed: {exc}") from exc
+        self._pending.clear()
 
 
 @contextlib.contextmanager

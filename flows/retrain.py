@@ -31,7 +31,7 @@ from prefect.tasks import exponential_backoff
 
 from flows.dvc import (
     DvcError,
-    commit_outs,
+    LockUpdates,
     dvc_status,
     lock_entry,
     push_stages,
@@ -164,12 +164,13 @@ def _last_line(path: Path) -> str:
     return next((line for line in reversed(lines) if line), "(empty log)")[:200]
 
 
-def _execute(stage: Stage, run: PipelineRun, key: str | None, first_attempt: bool, child_run: bool) -> dict:
+def _execute(stage: Stage, run: PipelineRun, key: str | None, first_attempt: bool, child_run: bool,
+             locks: LockUpdates | None = None) -> dict:
     """Run one stage command through the executor; its outs' hashes, DVC record and timing.
 
     key: the stage's cache key (None for actions); a first attempt keeps, sets aside or clears earlier
     outputs (flows/outs.py), a retry keeps them so training resumes. child_run: log an MLflow child run for
-    it, unless its CLI logs its own (takes --parent-run-id)."""
+    it, unless its CLI logs its own (takes --parent-run-id). locks: the run's DVC commits, for a tracked stage."""
     logger = get_run_logger()
     with claim(run.root, stage, key) as held:
         if first_attempt:
@@ -196,7 +197,7 @@ def _execute(stage: Stage, run: PipelineRun, key: str | None, first_attempt: boo
         seconds = time.monotonic() - started
         held.finished()
         drop_aside(run.root, stage)
-    lock = commit_outs(run.root, stage) if stage.tracked else None
+    lock = locks.commit(stage) if stage.tracked else None
     hashes = ContentHashes(run.root)
     logger.info(f"{stage.name}: done in {seconds:.0f}s" + (" (outs committed to DVC)" if lock else ""))
     return {"stage": stage.name, "outs": {out: hashes.get(out) for out in stage.outs}, "dvc_lock": lock,
@@ -224,10 +225,10 @@ def _child_run(stage: Stage, run: PipelineRun, argv: list[str], log_path: Path, 
 
 @task(name="stage", task_run_name="{stage.name}", cache_key_fn=_cache_key, persist_result=True,
       result_serializer="json", retry_condition_fn=_transient)
-def run_stage(stage: Stage, fingerprint: str, run: PipelineRun) -> dict:
+def run_stage(stage: Stage, fingerprint: str, run: PipelineRun, locks: LockUpdates) -> dict:
     """One dvc.yaml stage. Cached on `fingerprint`; a retry (transient failure) keeps the outs so training resumes."""
     return _execute(stage, run, fingerprint, first_attempt=TaskRunContext.get().task_run.run_count <= 1,
-                    child_run=True)
+                    child_run=True, locks=locks)
 
 
 @task(name="action", task_run_name="{stage.name}", cache_policy=NO_CACHE, retry_condition_fn=_transient)
@@ -248,28 +249,30 @@ def run_pipeline(stages: list[Stage], params: dict, run: PipelineRun) -> dict:
         retrying["result_storage"] = storage
     hashes = ContentHashes(run.root)
     records: dict[str, dict] = {}
-    try:
-        for i, stage in enumerate(stages, 1):
-            key = _stage_key(stage, params, hashes)
-            logger.info(f"[{i}/{len(stages)}] {stage.name}")
-            result = run_stage.with_options(**retrying)(stage, key, run, return_state=True)
-            cached = result.name == "Cached"
-            outcome = result.result()  # raises the stage's error (StageFailed names the stage and its log)
-            if cached and not _workspace_matches(run, stage, outcome, hashes):
-                logger.warning(f"{stage.name}: cached result, but the workspace holds other outputs (deleted or "
-                               "overwritten) and DVC cannot restore them: running it again")
-                outcome = run_stage.with_options(refresh_cache=True, **retrying)(stage, key, run)
-                cached = False
-            elif cached and stage.tracked and lock_entry(run.root, stage.name) != outcome["dvc_lock"]:
-                outcome = {**outcome, "dvc_lock": commit_outs(run.root, stage)}
-            if cached:
-                logger.info(f"{stage.name}: cached (inputs unchanged since {outcome['finished_at']})")
-            hashes.forget(stage.outs)
-            records[stage.name] = {**outcome, "status": "cached" if cached else "ran", "fingerprint": key}
-            _log_stage(run, stage, records[stage.name])
-    except BaseException:
-        _push_finished(run, stages, records, logger)
-        raise
+    with LockUpdates(run.root) as locks:
+        try:
+            for i, stage in enumerate(stages, 1):
+                key = _stage_key(stage, params, hashes)
+                logger.info(f"[{i}/{len(stages)}] {stage.name}")
+                result = run_stage.with_options(**retrying)(stage, key, run, locks, return_state=True)
+                cached = result.name == "Cached"
+                outcome = result.result()  # raises the stage's error (StageFailed names the stage and its log)
+                if cached and not _workspace_matches(run, stage, outcome, hashes):
+                    logger.warning(f"{stage.name}: cached result, but the workspace holds other outputs (deleted "
+                                   "or overwritten) and DVC cannot restore them: running it again")
+                    outcome = run_stage.with_options(refresh_cache=True, **retrying)(stage, key, run, locks)
+                    cached = False
+                elif cached and stage.tracked and lock_entry(run.root, stage.name) != outcome["dvc_lock"]:
+                    outcome = {**outcome, "dvc_lock": locks.commit(stage)}
+                if cached:
+                    logger.info(f"{stage.name}: cached (inputs unchanged since {outcome['finished_at']})")
+                hashes.forget(stage.outs)
+                records[stage.name] = {**outcome, "status": "cached" if cached else "ran", "fingerprint": key}
+                _log_stage(run, stage, records[stage.name])
+        except BaseException:
+            _keep_finished(run, stages, records, locks, logger)
+            raise
+        locks.write()
     pushed = [s for s in stages if s.tracked]
     push_stages(run.root, pushed)
     if pushed:
@@ -285,14 +288,16 @@ def run_pipeline(stages: list[Stage], params: dict, run: PipelineRun) -> dict:
     return records
 
 
-def _push_finished(run: PipelineRun, stages: list[Stage], records: dict, logger) -> None:
-    """After a stage failed: push what the stages before it committed, so the remote holds the run's work so far;
-    a push that fails too is a warning (the stage's error is the one to see)."""
+def _keep_finished(run: PipelineRun, stages: list[Stage], records: dict, locks: LockUpdates, logger) -> None:
+    """After a stage failed: write what the stages before it committed to dvc.lock and push their outs, so the
+    workspace and the remote hold the run's work so far; a write or push that fails too is a warning (the stage's
+    error is the one to see)."""
     finished = [s for s in stages if s.tracked and s.name in records]
     try:
+        locks.write()
         push_stages(run.root, finished)
     except DvcError as exc:
-        logger.warning(f"DVC: pushing the {len(finished)} finished stage(s) failed too: {exc}")
+        logger.warning(f"DVC: keeping the {len(finished)} finished stage(s) failed too: {exc}")
 
 
 def _report_argv(run: PipelineRun, stages: list[Stage]) -> list[str]:
