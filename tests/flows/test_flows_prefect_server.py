@@ -134,6 +134,8 @@ def test_a_server_that_cannot_start_is_an_error_naming_its_exit_and_log(tmp_path
     (["deps", "--check"], {}),
     (["deploy"], {}),
     (["--help"], {}),
+    (["run", "--help"], {}),  # argparse prints the help and exits: no flow runs
+    (["ablations", "-h"], {}),
     (["run"], {"PREFECT_API_URL": "http://127.0.0.1:4200/api"}),  # the team stack's env file names its server
 ])
 def test_commands_that_run_no_flow_here_start_no_server(argv, environ, tmp_path):
