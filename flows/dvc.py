@@ -37,12 +37,14 @@ class LockUpdates:
     0.45 of a stage's 0.6 s commit (12 stages: 6.9 s one commit at a time, 2.3 s here). Until `write`, dvc.lock
     holds the previous run's entries; a run killed before it leaves them, and the next run's cached stages write
     their entries again (the flow compares each cached result's entry with dvc.lock). One Repo serves the run, as
-    in `dvc repro`; every call takes DVC's repository lock and starts from dvc.yaml and dvc.lock as they are on disk.
+    in `dvc repro`, and dvc.yaml's stages are read once, at the first commit (DVC reads dvc.yaml and dvc.lock
+    again for each stage it collects by name: 0.18 s a stage); every call takes DVC's repository lock.
     """
 
     def __init__(self, root: Path):
         self.root = root
         self._repo = None
+        self._stages: dict[str, object] | None = None  # dvc.yaml's stages by name (DVC's), read at the first commit
         self._pending: dict[str, object] = {}  # stage name -> DVC's stage, saved and committed
 
     def __enter__(self) -> LockUpdates:
@@ -66,19 +68,24 @@ class LockUpdates:
     def commit(self, stage: Stage) -> dict:
         """Hash the stage's outs into the DVC cache; returns the entry `write` will put in dvc.lock, as
         `lock_entry` will read it back."""
+        from dvc.dvcfile import PROJECT_FILE
         from dvc.exceptions import DvcException
         from dvc.stage.serialize import to_lockfile
         from dvc.utils.serialize import dumps_yaml
 
         try:
             with self._locked_repo() as repo:
-                (info,) = repo.stage.collect_granular(stage.name)
-                info.stage.save()
-                info.stage.commit()
-                entry = to_lockfile(info.stage)
+                if self._stages is None:
+                    self._stages = {s.name: s for s in repo.stage.load_all(PROJECT_FILE)}
+                dvc_stage = self._stages.get(stage.name)
+                if dvc_stage is None:
+                    raise DvcError(f"stage {stage.name!r}: not in {self.root / PROJECT_FILE}")
+                dvc_stage.save()
+                dvc_stage.commit()
+                entry = to_lockfile(dvc_stage)
         except DvcException as exc:
             raise DvcError(f"stage {stage.name!r}: dvc commit failed: {exc}") from exc
-        self._pending[stage.name] = info.stage
+        self._pending[stage.name] = dvc_stage
         return yaml.load(dumps_yaml(entry), Loader=YAML_LOADER)[stage.name]
 
     def write(self) -> None:
@@ -114,16 +121,20 @@ def _quiet_dvc():
 def push_stages(root: Path, stages: list[Stage]) -> None:
     """Push the outs dvc.lock records for `stages` to the active remote, in one call: those a run made and those it
     found cached (a stage cached from a run that pushed elsewhere, e.g. `make run` before the team stack existed,
-    still lands on this run's remote). DVC sends only what the remote lacks."""
+    still lands on this run's remote). DVC sends only what the remote lacks. A run of every stage pushes the
+    project as `dvc push` does, in one collection of its stages (named targets are collected one by one, each
+    reading dvc.yaml and dvc.lock twice: 4.6 s for 12 stages against 0.3 s)."""
     from dvc.exceptions import DvcException
-    from dvc.repo import Repo
+    from dvc.repo import Repo, lock_repo
 
     if not stages:
         return
     remote = dvc_remote()
+    names = [s.name for s in stages]
     try:
-        with _quiet_dvc(), contextlib.chdir(root), Repo(str(root)) as repo:
-            repo.push(targets=[s.name for s in stages], remote=remote)
+        with _quiet_dvc(), contextlib.chdir(root), Repo(str(root)) as repo, lock_repo(repo):
+            every_stage = {s.addressing for s in repo.index.stages} <= set(names)
+            repo.push(targets=None if every_stage else names, remote=remote)
     except DvcException as exc:
         names = ", ".join(s.name for s in stages)
         raise DvcError(f"dvc push of {names} to {remote or 'the default remote'} failed: {exc}") from exc
