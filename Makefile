@@ -45,8 +45,9 @@ deploy: setup
 report: setup
 	$(PY) -m hicom report --profile $(PROFILE)
 
+# --durations: the slowest tests at the end of every run (CI's log), to keep the suite within its time
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 # Each bench records its headline numbers with their goals (bench/goals.py); the table at the end holds this run's.
 bench: setup
