@@ -86,36 +86,31 @@ class HIComForCausalLM(HIComPreTrainedModel):
     def encode_frames(self, pixel_values: torch.Tensor, with_embeds: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Frames (N, 3, S, S) -> penultimate features F (N, g, g, C) and joint-space embeddings E.
 
-        F is caught by a hook on the penultimate layer, so only it and the last layer's output
-        are kept (not every hidden state). E is the last layer passed through the per-token part
-        of SigLIP's pooling head (layernorm + MLP, residual).
+        The tower's layers run one by one, as SigLIP's encoder runs them, so each caller pays for what it uses:
+        without E (the LLaVA-OV projector) the last layer never runs, as LLaVA-OneVision drops it from its
+        SigLIP; with E, the last layer, the post-layernorm and the per-token part of SigLIP's pooling head
+        (layernorm + MLP, residual), but not the head's attention pooling, whose one pooled vector nothing uses.
         """
         if pixel_values.dim() != 4 or pixel_values.shape[1] != 3:
             raise ValueError(f"pixel_values: expected (frames, 3, height, width), got shape {tuple(pixel_values.shape)}")
         if pixel_values.shape[0] == 0:
             raise ValueError("pixel_values: zero frames")
         vision = self.vision_tower
-        captured = {}
-
-        def keep_output(_module, _inputs, output):
-            captured["features"] = output[0] if isinstance(output, tuple) else output
-
-        handle = vision.encoder.layers[-2].register_forward_hook(keep_output)
-        trainable = any(p.requires_grad for p in self.vision_tower.parameters())
-        try:
-            with torch.set_grad_enabled(trainable and torch.is_grad_enabled()):
-                dtype = vision.embeddings.patch_embedding.weight.dtype
-                last = self.vision_tower(pixel_values=pixel_values.to(dtype)).last_hidden_state
-                embeds = None
-                if with_embeds:
-                    head = vision.head
-                    embeds = last + head.mlp(head.layernorm(last))
-        finally:
-            handle.remove()
-        n, tokens, c = last.shape
+        trainable = any(p.requires_grad for p in vision.parameters())
+        with torch.set_grad_enabled(trainable and torch.is_grad_enabled()):
+            dtype = vision.embeddings.patch_embedding.weight.dtype
+            hidden = vision.embeddings(pixel_values.to(dtype))
+            *first_layers, last_layer = vision.encoder.layers
+            for layer in first_layers:
+                hidden = layer(hidden, None)
+            embeds = None
+            if with_embeds:
+                last = vision.post_layernorm(last_layer(hidden, None))
+                head = vision.head
+                embeds = last + head.mlp(head.layernorm(last))
+        n, tokens, c = hidden.shape
         g = int(round(tokens ** 0.5))
-        features = captured["features"].reshape(n, g, g, c)
-        return features, (None if embeds is None else embeds.reshape(n, g, g, c))
+        return hidden.reshape(n, g, g, c), (None if embeds is None else embeds.reshape(n, g, g, c))
 
     def encode_guides(self, guide_input_ids: torch.Tensor) -> Guide:
         """SigLIP text tower on (k, L) ids: k stacked guides, pooled joint-space embeddings (+ per-token

@@ -36,6 +36,31 @@ def test_features_are_the_penultimate_layer_and_embeds_the_head_mlp_of_the_last(
     head = model.vision_tower.head
     last = ref.last_hidden_state
     assert torch.allclose(embeds.flatten(1, 2), last + head.mlp(head.layernorm(last)), atol=1e-6)
+    without_embeds, none = model.encode_frames(px, with_embeds=False)
+    assert none is None and torch.equal(without_embeds, feats)
+
+
+@pytest.mark.parametrize("with_embeds, last_layer_calls", [(False, 0), (True, 1)])
+def test_encoding_frames_runs_the_last_layer_only_for_the_embeds_and_never_the_heads_attention_pooling(
+        model, with_embeds, last_layer_calls):
+    """The LLaVA-OV projector reads F only: like LLaVA-OneVision's SigLIP, it does not run the last layer. The
+    pooling head's attention (its one pooled vector per frame) is used by neither projector."""
+    calls = {"last_layer": 0, "pooling": 0}
+    vision = model.vision_tower
+
+    def counting(name):
+        def hook(*_):
+            calls[name] += 1
+        return hook
+
+    hooks = [vision.encoder.layers[-1].register_forward_hook(counting("last_layer")),
+             vision.head.attention.register_forward_hook(counting("pooling"))]
+    try:
+        model.encode_frames(clip(2), with_embeds=with_embeds)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert calls == {"last_layer": last_layer_calls, "pooling": 0}
 
 
 def test_gradients_reach_only_the_compressor_when_llm_and_towers_are_frozen(tiny_profile):
