@@ -6,7 +6,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from hicom.efficiency.inputs import Prompt
-from hicom.efficiency.measure import _compress, prefill
+from hicom.efficiency.measure import compress, prefill
 from hicom.model.modeling_hicom import HIComForCausalLM
 
 # CPU SDPA dispatches to an op FlopCounterMode has no formula for; count it like the GPU kernels (dense).
@@ -52,7 +52,7 @@ def question_flops(model: HIComForCausalLM, frames: int, text_tokens: int) -> di
             features, embeds = model.encode_frames(pixels, model.projector.needs_embeds)
         counts["vision"] = counter.get_total_flops()
         with _counter() as counter:
-            visual = _compress(model, features, embeds, prompt)
+            visual = compress(model, features, embeds, prompt)
         counts["compressor"] = counter.get_total_flops()
         length = text_tokens + visual.shape[0]
         inputs = torch.empty(1, length, model.config.llm_config.hidden_size, device=device, dtype=dtype)

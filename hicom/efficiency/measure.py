@@ -84,7 +84,8 @@ def room_for(model: HIComForCausalLM, length: int):
         model.config.max_length = before
 
 
-def _compress(model: HIComForCausalLM, features, embeds, prompt: Prompt) -> torch.Tensor:
+def compress(model: HIComForCausalLM, features, embeds, prompt: Prompt) -> torch.Tensor:
+    """The model's projector on encoded frames: its visual tokens for the prompt's instruction (if it uses one)."""
     guide = model.encode_guides(prompt.guide_ids[None])[0] if model.projector.uses_instruction else None
     return model.projector(features, embeds if model.projector.needs_embeds else None, guide, is_image=False)
 
@@ -103,7 +104,7 @@ def component_seconds(model: HIComForCausalLM, pixels: torch.Tensor, prompt: Pro
                       device) -> tuple[dict, torch.Tensor]:
     """Seconds of the vision encoder, the compressor and the LLM's time to first token, and the visual tokens."""
     (features, embeds), vision_s = timed(lambda: model.encode_frames(pixels, model.projector.needs_embeds), device)
-    visual, compressor_s = timed(lambda: _compress(model, features, embeds, prompt), device)
+    visual, compressor_s = timed(lambda: compress(model, features, embeds, prompt), device)
     _, llm_s = timed(lambda: prefill(model, prompt, visual), device)
     return {"vision": vision_s, "compressor": compressor_s, "llm_ttft": llm_s}, visual
 
