@@ -206,7 +206,7 @@ def test_feature_cache_hits_skip_decoding_and_both_towers_and_leave_the_loss_unc
     def must_not_run(*args, **kwargs):
         raise AssertionError("a tower ran although its outputs were cached")
 
-    monkeypatch.setattr(model.vision_tower, "forward", must_not_run)
+    monkeypatch.setattr(model.vision_tower.embeddings, "forward", must_not_run)  # encode_frames starts there
     monkeypatch.setattr(model.text_tower, "forward", must_not_run)
     monkeypatch.setattr("hicom.data.dataset.read_video", must_not_run)
     warm, batch = loss(cached, with_cache=True)

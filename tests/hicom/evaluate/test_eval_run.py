@@ -173,7 +173,8 @@ def test_rerun_after_a_kill_mid_video_gives_the_same_predictions_and_scores(setu
 def test_each_video_is_decoded_and_encoded_once_for_all_its_questions_and_variants(setup, tmp_path):
     model = HIComForCausalLM.from_pretrained(setup / "model").eval()
     calls = []
-    model.vision_tower.register_forward_hook(lambda module, inputs, output: calls.append(inputs))
+    # encode_frames runs the tower's parts (embeddings, then each layer), not its forward
+    model.vision_tower.embeddings.register_forward_hook(lambda module, inputs, output: calls.append(inputs))
     samples = read_benchmark("videomme", setup / "videomme" / "test.parquet", setup / "videos", setup / "subs")
     job = Job(benchmark="videomme", samples=samples, out=tmp_path, frames=8, decoder="decord",
               config=EvalConfig(max_new_tokens=2), model_version="test", variants=variants_for("both", True))
