@@ -136,8 +136,7 @@ def push_stages(root: Path, stages: list[Stage]) -> None:
             every_stage = {s.addressing for s in repo.index.stages} <= set(names)
             repo.push(targets=None if every_stage else names, remote=remote)
     except DvcException as exc:
-        names = ", ".join(s.name for s in stages)
-        raise DvcError(f"dvc push of {names} to {remote or 'the default remote'} failed: {exc}") from exc
+        raise DvcError(f"dvc push of {', '.join(names)} to {remote or 'the default remote'} failed: {exc}") from exc
 
 
 def restore_outs(root: Path, stage: Stage) -> bool:

@@ -133,7 +133,8 @@ def healthy(api_url: str) -> bool:
 
 def start_for(argv: list[str], environ: dict[str, str]) -> TemporaryServer | None:
     """The temporary server a command will need, started now: for a command that runs flows (not asked for its
-    --help) when the environment names no server (PREFECT_API_URL); `use_server` decides once Prefect's own settings can be read."""
+    --help) when the environment names no server (PREFECT_API_URL); `use_server` decides once Prefect's own
+    settings can be read."""
     command = next((arg for arg in argv if not arg.startswith("-")), None)
     asks_help = any(arg in ("-h", "--help") for arg in argv)
     if command not in COMMANDS or asks_help or environ.get("PREFECT_API_URL"):
