@@ -2,8 +2,8 @@
 
     python bench/train_bench.py [--steps 30] [--repeats 3] [--micro-batch B] [--threads 1]
 
-For the alignment and conditional pre-training stages of the tiny profile, builds the model,
-optimizer groups and dataset as hicom.train.trainer does (towers from outputs/towers, LLM
+For the three training stages of the tiny profile (alignment, conditional pre-training, instruction
+tuning), builds the model, optimizer groups and dataset as hicom.train.trainer does (towers from outputs/towers, LLM
 tokenizer from outputs/tokenizer), then runs --steps micro-batches of real training (forward,
 backward, AdamW every global_batch / micro_batch micro-batches, gradient clipping) in three arms
 over the same sample indices:
@@ -66,7 +66,7 @@ from goals import Goal, record  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILE = "tiny"
-BENCH_STAGES = ("align", "cond_pretrain")
+BENCH_STAGES = ("align", "cond_pretrain", "sft")
 ARMS = ("no cache", "cache (cold)", "cache (warm)")
 PARTS = ("data", "vision", "text", "compressor", "llm", "backward", "other")
 TARGET = 1.5
@@ -88,6 +88,7 @@ def check_inputs() -> None:
         TOWERS / "preprocessor_config.json": "the towers' frame preprocessor (dvc stage `towers`)",
         ROOT / "configs/data/tiny_align.yaml": "the alignment mixture",
         ROOT / "configs/data/tiny_cond_pretrain.yaml": "the conditional pre-training mixture",
+        ROOT / "configs/data/tiny_sft.yaml": "the instruction-tuning mixture",
     }
     missing = [f"{p.relative_to(ROOT)} ({what})" for p, what in needed.items() if not p.exists()]
     if not sorted(CURATED.glob("cond_pretrain-*.jsonl")):
@@ -334,7 +335,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (default 1, as one torchrun rank of several)")
     parser.add_argument("--stages", default=",".join(BENCH_STAGES),
-                        help=f"comma-separated subset of {','.join(BENCH_STAGES)} (default: both)")
+                        help=f"comma-separated subset of {','.join(BENCH_STAGES)} (default: all)")
     args = parser.parse_args()
     if min(args.steps, args.repeats, args.threads) < 1 or (args.micro_batch is not None and args.micro_batch < 1):
         parser.error("--steps, --repeats, --threads and --micro-batch must be >= 1")
