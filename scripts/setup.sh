@@ -20,15 +20,25 @@ pip install -q "torch==2.13.0"
 # --no-build-isolation keeps sdists (deepspeed) from pulling a second, CUDA torch into a build env.
 pip install -q --no-build-isolation -r requirements.lock
 pip install -q --no-build-isolation --no-deps -e .
-"$VENV/bin/python" -c "import torch, transformers, deepspeed, decord, av, mlflow, prefect, dvc" 2>/dev/null
+# The libraries' import-time chatter is kept out of the way, but a failed import is shown: which module, and why.
+if ! imported=$("$VENV/bin/python" -c "import torch, transformers, deepspeed, decord, av, mlflow, prefect, dvc" 2>&1); then
+  echo "setup: the installed environment in $VENV cannot import the project's libraries:" >&2
+  printf '%s\n' "$imported" | tail -n 20 >&2
+  exit 1
+fi
 # DeepSpeed compiles its CPU shared-memory collectives op (torch extensions cache, ~/.cache/torch_extensions) the
 # first time a training stage starts (deepspeed.comm.torch.build_shm_op), about 20 s on 2 cores; build it here so
 # that the first `make run` does not.
-"$VENV/bin/python" - <<'PY' 2>/dev/null
+if ! built=$("$VENV/bin/python" - 2>&1 <<'PY'
 import deepspeed.ops
 from deepspeed.accelerator import get_accelerator
 builder = get_accelerator().create_op_builder("ShareMemCommBuilder")  # None on accelerators without it
 if builder is not None and deepspeed.ops.__compatible_ops__.get(builder.NAME, False):  # DeepSpeed's own test
     builder.load(verbose=False)
 PY
+); then
+  echo "setup: building DeepSpeed's CPU shared-memory op failed (a C++ compiler and Python headers are needed):" >&2
+  printf '%s\n' "$built" | tail -n 20 >&2
+  exit 1
+fi
 echo "setup: .venv ready ($("$VENV/bin/python" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'))"
