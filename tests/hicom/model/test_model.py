@@ -153,6 +153,88 @@ def test_splice_truncates_after_splicing_without_cutting_an_answer(model):
         model.splice(ids, None, None, visual, max_length=n + 2)
 
 
+def spliced_row_by_row(model, ids, mask, labels, visual, max_length, padding_side):
+    """The splice's definition, one row at a time: each kept text token's embedding, each placeholder replaced by
+    its item's tokens (labels ignored there), cut where find_cut says, padded with zeros on one side."""
+    text = model.get_input_embeddings()(ids.clamp(min=0))
+    rows, row_labels, item_index = [], [], 0
+    for b in range(ids.shape[0]):
+        pieces, piece_labels, visual_end = [], [], 0
+        for pos in torch.nonzero(mask[b]).flatten().tolist():
+            if ids[b, pos] < 0:
+                tokens = visual[item_index]
+                item_index += 1
+                pieces.append(tokens)
+                piece_labels += [IGNORE_INDEX] * tokens.shape[0]
+                visual_end = len(piece_labels)
+            else:
+                pieces.append(text[b, pos:pos + 1])
+                piece_labels.append(IGNORE_INDEX if labels is None else int(labels[b, pos]))
+        seq_labels = torch.tensor(piece_labels)
+        cut = find_cut(seq_labels, visual_end, max_length)
+        rows.append(torch.cat(pieces)[:cut])
+        row_labels.append(seq_labels[:cut])
+    length = max(r.shape[0] for r in rows)
+    embeds = torch.zeros(len(rows), length, text.shape[-1])
+    out_labels = torch.full((len(rows), length), IGNORE_INDEX)
+    out_mask = torch.zeros(len(rows), length, dtype=torch.long)
+    positions = torch.zeros(len(rows), length, dtype=torch.long)
+    for b, (row, lab) in enumerate(zip(rows, row_labels)):
+        span = slice(0, len(row)) if padding_side == "right" else slice(length - len(row), length)
+        embeds[b, span], out_labels[b, span], out_mask[b, span] = row, lab, 1
+        positions[b, span] = torch.arange(len(row))
+    return embeds, out_mask, out_labels, positions
+
+
+@pytest.mark.parametrize("seed, padding_side, with_labels, cut", [
+    (3, "right", True, False), (5, "left", False, False), (9, "right", True, True), (10, "left", True, True),
+    (13, "right", False, False)])
+def test_splice_equals_its_row_by_row_definition_in_values_and_gradients(model, seed, padding_side, with_labels, cut):
+    """Batches of 5-6 rows of 3-30 text tokens, right padding, 0-2 placeholders a row (images and videos of 2-12
+    tokens), two answers in the longer rows; with `cut`, max_length one short of the longest row, which then ends
+    after its first answer. The gradients reaching the text embeddings and the visual tokens are the same bits as
+    the reference's."""
+    g = torch.Generator().manual_seed(seed)
+    rows = int(torch.randint(1, 7, (1,), generator=g))
+    lengths = torch.randint(3, 31, (rows,), generator=g).tolist()
+    ids = torch.zeros(rows, max(lengths), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    visual, dim, spliced = [], model.config.llm_config.hidden_size, []
+    for b, n in enumerate(lengths):
+        ids[b, :n] = torch.randint(1, 1000, (n,), generator=g)
+        mask[b, :n] = 1
+        spliced.append(n)
+        for pos in sorted(torch.randperm(min(n, 3), generator=g)[:int(torch.randint(0, 3, (1,), generator=g))]):
+            ids[b, pos] = [IMAGE_TOKEN_ID, VIDEO_TOKEN_ID][int(pos) % 2]
+            visual.append(torch.randn(int(torch.randint(2, 13, (1,), generator=g)), dim, generator=g))
+            spliced[b] += visual[-1].shape[0] - 1
+        labels[b, n - 2:n] = ids[b, n - 2:n]
+        if n >= 10:
+            labels[b, 5:7] = ids[b, 5:7]
+    assert len(visual) >= 2 and rows >= 5, "the seed should draw several rows and placeholders"
+    max_length = max(spliced) - 1 if cut else 1024
+    labels = labels if with_labels else None
+    weight = model.get_input_embeddings().weight
+
+    def run(splice):
+        tokens = [v.clone().requires_grad_() for v in visual]
+        weight.grad = None
+        outputs = splice(tokens)
+        (outputs[0] * torch.linspace(-1, 1, outputs[0].numel()).reshape(outputs[0].shape)).sum().backward()
+        return outputs, [t.grad for t in tokens], weight.grad.clone()
+
+    got, got_visual_grads, got_text_grad = run(lambda tokens: model.splice(
+        ids, mask, labels, tokens, max_length=max_length, padding_side=padding_side))
+    want, want_visual_grads, want_text_grad = run(lambda tokens: spliced_row_by_row(
+        model, ids, mask, labels, tokens, max_length, padding_side))
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]) and torch.equal(got[3], want[3])
+    assert (got[2] is None) == (labels is None) and (labels is None or torch.equal(got[2], want[2]))
+    assert all(torch.equal(a, b) for a, b in zip(got_visual_grads, want_visual_grads))
+    assert torch.equal(got_text_grad, want_text_grad)
+    assert got[0].shape[1] < max(spliced) if cut else got[0].shape[1] == max(spliced)
+
+
 def test_batched_greedy_generation_matches_one_by_one(model):
     a = torch.tensor([[3, 4, VIDEO_TOKEN_ID, 5]])
     b = torch.tensor([[6, VIDEO_TOKEN_ID, 7, 8, 9, 10]])
