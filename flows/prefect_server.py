@@ -34,6 +34,10 @@ SERVER_ENV = {
     "PREFECT_MEMOIZE_BLOCK_AUTO_REGISTRATION": "false",  # else it imports every collection to hash them anyway
 }
 START_ATTEMPTS = 3  # a port taken between choosing it and binding it: choose another
+# The stages' supervisor (standard library only, run by path): the server stops when this process dies, however it
+# dies. atexit alone missed a flow ended by a signal (SIGTERM from a scheduler or `kill`, or SIGKILL): the server
+# outlived it.
+SUPERVISOR = Path(__file__).resolve().parent / "executors" / "supervise.py"
 
 
 class ServerError(RuntimeError):
@@ -41,7 +45,8 @@ class ServerError(RuntimeError):
 
 
 class TemporaryServer:
-    """A Prefect API server in a child process on 127.0.0.1, for this process only; `stop` (also at exit) ends it."""
+    """A Prefect API server in a child process on 127.0.0.1, for this process only; `stop` (also at exit) ends it,
+    and so does this process's death (the server runs under the stages' supervisor)."""
 
     def __init__(self, home: Path, startup_timeout_s: float, port: int | None = None):
         self.home, self.startup_timeout_s = Path(home), startup_timeout_s
@@ -66,7 +71,8 @@ class TemporaryServer:
         with open(self.log_path, "ab") as log:
             self.log_offset = log.tell()  # where this attempt's lines start
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app",
+                [sys.executable, str(SUPERVISOR), str(os.getpid()), "--",
+                 sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app",
                  "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "error", "--lifespan", "on"],
                 env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         atexit.register(self.stop)

@@ -4,10 +4,12 @@ and no server process outlives the command."""
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -168,3 +170,38 @@ def test_a_request_that_fails_its_checks_leaves_no_server_behind(tmp_path):
     assert "temporary Prefect server on http://127.0.0.1:" in done.stderr
     assert "Starting temporary server" not in done.stderr
     assert (home / "temporary-server.log").is_file() and processes_with(home) == []
+
+
+def test_a_flow_command_ended_by_sigterm_leaves_no_server_or_stage_behind(tmp_path):
+    """`python -m flows run` sent SIGTERM while a stage runs (`kill PID`, a scheduler; the flow's process alone, not
+    its group): the temporary server goes with it, as the stage does. Before, the server ran on (the flow's exit
+    handlers do not run; the server now stops on its parent's death, so SIGKILL ends it the same way)."""
+    root = tmp_path / "project"  # the stand-in pipeline with this checkout's flows/, so `run` runs it
+    shutil.copytree(STANDIN, root)
+    shutil.copytree(REPO / "flows", root / "flows", ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "stages.yaml").rename(root / "dvc.yaml")
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=root, check=True,
+                   env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+    home = tmp_path / "home"
+    env = {**clean_env(home), "PYTHONPATH": str(root), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/m.db",
+           "STANDIN_SLEEP": "train:600"}
+    flow = subprocess.Popen([sys.executable, "-m", "flows", "run"], cwd=root, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        stage_pid_file = root / "sleep-train.pid"
+        deadline = time.monotonic() + 240
+        while not stage_pid_file.is_file() and flow.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert stage_pid_file.is_file(), "the train stage never started"
+        assert any(b"uvicorn" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in processes_with(home))
+        os.kill(flow.pid, signal.SIGTERM)
+        flow.wait(timeout=60)
+        deadline = time.monotonic() + 20
+        while processes_with(home) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert processes_with(home) == []
+    finally:
+        for pid in processes_with(home):
+            os.kill(pid, signal.SIGKILL)
+        if flow.poll() is None:
+            flow.kill()
