@@ -448,7 +448,8 @@ def test_s3_crash_fails_uploads_clearly_and_a_rerun_after_stack_up_loses_nothing
     assert _dvc(repo, stack_env, "push", "-r", "stack").returncode == 0
     objects_before = _objects(stack, DVC_BUCKET) | _objects(stack, MLFLOW_BUCKET)
     client = MlflowClient(stack.mlflow_url)
-    run_id = client.create_run(client.get_experiment_by_name("stack-test").experiment_id).info.run_id
+    # its own experiment: before, it took the one an earlier test had made, and failed when run without it
+    run_id = client.create_run(client.create_experiment("stack-s3-crash")).info.run_id
     checkpoint = tmp_path / "checkpoint.bin"
     checkpoint.write_bytes(os.urandom(30_000))
 
