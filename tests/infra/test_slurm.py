@@ -26,6 +26,7 @@ from flows.executors.slurm import (
     map_slurm_state,
     parse_exit_code,
 )
+from flows.settings import Resources
 from infra.slurm.local_cluster import install
 from infra.stack.procs import group_members
 
@@ -249,6 +250,27 @@ pipeline:
     result = run_job(configured, job, poll_interval_s=0.5)
     assert (result.state, result.returncode) == (JobState.COMPLETED, 0), job.log_path.read_text()[-2000:]
     assert "cluster python, setup: done" in job.log_path.read_text()
+
+
+@slow
+@pytest.mark.parametrize("processes,env,threads", [
+    (1, {}, "2"),  # a node's only process: the task's 2 CPUs (torchrun is not involved)
+    (2, {}, "1"),  # 2 processes share them (as torchrun would set, but from the allocation, not its rule)
+    # params.yaml threads_per_process, in the stage's environment as the flow passes it, wins
+    (2, Resources(threads_per_process=2).thread_env(2, local=False), "2"),
+])
+def test_a_stages_processes_share_the_tasks_cpus_as_torch_threads(cluster, tmp_path, processes, env, threads):
+    """Every layout of a stage gets threads from its allocation: torchrun alone gives 1 to each of several processes
+    and every core to a node's only one, so a stage moved from 2 processes on a node to 1 on each of 2 nodes ran
+    at another speed and ended with other weights (seen in the two-node test)."""
+    wrapper = tmp_path / "cluster-python"  # in place of the interpreter: reports what the batch script handed it
+    wrapper.write_text('#!/bin/sh\necho "torch threads: OMP=$OMP_NUM_THREADS MKL=$MKL_NUM_THREADS"\n')
+    wrapper.chmod(0o755)
+    ex = SlurmExecutor(SlurmSettings(python=str(wrapper), cpus_per_task=2), command_env=cluster.env)
+    job = StageJob("threads", ["smoke"], tmp_path / "threads.log", workdir=ROOT, nproc_per_node=processes, env=env)
+    result = run_job(ex, job, poll_interval_s=0.2)
+    assert (result.state, result.returncode) == (JobState.COMPLETED, 0), job.log_path.read_text()[-2000:]
+    assert f"torch threads: OMP={threads} MKL={threads}" in job.log_path.read_text()
 
 
 def test_an_unknown_cluster_setting_fails_naming_its_key():
