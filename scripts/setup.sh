@@ -27,14 +27,11 @@ if ! imported=$("$VENV/bin/python" -c "import torch, transformers, deepspeed, de
   exit 1
 fi
 # DeepSpeed compiles its CPU shared-memory collectives op (torch extensions cache, ~/.cache/torch_extensions) the
-# first time a training stage starts (deepspeed.comm.torch.build_shm_op), about 20 s on 2 cores; build it here so
-# that the first `make run` does not.
+# first time a training stage starts, about 20 s on 2 cores; build it here, as a stage loads it
+# (hicom/train/extensions.py: a lock file left by a killed load is cleared), so that the first `make run` does not.
 if ! built=$("$VENV/bin/python" - 2>&1 <<'PY'
-import deepspeed.ops
-from deepspeed.accelerator import get_accelerator
-builder = get_accelerator().create_op_builder("ShareMemCommBuilder")  # None on accelerators without it
-if builder is not None and deepspeed.ops.__compatible_ops__.get(builder.NAME, False):  # DeepSpeed's own test
-    builder.load(verbose=False)
+from hicom.train.extensions import load_shm_comm_op
+load_shm_comm_op()
 PY
 ); then
   echo "setup: building DeepSpeed's CPU shared-memory op failed (a C++ compiler and Python headers are needed):" >&2

@@ -52,6 +52,7 @@ from hicom.train.checkpoints import (
     write_marker,
 )
 from hicom.train.config import STAGES, TrainConfig, trains_llm
+from hicom.train.extensions import load_shm_comm_op
 from hicom.train.optim import build_optimizer, configure_trainable
 
 log = logging.getLogger("hicom.train")
@@ -88,6 +89,7 @@ def init_distributed() -> tuple[int, int]:
             port = s.getsockname()[1]
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     if not torch.distributed.is_initialized():
+        load_shm_comm_op()  # before DeepSpeed loads it: a lock file a killed load left would hang it
         deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))

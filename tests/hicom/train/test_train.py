@@ -165,6 +165,31 @@ def test_killed_stage_resumes_from_its_last_complete_checkpoint_to_the_same_resu
     assert run(command(setup, "align", resumed, "--no-track")).stdout.count("already complete") == 1
 
 
+@pytest.mark.slow
+def test_a_stage_started_after_a_killed_op_load_clears_its_lock_file_instead_of_hanging(setup, tmp_path):
+    """torch's JIT loader holds a lock file in DeepSpeed's shared-memory op folder on every load; a process killed
+    then (a lost node, kill -9) left it, and every later stage waited on it forever without a word."""
+    import shutil
+    from hicom.train.extensions import build_folder
+    extensions = tmp_path / "torch_extensions"  # a copy of the op setup.sh built: no rebuild, the cache untouched
+    shutil.copytree(build_folder("deepspeed_shm_comm"), extensions / "deepspeed_shm_comm",
+                    ignore=shutil.ignore_patterns("lock"))
+    lock = extensions / "deepspeed_shm_comm" / "lock"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom torch.utils.file_baton import FileBaton\n"
+                               "assert FileBaton(sys.argv[1]).try_acquire()\nprint('held', flush=True)\ntime.sleep(600)",
+                               str(lock)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "held\n"
+    holder.kill()  # dies holding torch's baton
+    holder.wait()
+    assert lock.exists()
+    out = tmp_path / "stage"
+    done = run(command(setup, "align", out, "--no-track", "--set", "max_steps=1"),
+               {"TORCH_EXTENSIONS_DIR": str(extensions)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"removing {lock}: the lock file of DeepSpeed's shared-memory op" in done.stderr
+    assert not lock.exists() and json.loads((out / "trainer_state.json").read_text())["global_step"] == 1
+
+
 @pytest.fixture(scope="module")
 def four_steps(setup, tmp_path_factory):
     """A finished 4-step align run (checkpoints at steps 2 and 4) and its final compressor weights."""
