@@ -23,8 +23,9 @@ class Resources:
     gpus_per_node: int = 0
     # torch's intra-op threads in each of the command's processes (OMP_NUM_THREADS). None (params.yaml "auto"): on
     # the local executor this machine's cores over the stage's processes, so processes x threads never exceeds the
-    # cores (left alone, torch takes every core in each process and torchrun gives each process one); on Slurm the
-    # batch script shares the task's CPUs among the node's processes (infra/slurm/stage.sbatch.j2).
+    # cores (left alone, torch takes every core in each process and torchrun gives each process one); on a cluster
+    # the allocation is shared among the node's processes: Slurm's cpus_per_task (infra/slurm/stage.sbatch.j2), a
+    # Kubernetes pod's CPU request (flows/executors/k8s.py).
     threads_per_process: int | None = None
 
     def thread_env(self, processes: int, local: bool) -> dict[str, str]:

@@ -74,6 +74,16 @@ class KubernetesSettings:
 PER_COMMAND = ("image", "cpu", "memory", "node_selector")
 
 
+def thread_env(cpu: str, processes: int) -> dict[str, str]:
+    """torch's threads in each of a pod's processes: its CPU request shared among them (at least 1). Left alone,
+    torch takes every core it sees, which in a container is the node's, not the pod's share; torchrun gives each of
+    several processes 1. The stage's own environment (params.yaml threads_per_process) overrides this."""
+    from kubernetes.utils.quantity import parse_quantity
+
+    threads = str(max(1, int(parse_quantity(cpu) // processes)))
+    return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+
+
 def job_name(stage: str) -> str:
     """A DNS-1035 label (Service names need one): 'hicom-<stage>-<random>', at most 63 characters."""
     slug = re.sub(r"[^a-z0-9-]+", "-", stage.lower()).strip("-")[:40] or "stage"
@@ -123,7 +133,8 @@ class KubernetesExecutor:
             nodes=job.nodes, time_limit_s=job.time_limit_s, ttl_after_finished_s=s.ttl_after_finished_s,
             requeue=s.requeue, service_account=s.service_account, node_selector=s.node_selector, image=s.image,
             image_pull_policy=s.image_pull_policy, workdir=s.workdir, command=command,
-            env=[{"name": k, "value": v} for k, v in {"PYTHONUNBUFFERED": "1", **job.env}.items()],
+            env=[{"name": k, "value": v} for k, v in {"PYTHONUNBUFFERED": "1", **thread_env(s.cpu, job.nproc_per_node),
+                                                       **job.env}.items()],
             secrets=s.secrets, config_maps=s.config_maps, rdzv_port=s.rdzv_port,
             requests={"cpu": s.cpu, "memory": s.memory, **gpus}, limits={"memory": s.memory, **gpus},
             volume_claim=s.volume_claim)

@@ -156,6 +156,20 @@ def test_a_single_process_stage_runs_the_plain_command_and_fails_the_job_on_disr
     assert rules[0] == {"action": "FailJob", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
 
 
+@pytest.mark.parametrize("cpu,processes,env,threads", [
+    ("8", 2, {}, "4"),  # the pod's CPU request shared by its processes, not the node's cores torch would see
+    ("2", 1, {}, "2"),
+    ("500m", 1, {}, "1"),  # at least one
+    ("3", 2, {}, "1"),
+    ("8", 2, {"OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "3"}, "3"),  # threads_per_process, as the flow passes it
+])
+def test_a_pods_processes_share_its_cpu_request_as_torch_threads(cpu, processes, env, threads):
+    _, manifest = KubernetesExecutor(KubernetesSettings(cpu=cpu), batch_api=object(), core_api=object()).render(
+        StageJob("align", ["train"], Path("a.log"), nproc_per_node=processes, env=env), "hicom-align-abc123")
+    variables = {e["name"]: e["value"] for e in _pod_spec(manifest)["containers"][0]["env"]}
+    assert (variables["OMP_NUM_THREADS"], variables["MKL_NUM_THREADS"]) == (threads, threads)
+
+
 def _pod_spec(manifest: dict) -> dict:
     return manifest["spec"]["template"]["spec"]
 
