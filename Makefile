@@ -2,6 +2,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 PROFILE ?= tiny
+TEST_WORKERS ?= 2
 # The stamp is keyed on the dependency files' content: setup re-runs only when they change.
 DEPS_HASH := $(shell cat requirements.lock pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
 STAMP := .venv/.setup-$(DEPS_HASH)
@@ -45,9 +46,10 @@ deploy: setup
 report: setup
 	$(PY) -m hicom report --profile $(PROFILE)
 
+# Whole test files spread over TEST_WORKERS processes (pytest-xdist; the longest files first: tests/conftest.py).
 # --durations: the slowest tests at the end of every run (CI's log), to keep the suite within its time
 test: setup
-	$(PY) -m pytest -q --durations=25
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
 
 # Each bench records its headline numbers with their goals (bench/goals.py); the table at the end holds this run's.
 bench: setup

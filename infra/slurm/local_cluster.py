@@ -22,6 +22,7 @@ Point the Slurm commands at it with the environment `env` prints (SLURM_CONF, an
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import ipaddress
 import json
@@ -33,6 +34,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
@@ -51,10 +53,19 @@ SLURMD_TIMEOUT_S = 10  # a node silent this long is DOWN and its jobs NODE_FAIL 
 CLIENT_COMMANDS = ("sbatch", "squeue", "scontrol", "sacct", "scancel", "sinfo", "srun", "salloc", "sattach",
                    "sstat", "sprio", "sdiag")
 MUNGE_KEY = Path("/etc/munge/munge.key")
+INSTALL_LOCK = Path(tempfile.gettempdir()) / "hicom-slurm-install.lock"
 
 
 def install(out=say, networked: bool = False) -> None:
-    """apt-get install slurm-wlm and munge (and iproute2 for several nodes) unless they are there; idempotent."""
+    """apt-get install slurm-wlm and munge (and iproute2 for several nodes) unless they are there; idempotent, and
+    one process at a time (two clusters set up at once, e.g. by parallel test workers, would race for apt's lock
+    and the munge key)."""
+    with open(INSTALL_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when this process ends, however it ends
+        _install(out, networked)
+
+
+def _install(out, networked: bool) -> None:
     tools = ["slurmctld", "slurmd", "munged", "sbatch", *(["ip", "unshare"] if networked else [])]
     if all(shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin") for tool in tools):
         out("slurm: " + " and ".join(PACKAGES if not networked else (*PACKAGES, "iproute2")) + " already installed")

@@ -155,6 +155,31 @@ def test_a_preempted_job_is_requeued_up_to_the_limit_then_reported(tmp_path):
     assert executor.calls.count("scontrol requeue 7") == 2
 
 
+def test_clusters_set_up_at_once_install_one_after_the_other(tmp_path, monkeypatch):
+    """Parallel test workers (make test) start both Slurm test modules' clusters at once: two apt-gets at once fail
+    on apt's lock, and two munge keys would be written over each other."""
+    import concurrent.futures
+    import threading
+
+    from infra.slurm import local_cluster
+    monkeypatch.setattr(local_cluster, "INSTALL_LOCK", tmp_path / "install.lock")
+    inside, most = [], []
+    guard = threading.Lock()
+
+    def installing(out, networked):  # stands in for apt-get: records how many are inside at once
+        with guard:
+            inside.append(networked)
+            most.append(len(inside))
+        time.sleep(0.3)
+        with guard:
+            inside.remove(networked)
+
+    monkeypatch.setattr(local_cluster, "_install", installing)
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        list(pool.map(lambda networked: install(networked=networked), (False, True, False)))
+    assert most == [1, 1, 1]
+
+
 # ---- a real cluster ----
 
 def _free_port() -> int:
