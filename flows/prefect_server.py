@@ -25,6 +25,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+# The stages' supervisor (standard library only; its package imports in milliseconds): the server stops when this
+# process dies, however it dies. atexit alone missed a flow ended by a signal (SIGTERM from a scheduler or `kill`,
+# or SIGKILL): the server outlived it.
+from flows.executors.supervise import SCRIPT as SUPERVISOR
+
 COMMANDS = ("run", "ablations", "serve")  # the `python -m flows` commands that run flows
 SERVER_ENV = {
     "PREFECT_UI_ENABLED": "0",  # as Prefect's own temporary server
@@ -34,10 +39,6 @@ SERVER_ENV = {
     "PREFECT_MEMOIZE_BLOCK_AUTO_REGISTRATION": "false",  # else it imports every collection to hash them anyway
 }
 START_ATTEMPTS = 3  # a port taken between choosing it and binding it: choose another
-# The stages' supervisor (standard library only, run by path): the server stops when this process dies, however it
-# dies. atexit alone missed a flow ended by a signal (SIGTERM from a scheduler or `kill`, or SIGKILL): the server
-# outlived it.
-SUPERVISOR = Path(__file__).resolve().parent / "executors" / "supervise.py"
 
 
 class ServerError(RuntimeError):

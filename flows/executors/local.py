@@ -15,13 +15,12 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import IO
 
 from flows.executors.base import JobState, StageJob
+from flows.executors.supervise import SCRIPT as SUPERVISOR
 from flows.executors.supervise import descendants
 
-SUPERVISOR = Path(__file__).with_name("supervise.py")
 
 # A process killed by one of these was stopped from outside (a cancel, a time limit, the OOM killer);
 # any other signal (SIGSEGV, SIGABRT, SIGBUS) is the program failing by itself.

@@ -21,7 +21,9 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+SCRIPT = Path(__file__).resolve()  # what the local executor and the temporary Prefect server run by path
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 GRACE_S = 5.0
