@@ -83,9 +83,10 @@ def pretrain_llm(profile: ModelProfile, world_dir: str | Path, tokenizer, out_di
         opt.zero_grad()
     after = perplexity()
     save_model(model, out_dir, tokenizer=tokenizer)
-    result = {"steps": cfg.steps, "tokens": len(ids), "perplexity_before": before, "perplexity_after": after,
-              "seconds": time.perf_counter() - start}
+    seconds = time.perf_counter() - start
+    # no wall time in the outputs: a rerun that trains the same weights writes the same bytes (as the towers)
+    result = {"steps": cfg.steps, "tokens": len(ids), "perplexity_before": before, "perplexity_after": after}
     atomic_write_bytes(Path(out_dir) / "pretrain_metrics.json", json.dumps(result, indent=2).encode())
     log(f"llm: held-out perplexity {after:.2f} (random init {before:.1f}) after {cfg.steps} steps on "
-        f"{len(ids):,} tokens in {result['seconds']:.0f}s")
+        f"{len(ids):,} tokens in {seconds:.0f}s")
     return result

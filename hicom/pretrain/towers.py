@@ -299,12 +299,14 @@ def pretrain_towers(profile: ModelProfile, world_dir: str | Path, tokenizer, out
     after = retrieval_top1(model, eval_px, eval_ids)
     save_model(model, out_dir, tokenizer=tokenizer)
     preprocessor.save_pretrained(out_dir)
+    seconds = time.perf_counter() - start
+    # Only what the inputs decide goes into the outputs (no wall time): a rerun that trains the same weights then
+    # writes the same bytes, so the stages after it keep their cache keys (flows/hashes.py, dvc.lock).
     result = {"steps": cfg.steps, "loss_first": losses[0], "loss_last": sum(losses[-10:]) / len(losses[-10:]),
-              "retrieval_top1_before": before, "retrieval_top1_after": after, "chance": 1 / cfg.eval_pairs,
-              "seconds": time.perf_counter() - start}
+              "retrieval_top1_before": before, "retrieval_top1_after": after, "chance": 1 / cfg.eval_pairs}
     log(f"towers: text->frame top-1 on {cfg.eval_pairs} held-out frames: {after:.3f} "
         f"(random init {before:.3f}, chance {1 / cfg.eval_pairs:.3f}); loss {losses[0]:.3f} -> "
-        f"{result['loss_last']:.3f} in {result['seconds']:.0f}s")
+        f"{result['loss_last']:.3f} in {seconds:.0f}s")
     if heads is not None:
         accuracy = object_accuracy(model, heads, eval_px, eval_objects)
         result.update({"object_loss_first": object_losses[0], "object_loss_last": sum(object_losses[-10:]) / len(

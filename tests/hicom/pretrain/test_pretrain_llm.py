@@ -73,3 +73,17 @@ def _run_one_cycle(steps: int, warmup: float) -> None:
     for _ in range(steps):
         opt.step()
         sched.step()
+
+
+def test_a_rerun_on_the_same_inputs_writes_byte_identical_outputs(trained, tiny_profile):
+    """Later stages are keyed on the bytes of the LLM's outputs (flows/hashes.py, dvc.lock): a rerun that trains the
+    same weights writes the same files (a wall time in pretrain_metrics.json made every rerun look changed)."""
+    root, _, _ = trained
+    pretrain_llm(tiny_profile, root / "w", load_tokenizer(root / "tok"), root / "llm_rerun",
+                 LLMTrainConfig(steps=60, batch_size=16, seq_len=64), log=lambda _: None)
+    files = {}
+    for out in ("llm", "llm_rerun"):
+        files[out] = {p.relative_to(root / out).as_posix(): p.read_bytes()
+                      for p in sorted((root / out).rglob("*")) if p.is_file()}
+    assert "pretrain_metrics.json" in files["llm"] and files["llm"].keys() == files["llm_rerun"].keys()
+    assert [name for name in files["llm"] if files["llm"][name] != files["llm_rerun"][name]] == []
