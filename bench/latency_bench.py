@@ -1,9 +1,10 @@
 """End-to-end per-question latency, LLaVA-OV baseline / HICom, at 32 frames on a mid-size model, beside FLOP ratios.
 
     python bench/latency_bench.py [--profile mid] [--frames 32] [--samples 7] [--warmup 1] [--repeats 3] [--threads 1]
-                                  [--flops-profile paper-7b]
+                                  [--device cpu] [--dtype float32] [--flops-profile paper-7b]
 
-Builds the profile's model from its config (random init: timings need no trained weights) and its
+Builds the profile's model from its config on the device (random init, also where the profile names
+checkpoints: timings need no trained weights, so paper-7b runs on a GPU without its 16 GB of weights) and its
 baseline counterpart (the same vision tower and LLM modules, the LLaVA-OV projector), renders
 synthetic clips at the tower's input size, and measures both with hicom.efficiency, the code behind
 `python -m hicom profile`:
@@ -38,6 +39,9 @@ against its FLOP ratio; its meta-device prefill count is checked against the mea
 Writes outputs/reports/latency_bench/ (profile.json, table.md, latency_breakdown.png) and records the
 end-to-end ratio against its goal with bench/goals.py (the FLOP ratios in its detail: they have no goal).
 
+Device and dtype: the CPU in fp32 by default, where the goal is set; `--device cuda --dtype bfloat16` measures
+the same pair as the paper serves it (its 2.8x), `--dtype bfloat16` on the CPU where it has bf16 matrix units.
+
 Threads: 1 by default, as bench/train_bench.py: with more intra-op threads than idle cores the
 timings get slower and far noisier.
 """
@@ -53,14 +57,16 @@ from pathlib import Path
 
 import torch
 
+from hicom.core.errors import ConfigError
 from hicom.data.video import FramePreprocessor
 from hicom.efficiency.fields import MODELS
 from hicom.efficiency.flops import question_flops
-from hicom.efficiency.inputs import model_pair, random_prompt, render_clips
+from hicom.efficiency.inputs import model_pair, random_prompt, render_clips, resolve_device, resolve_dtype
 from hicom.efficiency.outputs import write_outputs
 from hicom.efficiency.run import measure_efficiency
 from hicom.efficiency.settings import ClipSettings
 from hicom.model.build import baseline_of, build_model
+from hicom.model.settings import ModelProfile
 from hicom.params import Params
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -88,6 +94,12 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "q1": q1, "q3": q3}
 
 
+def random_init(profile: ModelProfile) -> ModelProfile:
+    """The profile with every tower built from its config: a paper profile's timings need no checkpoint on disk."""
+    return dataclasses.replace(profile, **{tower: dataclasses.replace(getattr(profile, tower), path=None)
+                                           for tower in ("vision", "text", "llm")})
+
+
 def meta_flops(profile, frames: int, text_tokens: int) -> dict[str, dict[str, int]]:
     """question_flops of HICom and its baseline, both built on the meta device (nothing allocated)."""
     return {"hicom": question_flops(build_model(profile, device="meta"), frames, text_tokens),
@@ -106,6 +118,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3, help="timed component repeats per model (default 3)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu (default: where the goal is set), cuda, cuda:N, auto")
+    parser.add_argument("--dtype", default="float32", help="float32 (default), bfloat16, float16, auto")
     parser.add_argument("--flops-profile", default="paper-7b",
                         help="profile whose FLOP ratios are printed beside the measured one's (meta device; "
                              "default: paper-7b)")
@@ -113,6 +127,11 @@ def main() -> None:
     if min(args.frames, args.samples, args.repeats, args.threads) < 1 or args.warmup < 0:
         parser.error("--frames, --samples, --repeats and --threads must be >= 1, --warmup >= 0")
     torch.set_num_threads(args.threads)
+    try:
+        device = resolve_device(args.device)
+        dtype = resolve_dtype(args.dtype, device)
+    except ConfigError as err:
+        parser.error(str(err))
     began = time.perf_counter()
 
     params = Params.load()
@@ -125,8 +144,9 @@ def main() -> None:
                                                       fps=8, size=image_size + image_size % 2))
     decoder = params.data.decoder
     torch.manual_seed(0)
-    models = model_pair(build_model(profile), torch.device("cpu"), torch.float32)
-    print(f"latency_bench: profile {profile.name!r} at {args.frames} frames, {args.threads} thread(s), "
+    models = model_pair(build_model(random_init(profile), device=device, dtype=dtype), device, dtype)
+    setting = f"{device.type.upper()} {str(dtype).removeprefix('torch.')}"
+    print(f"latency_bench: profile {profile.name!r} at {args.frames} frames, {setting}, {args.threads} thread(s), "
           f"{args.repeats} repeats after {args.warmup} warm-up, {args.samples} questions per model "
           f"(models alternating, the first rotating each round)")
     with tempfile.TemporaryDirectory(prefix="latency_bench_") as tmp:
@@ -138,7 +158,7 @@ def main() -> None:
                                                               f"{c.size}x{c.size}, lossless mp4)",
                                     prompt=random_prompt(models["hicom"].config, settings.prompt_tokens),
                                     preprocessor=FramePreprocessor(image_size), settings=settings, decoder=decoder,
-                                    device=torch.device("cpu"), log=lambda msg: print(f"  {msg}"))
+                                    device=device, log=lambda msg: print(f"  {msg}"))
     write_outputs(result, OUT)
 
     rows = {r["model"]: r for r in result["rows"]}
@@ -209,7 +229,7 @@ def main() -> None:
           + (f"; {args.flops_profile}: end-to-end FLOPs {paper['total']:.2f}x, prefill {paper['llm_prefill']:.2f}x"
              if paper else "")
           + f"; paper: {PAPER_GPU}x on a GPU, 7B")
-    detail = (f"{profile.name}, {args.frames} frames, {args.threads} thread(s), CPU fp32: median of {args.samples} "
+    detail = (f"{profile.name}, {args.frames} frames, {args.threads} thread(s), {setting}: median of {args.samples} "
               f"questions per model, {statistics.median(wall['llava_ov']):.0f} vs "
               f"{statistics.median(wall['hicom']):.0f} ms wall (per-round ratio {paired['min']:.2f}-"
               f"{paired['max']:.2f}x), CPU time {ratio['e2e_cpu_ms']:.2f}x; FLOP ratios (meta device, vision + "
@@ -218,7 +238,8 @@ def main() -> None:
               + (f"; {args.flops_profile} {paper['total']:.2f}x end to end, {paper['llm_prefill']:.2f}x prefill"
                  if paper else "")
               + f"; paper {PAPER_GPU}x on a GPU (7B)")
-    record("latency_bench", [Goal(f"end-to-end median latency, baseline / HICom ({profile.name}, {args.frames} fr)",
+    record("latency_bench", [Goal(f"end-to-end median latency, baseline / HICom ({profile.name}, {args.frames} fr, "
+                                       f"{setting})",
                                   e2e, ">=", TARGET, "x", detail)])
     print(f"latency_bench: wrote {OUT.relative_to(ROOT)}/ and its goal ({time.perf_counter() - began:.0f}s)")
 
