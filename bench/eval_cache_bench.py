@@ -15,7 +15,8 @@ random-init model, on synthetic clips rendered here, in three arms over the same
                                   option's whole sequence, one question at a time: the code before the cache)
 
 each asked 1, 3 and 8 questions per video (8: evaluate's questions_per_batch, about what the synthetic test
-asks a clip). Reported, with T(n) the median time per video (sum of its prediction records' seconds):
+asks a clip). Reported, with T(n) the median time per video (sum of its questions' seconds, as run_shard
+returns them):
 
     later-question cost   ((T(3) - T(1)) / 2) / T(1): the 2nd/3rd question relative to the 1st
                           (goals: generate <= 0.30; likelihood <= 0.25)
@@ -33,7 +34,6 @@ share of a question than on the paper's model (a 400M-parameter tower on 32 fram
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import sys
@@ -109,16 +109,16 @@ def main() -> int:
                               variants=[mcq.Variant(protocol=protocol)])
                 default, mcq.option_scores = mcq.option_scores, scorer
                 try:
-                    mcq.run_shard(model, job, tokenizer, guide_tokenizer, preprocessor)
+                    counts = mcq.run_shard(model, job, tokenizer, guide_tokenizer, preprocessor)
                 finally:
                     mcq.option_scores = default
                 if repeat == 0:
                     continue  # warm-up: first calls pay one-off allocations
+                ids = {mcq.key_of(job, sample, variant): sample.id for sample in samples for variant in job.variants}
                 seconds: dict[str, float] = {}
-                for line in (out / "parts" / "rank0.jsonl").read_text().splitlines():
-                    entry = json.loads(line)
-                    video = entry["id"].split("/")[0]
-                    seconds[video] = seconds.get(video, 0.0) + entry["seconds"]
+                for key, spent in counts["seconds"].items():
+                    video = ids[key].split("/")[0]
+                    seconds[video] = seconds.get(video, 0.0) + spent
                 per_video[arm, asked] += seconds.values()
         wall = time.perf_counter() - started
     median = {run: statistics.median(values) for run, values in per_video.items()}

@@ -181,7 +181,10 @@ def run_shard(model, job: Job, tokenizer, guide_tokenizer, preprocessor: FramePr
               world: int = 1, device: torch.device | str = "cpu", progress: bool = False) -> dict:
     """Answer this rank's undone questions, appending each to parts/rank<r>.jsonl.
 
-    Returns counts; writes this rank's unreadable videos to parts/missing.rank<r>.json.
+    Returns counts, and `seconds`: each question answered here, by key, with the wall time it took (see
+    _answer_video). Times are returned, not stored: the outputs hold what was answered, so an evaluation rerun
+    on the same model writes the same bytes and what depends on it need not rerun. Writes this rank's
+    unreadable videos to parts/missing.rank<r>.json.
     """
     model.eval()
     device = torch.device(device)
@@ -194,7 +197,7 @@ def run_shard(model, job: Job, tokenizer, guide_tokenizer, preprocessor: FramePr
         guides_needed |= model.projector.uses_instruction
     if guides_needed and guide_tokenizer is None:
         raise ConfigError("the compressor injects the instruction but no instruction tokenizer was given (--towers)")
-    missing, answered, skipped = [], 0, 0
+    missing, answered, skipped, seconds = [], 0, 0, {}
     known_missing = {m["id"] for m in job.preflight_missing}
     groups = [g for g in groups if g[0].id not in known_missing]  # nothing to ask: scored from the pre-flight list
     step = max(1, len(groups) // 10)
@@ -204,11 +207,12 @@ def run_shard(model, job: Job, tokenizer, guide_tokenizer, preprocessor: FramePr
             skipped += sum(key in done for key in keys.values())
             if any(key not in done for key in keys.values()):
                 answered += _answer_video(model, job, group, keys, done, tokenizer, guide_tokenizer, preprocessor,
-                                          needs_embeds, device, log, missing)
+                                          needs_embeds, device, log, missing, seconds)
             if progress and (g + 1) % step == 0:
                 print(f"evaluate[{job.benchmark}]: rank {rank}: {g + 1}/{len(groups)} videos", flush=True)
     atomic_write_bytes(job.out / "parts" / MISSING_FILE.format(rank=rank), json.dumps(missing, indent=1).encode())
-    return {"answered": answered, "skipped": skipped, "missing": len(missing), "videos": len(groups)}
+    return {"answered": answered, "skipped": skipped, "missing": len(missing), "videos": len(groups),
+            "seconds": seconds}
 
 
 def batches(group: list[Sample], size: int) -> list[list[Sample]]:
@@ -217,13 +221,14 @@ def batches(group: list[Sample], size: int) -> list[list[Sample]]:
 
 
 def _answer_video(model, job: Job, group: list[Sample], keys: dict, done: set, tokenizer, guide_tokenizer,
-                  preprocessor, needs_embeds: bool, device: torch.device, log: PredictionLog, missing: list) -> int:
+                  preprocessor, needs_embeds: bool, device: torch.device, log: PredictionLog, missing: list,
+                  seconds: dict[str, float]) -> int:
     """Decode and encode one video once, then answer its questions batch by batch for every variant.
 
     A batch with any answer missing is recomputed whole and only the missing answers are appended: a
     resumed run computes each answer in the same batch as an uninterrupted run, so both give the same
-    replies. Each record's `seconds` is its share of the batch, plus the decode and vision tower on the
-    first answer written for the video.
+    replies. `seconds[key]`: the answer's share of its batch, plus the decode and vision tower on the first
+    answer written for the video.
     """
     first = group[0]
     started = time.perf_counter()
@@ -267,8 +272,8 @@ def _answer_video(model, job: Job, group: list[Sample], keys: dict, done: set, t
                 log.append({"key": keys[variant, sample.id], "id": sample.id, "benchmark": job.benchmark,
                             "variant": variant.name, "model_version": job.model_version, "frames": job.frames,
                             "generation": job.generation, "reply": reply, "subtitle_lines": lines,
-                            "prompt": prompt, "option_scores": score,
-                            "seconds": round(share + shared_seconds, 6)})
+                            "prompt": prompt, "option_scores": score})
+                seconds[keys[variant, sample.id]] = share + shared_seconds
                 shared_seconds = 0.0
                 written += 1
     return written

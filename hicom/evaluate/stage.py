@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,14 +123,18 @@ def _evaluate(run: EvalRun, rank: int, world: int) -> dict | None:
                   f"({', '.join(v.name for v in variants)}), {frames} frames, {world} process(es)", flush=True)
         counts = run_shard(model, job, tokenizer, guide_tokenizer, preprocessor, rank, world, device,
                            progress=rank == 0)
-        print(f"evaluate[{run.benchmark}]: rank {rank}: answered {counts['answered']}, already done "
-              f"{counts['skipped']}, unreadable videos' questions {counts['missing']}", flush=True)
+        # wall time per question answered here (rank 0's goes to the tracker): a run's time is not an output
+        per_question = statistics.mean(counts["seconds"].values()) if counts["seconds"] else None
+        print(f"evaluate[{run.benchmark}]: rank {rank}: answered {counts['answered']}"
+              + (f" ({per_question:.3f} s a question)" if per_question is not None else "")
+              + f", already done {counts['skipped']}, unreadable videos' questions {counts['missing']}", flush=True)
         barrier(world)
         if rank != 0:
             return None
         results = merge_and_score(job, world)
+        timing = {f"{run.benchmark}/seconds_per_question": per_question} if per_question is not None else {}
         tracker.log_metrics({**metrics_of(run.benchmark, results["variants"]),
-                             f"{run.benchmark}/data_issues": len(results["data_issues"])})
+                             f"{run.benchmark}/data_issues": len(results["data_issues"]), **timing})
         for name in ["predictions.jsonl", "results.json", SAMPLES_FILE,
                      *(f for s in results["variants"].values() if "submission" in s for f in s["submission"]["files"])]:
             tracker.log_artifact(run.out / name)

@@ -36,6 +36,7 @@ from hicom.model.checkpoint import save_model
 from hicom.model.modeling_hicom import HIComForCausalLM
 from hicom.model.settings import compressor_from_preset
 from hicom.params import PARAMS_FILE, Params
+from tests.tree_bytes import files_that_differ
 
 IMAGE = Params.load().profile("tiny").vision.config["image_size"]  # the tiny towers' input side
 
@@ -170,6 +171,17 @@ def test_rerun_after_a_kill_mid_video_gives_the_same_predictions_and_scores(setu
     assert {p["id"]: p["subtitle_lines"] for p in with_subs}["q3"] == 0  # vidB has no .srt
 
 
+def test_a_rerun_on_the_same_model_writes_byte_identical_outputs(setup, tmp_path):
+    """The flow and dvc.lock key the efficiency and register stages on these bytes: outputs that held each
+    question's wall time made an identical rerun register a new version of the same model."""
+    args = ("--guidance", "both", "--no-track", "--allow-missing")
+    first, second = tmp_path / "first" / "videomme", tmp_path / "second" / "videomme"
+    for out in (first, second):
+        assert main(evaluate_args(setup, out, *args)) == 0
+    assert (first / "parts" / "rank0.jsonl").is_file()
+    assert files_that_differ(first, second) == []
+
+
 def test_each_video_is_decoded_and_encoded_once_for_all_its_questions_and_variants(setup, tmp_path):
     model = HIComForCausalLM.from_pretrained(setup / "model").eval()
     calls = []
@@ -180,7 +192,9 @@ def test_each_video_is_decoded_and_encoded_once_for_all_its_questions_and_varian
               config=EvalConfig(max_new_tokens=2), model_version="test", variants=variants_for("both", True))
     tokenizer = load_tokenizer(setup / "model")
     counts = run_shard(model, job, tokenizer, tokenizer, FramePreprocessor(IMAGE))
+    seconds = counts.pop("seconds")
     assert counts == {"answered": 6 * 4, "skipped": 0, "missing": 1, "videos": 3}
+    assert len(seconds) == 6 * 4 and min(seconds.values()) > 0  # each answer's wall time, returned, not stored
     assert len(calls) == 2  # vidA and vidB, each once for 3 questions x 4 variants
     assert merge_and_score(job)["variants"]["subtitles+guidance_off"]["total"] == 7  # the unreadable one is wrong
 

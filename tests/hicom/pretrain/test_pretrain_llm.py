@@ -10,7 +10,7 @@ from hicom.data.tokenizer import load_tokenizer, train_tokenizer
 from hicom.model.build import build_model
 from hicom.pretrain.llm import pretrain_llm, world_dialogues
 from hicom.pretrain.settings import LLMTrainConfig, one_cycle_warmup
-from tree_bytes import files_that_differ
+from tests.tree_bytes import files_that_differ
 
 
 @pytest.fixture(scope="module")

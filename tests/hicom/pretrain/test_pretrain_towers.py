@@ -13,7 +13,7 @@ from hicom.data.video import FramePreprocessor
 from hicom.model.build import build_model
 from hicom.pretrain.settings import TowerTrainConfig
 from hicom.pretrain.towers import ObjectHeads, pretrain_towers
-from tree_bytes import files_that_differ
+from tests.tree_bytes import files_that_differ
 
 
 @pytest.fixture(scope="module")
