@@ -39,6 +39,18 @@ def test_every_dvc_yaml_stage_is_a_hicom_command_in_dependency_order(project):
     assert stages["synth"].nproc_per_node == 1
 
 
+def test_stages_that_read_the_trained_model_depend_on_its_folder_not_on_the_training_checkpoints(project):
+    """A training rerun that trains the same weights still writes new checkpoints (their client state names
+    the MLflow run), so a dep on the whole training folder reran the evaluation, efficiency and register (a new
+    version of the same model); the model folder alone is what those commands read."""
+    _, _, stages = project
+    readers = {name: s.argv[s.argv.index("--model") + 1] for name, s in stages.items() if "--model" in s.argv}
+    assert {"efficiency", "register"} <= set(readers) and any(n.startswith("evaluate@") for n in readers)
+    for name, model in readers.items():
+        assert model in stages[name].deps, name
+        assert not [d for d in stages[name].deps if model.startswith(d + "/")], name
+
+
 def test_stage_params_follow_the_active_profile(project):
     params, _, stages = project
     assert f"profiles.{params['profile']}.train.sft" in stages["train_sft"].params
