@@ -58,6 +58,10 @@ class TrainConfig:
     max_length: int = 4096
     save_steps: int = 500
     save_total_limit: int = 3
+    # False: a completed stage deletes its checkpoints; its outputs are the final weights and their records, which a
+    # rerun that trains the same weights writes byte for byte (so the stages after it stay cached), and DVC does not
+    # cache optimizer states. True keeps the last save_total_limit, e.g. to train on from the final optimizer state.
+    keep_checkpoints: bool = False
     seed: int = 0
     num_workers: int = 0
     log_steps: int = 1

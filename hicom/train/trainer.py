@@ -159,12 +159,13 @@ def train_stage(run: StageRun) -> dict:
     rank, world = init_distributed()
     stage, cfg, out = STAGES[run.stage], run.cfg, run.out_dir
     state_file = out / "trainer_state.json"
+    ckpt_dir = out / CHECKPOINTS
     if state_file.is_file():
         state = json.loads(state_file.read_text())
         if rank == 0:
             print(f"train[{run.stage}]: already complete in {out} (step {state['global_step']}); nothing to do")
+            _drop_checkpoints(ckpt_dir, cfg)  # a crash between the final state and their removal left them
         return state
-    ckpt_dir = out / CHECKPOINTS
     resume_from = newest_verified(ckpt_dir)  # why newer ones were skipped is logged; none is deleted
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank and every run
@@ -249,6 +250,11 @@ def train_stage(run: StageRun) -> dict:
     return result
 
 
+# Logged and printed, not kept in the history: the stage's outputs (trainer_state.json) stay the same bytes when a
+# rerun trains the same weights.
+TIMINGS = ("tokens_per_s", "samples_per_s", "data_s")
+
+
 def _loop(engine, dataset, run: StageRun, rank, world, accum, total_steps, tracker, ckpt_dir, tokenizer,
           global_step, epoch, micro_done, history):
     cfg = run.cfg
@@ -292,7 +298,7 @@ def _loop(engine, dataset, run: StageRun, rank, world, accum, total_steps, track
             for group in engine.optimizer.param_groups:
                 metrics[f"lr_{group.get('name', 'group')}"] = group["lr"]
             metrics["samples"] = stats[2].item()
-            history.append({"step": global_step, **metrics})
+            history.append({"step": global_step, **{k: v for k, v in metrics.items() if k not in TIMINGS}})
             if global_step % cfg.log_steps == 0:
                 tracker.log_metrics(metrics, step=global_step)
                 if rank == 0:
@@ -323,6 +329,12 @@ def _save_checkpoint(engine, ckpt_dir: Path, rank, global_step, epoch, micro_don
         write_marker(ckpt_dir / tag, global_step)
         prune_checkpoints(ckpt_dir, cfg.save_total_limit)
     torch.distributed.barrier()
+
+
+def _drop_checkpoints(ckpt_dir: Path, cfg: TrainConfig) -> None:
+    """A completed stage's checkpoints go unless train.keep_checkpoints keeps them (see TrainConfig)."""
+    if not cfg.keep_checkpoints and ckpt_dir.is_dir():
+        shutil.rmtree(ckpt_dir)
 
 
 def _completed(model, dataset, items):
@@ -420,6 +432,7 @@ def _finish(engine, model, run: StageRun, rank, history, tokenizer, guide_tokeni
         tracker.log_artifact(out / "metrics.json")
         tracker.log_artifact(out / "compressor", artifact_path="compressor")
         atomic_write_bytes(out / "trainer_state.json", json.dumps(result, indent=2).encode())
+        _drop_checkpoints(out / CHECKPOINTS, run.cfg)  # after the final state: a crash before it still resumes
         print(f"train[{run.stage}]: done, {result['global_step']} steps, loss {result['first_loss']:.4f} -> "
               f"{result['final_loss']:.4f}; outputs in {out}")
     torch.distributed.barrier()

@@ -24,6 +24,7 @@ from hicom.params import PARAMS_FILE, Params
 from hicom.train.config import STAGES
 from hicom.train.optim import configure_trainable
 from hicom.train.trainer import complete_checkpoints
+from tests.tree_bytes import files_that_differ
 
 IMAGE = Params.load().profile("tiny").vision.config["image_size"]  # the tiny towers' input side
 
@@ -192,11 +193,12 @@ def test_a_stage_started_after_a_killed_op_load_clears_its_lock_file_instead_of_
 
 @pytest.fixture(scope="module")
 def four_steps(setup, tmp_path_factory):
-    """A finished 4-step align run (checkpoints at steps 2 and 4) and its final compressor weights."""
+    """A finished 4-step align run that kept its checkpoints (at steps 2 and 4), and its final compressor weights."""
     from safetensors.torch import load_file
     out = tmp_path_factory.mktemp("four") / "stage"
-    done = run(command(setup, "align", out, "--no-track", "--set", "max_steps=4"))
+    done = run(command(setup, "align", out, "--no-track", "--set", "max_steps=4", "--set", "keep_checkpoints=true"))
     assert done.returncode == 0, done.stderr[-3000:]
+    assert [p.name for p in complete_checkpoints(out / "checkpoints")] == ["step-0000002", "step-0000004"]
     return out, load_file(out / "compressor" / "compressor.safetensors")
 
 
@@ -214,7 +216,7 @@ def test_a_truncated_newest_checkpoint_is_skipped_and_resume_takes_the_previous_
     out = interrupted_copy(four_steps, tmp_path)
     damaged = out / "checkpoints" / "step-0000004" / "zero_pp_rank_0_mp_rank_00_optim_states.pt"
     damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
-    again = run(command(setup, "align", out, "--no-track", "--set", "max_steps=4"))
+    again = run(command(setup, "align", out, "--no-track", "--set", "max_steps=4", "--set", "keep_checkpoints=true"))
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resuming from" in again.stdout and "step-0000002 (step 2)" in again.stdout
     assert "not resuming from checkpoint" in again.stderr and "step-0000004" in again.stderr
@@ -241,6 +243,28 @@ def test_a_pickle_payload_in_a_checkpoint_is_refused_not_run(setup, four_steps, 
     again = run(command(setup, "align", out, "--no-track", "--set", "max_steps=4"))
     assert not flag.exists(), "loading the checkpoint ran the planted code"
     assert again.returncode == 2 and "refused to load" in again.stderr and str(planted) in again.stderr
+
+
+@pytest.mark.slow
+def test_a_completed_stage_keeps_no_checkpoints_and_a_rerun_training_the_same_weights_writes_the_same_bytes(
+        setup, four_steps, tmp_path):
+    """The stages after a training stage depend on its folder's bytes (flows/hashes.py, dvc.lock). A rerun that
+    trains the same weights must leave them alike: no checkpoints (their client state names the MLflow run), no
+    wall times in trainer_state.json. Both runs are tracked, so each has an MLflow run of its own."""
+    import shutil
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    first, second = tmp_path / "first", tmp_path / "second"
+    for out in (first, second):
+        done = run(command(setup, "align", out, "--set", "max_steps=2"), {"MLFLOW_TRACKING_URI": store})
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert not (first / "checkpoints").exists() and (first / "trainer_state.json").is_file()
+    assert files_that_differ(first, second) == []
+    # As a crash between the final state and the checkpoints' removal leaves it: the rerun finds the stage complete
+    # and removes them.
+    shutil.copytree(four_steps[0] / "checkpoints", first / "checkpoints")
+    again = run(command(setup, "align", first, "--no-track", "--set", "max_steps=2"))
+    assert "already complete" in again.stdout and not (first / "checkpoints").exists()
+    assert files_that_differ(first, second) == []
 
 
 @pytest.mark.slow
