@@ -2,8 +2,10 @@
 
 - A stage interrupted under the flow resumes under the flow: when the last run of the same command (same
   cache key: command, params slice, code and data hashes) did not finish and its outputs hold a complete
-  training checkpoint, they are kept and the command resumes from it.
-- A changed command starts clean, but outputs holding checkpoints are moved aside (outputs/.flow/aside/)
+  training checkpoint, they are kept and the command resumes from it. So are outputs that hold a completed
+  training stage's final state (it deletes its checkpoints then): the flow was stopped after the stage
+  completed and before it saw it end, and the command finds the stage done.
+- A changed command starts clean, but outputs holding either are moved aside (outputs/.flow/aside/)
   rather than deleted, until the new run completes; going back to the command set aside restores them.
 - A stage's outputs have one writer: a lock file (outputs/.flow/locks/) held with flock by the flow and
   inherited by the stage's processes, recording owner PID, host and the command's cache key. While any
@@ -25,7 +27,7 @@ from pathlib import Path
 
 from flows.errors import PipelineError
 from flows.stages import Stage
-from hicom.train.checkpoints import has_complete_checkpoint
+from hicom.train.checkpoints import has_training_state
 
 STATE_DIR = "outputs/.flow"
 
@@ -96,9 +98,9 @@ def prepare_outs(root: Path, stage: Stage, held: Claim, log) -> None:
     outs = [out for out in stage.outs if out not in stage.persist]
     previous = held.previous
     if previous.get("key") == key and not previous.get("finished") and \
-            any(has_complete_checkpoint(root / out) for out in outs):
-        log.info(f"{stage.name}: the last run of this command was interrupted; its outputs and checkpoints are "
-                 f"kept and it resumes from them")
+            any(has_training_state(root / out) for out in outs):
+        log.info(f"{stage.name}: the last run of this command was interrupted; its outputs and checkpoints (or final "
+                 f"state) are kept and it resumes from them")
         return
     aside = root / STATE_DIR / "aside" / _slug(stage)
     aside_key = _read(aside / "aside.json").get("key")
@@ -111,7 +113,7 @@ def prepare_outs(root: Path, stage: Stage, held: Claim, log) -> None:
         shutil.rmtree(aside)
         log.info(f"{stage.name}: back to the command whose outputs were set aside: restored, it resumes from them")
         return
-    kept = [out for out in outs if has_complete_checkpoint(root / out)]
+    kept = [out for out in outs if has_training_state(root / out)]
     if kept:
         _remove(aside)
         for out in kept:

@@ -20,7 +20,7 @@ from pathlib import Path
 from hicom.core.errors import InputError
 from hicom.core.files import atomic_write, atomic_write_bytes, sha256_file
 
-# torch, numpy and safetensors are imported where used: the flow asks has_complete_checkpoint without them.
+# torch, numpy and safetensors are imported where used: the flow asks has_training_state without them.
 log = logging.getLogger("hicom.train")
 CHECKPOINTS = "checkpoints"  # under a training stage's output folder
 COMPLETE = "complete.json"
@@ -31,9 +31,13 @@ class CheckpointRefused(RuntimeError, InputError):
     """A checkpoint file holds something other than tensors and plain data; the message names the file."""
 
 
-def has_complete_checkpoint(out_dir: Path) -> bool:
-    """Whether a training stage's output folder holds a checkpoint with a marker (what a rerun resumes)."""
-    return any((out_dir / CHECKPOINTS).glob(f"step-*/{COMPLETE}"))
+FINAL_STATE = "trainer_state.json"  # written when a stage completes; its checkpoints are deleted after it
+
+
+def has_training_state(out_dir: Path) -> bool:
+    """Whether a training stage's output folder holds what the same command resumes from or finds done: a
+    checkpoint with a marker, or a completed stage's final state (it keeps no checkpoints unless told to)."""
+    return (out_dir / FINAL_STATE).is_file() or any((out_dir / CHECKPOINTS).glob(f"step-*/{COMPLETE}"))
 
 
 def checkpoint_files(folder: Path) -> list[Path]:

@@ -43,6 +43,7 @@ from hicom.model.settings import ModelProfile
 from hicom.train.checkpoints import (
     CHECKPOINTS,
     COMPLETE,
+    FINAL_STATE,
     complete_checkpoints,
     load_rng,
     make_loads_safe,
@@ -158,7 +159,7 @@ def train_stage(run: StageRun) -> dict:
 
     rank, world = init_distributed()
     stage, cfg, out = STAGES[run.stage], run.cfg, run.out_dir
-    state_file = out / "trainer_state.json"
+    state_file = out / FINAL_STATE
     ckpt_dir = out / CHECKPOINTS
     if state_file.is_file():
         state = json.loads(state_file.read_text())
@@ -431,7 +432,7 @@ def _finish(engine, model, run: StageRun, rank, history, tokenizer, guide_tokeni
         tracker.log_artifact(out / "config.json")
         tracker.log_artifact(out / "metrics.json")
         tracker.log_artifact(out / "compressor", artifact_path="compressor")
-        atomic_write_bytes(out / "trainer_state.json", json.dumps(result, indent=2).encode())
+        atomic_write_bytes(out / FINAL_STATE, json.dumps(result, indent=2).encode())
         _drop_checkpoints(out / CHECKPOINTS, run.cfg)  # after the final state: a crash before it still resumes
         print(f"train[{run.stage}]: done, {result['global_step']} steps, loss {result['first_loss']:.4f} -> "
               f"{result['final_loss']:.4f}; outputs in {out}")

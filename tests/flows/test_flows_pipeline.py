@@ -40,9 +40,10 @@ def test_every_dvc_yaml_stage_is_a_hicom_command_in_dependency_order(project):
 
 
 def test_stages_that_read_the_trained_model_depend_on_its_folder_not_on_the_training_checkpoints(project):
-    """A training rerun that trains the same weights still writes new checkpoints (their client state names
-    the MLflow run), so a dep on the whole training folder reran the evaluation, efficiency and register (a new
-    version of the same model); the model folder alone is what those commands read."""
+    """The model folder alone is what those commands read. The training folder around it also holds checkpoints
+    where train.keep_checkpoints keeps them, which differ on every run (their client state names the MLflow run):
+    a dep on the whole folder reran the evaluation, efficiency and register there (a new version of the same
+    model)."""
     _, _, stages = project
     readers = {name: s.argv[s.argv.index("--model") + 1] for name, s in stages.items() if "--model" in s.argv}
     assert {"efficiency", "register"} <= set(readers) and any(n.startswith("evaluate@") for n in readers)

@@ -47,7 +47,8 @@ def project(tmp_path, prefect_server, tracking_uri, monkeypatch):
     subprocess.run([*dvc, "remote", "add", "-d", "local", str(tmp_path / "remote")], cwd=root, check=True, env=env)
     monkeypatch.syspath_prepend(str(root))  # the flow reads the stand-in CLI's options (--parent-run-id or not)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
-    for key in ("STANDIN_FAIL", "STANDIN_SLEEP", "STANDIN_STEPS", "HICOM_DVC_REMOTE", "HICOM_EXECUTOR"):
+    for key in ("STANDIN_FAIL", "STANDIN_SLEEP", "STANDIN_STEPS", "STANDIN_LINGER", "HICOM_DVC_REMOTE",
+                "HICOM_EXECUTOR"):
         monkeypatch.delenv(key, raising=False)
     with temporary_settings(updates={PREFECT_RESULTS_LOCAL_STORAGE_PATH: str(tmp_path / "results")}):
         yield root
@@ -301,25 +302,33 @@ def straight_weights(root: Path, tmp_path: Path, steps: int) -> int:
     return json.loads((tmp_path / "straight/data.json").read_text())["weights"]
 
 
-def test_killing_the_whole_flow_mid_training_leaves_no_process_and_the_rerun_resumes(project, tmp_path, monkeypatch):
-    """kill -9 of the flow's process group while train runs (its "rank" in a session of its own): nothing of
-    the run is left, and the rerun resumes train from its last complete checkpoint to the uninterrupted result."""
+def flow_in_background(project: Path, **env) -> subprocess.Popen:
+    """retrain() in a process group of its own, on the test's Prefect server and results folder."""
     from prefect.settings import PREFECT_API_URL, PREFECT_RESULTS_LOCAL_STORAGE_PATH
 
     repo = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "STANDIN_STEPS": "train:10:1",
-           "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(PREFECT_RESULTS_LOCAL_STORAGE_PATH.value()),
-           "PYTHONPATH": f"{repo}:{project}"}
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": f"{repo}:{project}",
+           "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(PREFECT_RESULTS_LOCAL_STORAGE_PATH.value()), **env}
     code = "import sys; from flows.retrain import retrain; retrain(project_dir=sys.argv[1])"
-    flow = subprocess.Popen([sys.executable, "-c", code, str(project)], cwd=project, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoint = project / "outputs/model/checkpoints/step-0000003/complete.json"
+    return subprocess.Popen([sys.executable, "-c", code, str(project)], cwd=project, env=env,
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def kill_once_there(flow: subprocess.Popen, path: Path) -> None:
+    """kill -9 of the flow's whole process group as soon as `path` exists (or once the flow has ended)."""
     for _ in range(1200):
-        if checkpoint.exists() or flow.poll() is not None:
+        if path.exists() or flow.poll() is not None:
             break
         time.sleep(0.1)
     os.killpg(flow.pid, signal.SIGKILL)
     flow.wait()
+
+
+def test_killing_the_whole_flow_mid_training_leaves_no_process_and_the_rerun_resumes(project, tmp_path, monkeypatch):
+    """kill -9 of the flow's process group while train runs (its "rank" in a session of its own): nothing of
+    the run is left, and the rerun resumes train from its last complete checkpoint to the uninterrupted result."""
+    checkpoint = project / "outputs/model/checkpoints/step-0000003/complete.json"
+    kill_once_there(flow_in_background(project, STANDIN_STEPS="train:10:1"), checkpoint)
     assert checkpoint.exists() and not (project / "outputs/model/data.json").exists(), "not killed mid-training"
     pids = [int(p) for line in (project / "pids-train").read_text().splitlines() for p in line.split()]
     deadline = time.monotonic() + 6  # well before the 7 s of training left would end it
@@ -333,6 +342,28 @@ def test_killing_the_whole_flow_mid_training_leaves_no_process_and_the_rerun_res
     trained = json.loads((project / "outputs/model/data.json").read_text())
     assert trained["resumed_from"] is not None and trained["resumed_from"] >= 3  # not step 1
     assert trained["weights"] == straight_weights(project, tmp_path, 10)
+    assert dvc_status(project) == {}
+
+
+def test_a_flow_killed_after_a_stage_completed_but_before_it_saw_the_stage_end_does_not_train_it_again(
+        project, tmp_path, monkeypatch):
+    """A completed training stage writes its final state, then deletes its checkpoints; the flow marks the stage
+    finished once its processes have exited. Killed in between (the stage still tearing down), the rerun must
+    keep the outputs, and the command finds the stage done instead of training again from scratch."""
+    state = project / "outputs/model/trainer_state.json"
+    kill_once_there(flow_in_background(project, STANDIN_STEPS="train:3:0", STANDIN_LINGER="train:120"), state)
+    assert state.exists() and not (project / "outputs/model/checkpoints").exists(), "not killed after completion"
+    assert not (project / "outputs/model/data.json").exists()
+    pids = [int(p) for line in (project / "pids-train").read_text().splitlines() for p in line.split()]
+    deadline = time.monotonic() + 30
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+    monkeypatch.setenv("STANDIN_STEPS", "train:3:0")
+    assert retrain(project)["stages"]["train"] == "ran"
+    trained = json.loads((project / "outputs/model/data.json").read_text())
+    assert trained.get("already_complete") is True, "the rerun trained the completed stage again"
+    assert trained["weights"] == straight_weights(project, tmp_path, 3)
     assert dvc_status(project) == {}
 
 

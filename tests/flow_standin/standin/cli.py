@@ -4,7 +4,9 @@ first TIMES calls, default all); STANDIN_SLEEP="STAGE:SECONDS" makes it write it
 sleep that long first. STANDIN_STEPS="STAGE:STEPS:SECONDS" makes STAGE train: STEPS steps of SECONDS each,
 a checkpoint (checkpoints/step-N/complete.json, as hicom's trainer marks them) after each, resuming from the
 newest one; meanwhile a "rank" runs in a session of its own, as torchrun starts ranks, and both pids are
-appended to pids-STAGE.
+appended to pids-STAGE. Unless it fails (STANDIN_FAIL), it then writes trainer_state.json and deletes its
+checkpoints, as hicom's trainer does when a stage completes; a rerun that finds that state trains nothing.
+STANDIN_LINGER="STAGE:SECONDS" makes STAGE wait that long after its final state, before it exits.
 STANDIN_FAIL_IF="TEXT" makes any stage whose command line contains TEXT exit with 1 (e.g. one variant's stages).
 STANDIN_QUESTIONS=N makes evaluate write N scored questions (3 per video, two families) with per-question records,
 as hicom's results.json keeps them: question i is right when (37 * i) % 10 is below the trained model's value.
@@ -13,6 +15,7 @@ and promote set alias champion on the version it is given (failing, as hicom's d
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -72,6 +75,11 @@ def main(argv=None) -> int:
         if len(fail) < 3 or calls <= int(fail[2]):
             print(f"{args.stage}: failing on purpose with exit code {fail[1]}", flush=True)
             return int(fail[1])
+    if trained and not trained.get("already_complete"):
+        complete(Path(args.out), trained)
+        linger = os.environ.get("STANDIN_LINGER", "").split(":")
+        if linger[0] == args.stage:
+            time.sleep(float(linger[1]))
     fail_if = os.environ.get("STANDIN_FAIL_IF")
     if fail_if and fail_if in " ".join(sys.argv[1:]):
         print(f"{args.stage}: failing on purpose ({fail_if!r} in its command)", flush=True)
@@ -115,6 +123,9 @@ def main(argv=None) -> int:
 
 def train(out: Path, stage: str, steps: int, seconds: float) -> dict:
     """Deterministic "weights" over `steps` checkpointed steps; resumes from the newest complete checkpoint."""
+    state = out / "trainer_state.json"
+    if state.is_file():
+        return {**json.loads(state.read_text()), "already_complete": True}
     rank = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
     with open(f"pids-{stage}", "a") as f:
         f.write(f"{os.getpid()} {rank.pid}\n")
@@ -130,6 +141,12 @@ def train(out: Path, stage: str, steps: int, seconds: float) -> dict:
     rank.kill()
     rank.wait()
     return {"weights": weights, "resumed_from": resumed_from}
+
+
+def complete(out: Path, trained: dict) -> None:
+    """The stage's final state, then its checkpoints deleted (hicom.train.trainer's order)."""
+    (out / "trainer_state.json").write_text(json.dumps(trained))
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
 
 
 def scored(model_dir: str, n: int) -> dict:
