@@ -474,7 +474,8 @@ def merge_and_score(job: Job, world: int = 1) -> dict:
 def distributed_context(barrier_timeout_s: float) -> tuple[int, int, bool]:
     """(rank, world size, whether this call started the process group) under torchrun; (0, 1, False) alone.
 
-    gloo carries only the barrier and one broadcast, so the same group serves CPU and GPU runs.
+    gloo carries only small objects (a broadcast, a gather) and the barrier, so the same group serves CPU and GPU
+    runs.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
@@ -493,6 +494,10 @@ def broadcast_from_rank0(value, world: int):
     return box[0]
 
 
-def barrier(world: int) -> None:
-    if world > 1:
-        torch.distributed.barrier()
+def gathered(value, world: int) -> list:
+    """Every rank's `value`, in rank order; a collective, so each rank waits here for all the others."""
+    if world == 1:
+        return [value]
+    box = [None] * world
+    torch.distributed.all_gather_object(box, value)
+    return box

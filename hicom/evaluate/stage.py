@@ -23,9 +23,9 @@ from hicom.evaluate.benchmarks import read_benchmark
 from hicom.evaluate.mcq import (
     SAMPLES_FILE,
     Job,
-    barrier,
     broadcast_from_rank0,
     distributed_context,
+    gathered,
     merge_and_score,
     preflight,
     run_shard,
@@ -123,16 +123,17 @@ def _evaluate(run: EvalRun, rank: int, world: int) -> dict | None:
                   f"({', '.join(v.name for v in variants)}), {frames} frames, {world} process(es)", flush=True)
         counts = run_shard(model, job, tokenizer, guide_tokenizer, preprocessor, rank, world, device,
                            progress=rank == 0)
-        # wall time per question answered here (rank 0's goes to the tracker): a run's time is not an output
-        per_question = statistics.mean(counts["seconds"].values()) if counts["seconds"] else None
+        # wall time per question, here and over every rank's answers (to the tracker): a run's time is not an output
+        seconds = list(counts["seconds"].values())
         print(f"evaluate[{run.benchmark}]: rank {rank}: answered {counts['answered']}"
-              + (f" ({per_question:.3f} s a question)" if per_question is not None else "")
+              + (f" ({statistics.mean(seconds):.3f} s a question)" if seconds else "")
               + f", already done {counts['skipped']}, unreadable videos' questions {counts['missing']}", flush=True)
-        barrier(world)
+        spent = gathered((sum(seconds), len(seconds)), world)  # every rank has finished its shard
         if rank != 0:
             return None
         results = merge_and_score(job, world)
-        timing = {f"{run.benchmark}/seconds_per_question": per_question} if per_question is not None else {}
+        answered = sum(n for _, n in spent)
+        timing = {f"{run.benchmark}/seconds_per_question": sum(s for s, _ in spent) / answered} if answered else {}
         tracker.log_metrics({**metrics_of(run.benchmark, results["variants"]),
                              f"{run.benchmark}/data_issues": len(results["data_issues"]), **timing})
         for name in ["predictions.jsonl", "results.json", SAMPLES_FILE,

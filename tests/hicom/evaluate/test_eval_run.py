@@ -3,6 +3,7 @@ import dataclasses
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 
@@ -229,6 +230,12 @@ def test_two_processes_share_the_work_and_rank_zero_merges_scores_and_logs_one_r
     assert metrics["videomme/sub_category/Humanity_History"] == a["breakdown"]["sub_category"]["Humanity & History"][
         "accuracy"]
     assert "videomme/validity/invalid/accuracy" in metrics
+    # the seconds a question took, over both ranks' answers (each rank prints its own count and mean)
+    ranks = [(int(n), float(t)) for n, t in re.findall(r"rank \d: answered (\d+) \(([\d.]+) s a question\)",
+                                                       done.stdout)]
+    assert len(ranks) == 2 and all(n > 0 for n, _ in ranks)
+    assert metrics["videomme/seconds_per_question"] == pytest.approx(
+        sum(n * t for n, t in ranks) / sum(n for n, _ in ranks), abs=1e-3)
     artifacts = {f.path for f in client.list_artifacts(run.info.run_id)}
     assert {"predictions.jsonl", "results.json", "samples.jsonl", "samples_table.json"} <= artifacts
     table = json.loads(client.download_artifacts(run.info.run_id, "samples_table.json", str(tmp_path)) and
