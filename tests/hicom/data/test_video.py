@@ -352,6 +352,16 @@ def test_preprocessor_output_shape_dtype_and_normalisation():
     torch.testing.assert_close(out[1], (-mean / std).expand(3, 16, 16))
 
 
+@pytest.mark.parametrize("frames,size,mean,std", [(1, 8, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+                                                  (5, 72, CLIP_MEAN, CLIP_STD), (3, 384, (0.0, 0.25, 1.0), (1.0, 0.1, 3.0))])
+def test_preprocessor_writes_the_same_bits_as_scaling_then_normalising_on_fresh_tensors(frames, size, mean, std):
+    # Features, cached features and trained weights stay the same bytes: the in-place path must not round differently.
+    pixels = np.random.default_rng(size).integers(0, 256, (frames, size, size, 3), dtype=np.uint8)
+    reference = (torch.from_numpy(pixels).float() / 255.0 - torch.tensor(mean)) / torch.tensor(std)
+    out = FramePreprocessor(size, mean, std)(pixels)
+    assert out.is_contiguous() and torch.equal(out, reference.permute(0, 3, 1, 2))
+
+
 def test_padding_puts_mean_coloured_bands_above_and_below_a_wide_frame():
     wide = np.full((1, 32, 64, 3), 255, np.uint8)  # white, twice as wide as tall
     out = FramePreprocessor(32)(wide)[0]
