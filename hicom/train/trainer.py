@@ -307,7 +307,11 @@ def _loop(engine, dataset, run: StageRun, rank, world, accum, total_steps, track
                           f"{metrics['samples_per_s']:.1f} samples/s", flush=True)
             window = {"loss": 0.0, "tokens": 0, "samples": 0, "micro": 0, "data_s": 0.0,
                       "start": time.perf_counter()}
-            if global_step % cfg.save_steps == 0 or global_step == total_steps:
+            # The last step's checkpoint would be deleted as soon as _finish has written the final state (at
+            # paper scale the optimizer states of a 7B model), so it is saved only where train.keep_checkpoints
+            # keeps it; a crash before the final state resumes from the last periodic one.
+            last = global_step == total_steps
+            if (last and cfg.keep_checkpoints) or (not last and global_step % cfg.save_steps == 0):
                 _save_checkpoint(engine, ckpt_dir, rank, global_step, epoch, b + 1, history, tracker.run_id, cfg)
             if global_step >= total_steps:
                 return history

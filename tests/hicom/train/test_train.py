@@ -267,6 +267,19 @@ def test_a_completed_stage_keeps_no_checkpoints_and_a_rerun_training_the_same_we
     assert files_that_differ(first, second) == []
 
 
+def test_a_completed_stage_does_not_save_its_last_step_only_to_delete_it(setup, tmp_path):
+    """At paper scale the last step's checkpoint is minutes of optimizer-state I/O, deleted as soon as the final
+    state is written. A file where that checkpoint would go makes a save there fail: the stage still completes,
+    after saving the periodic checkpoint of step 2."""
+    out = tmp_path / "align"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "step-0000003").write_text("where the last step's checkpoint would go\n")
+    done = run(command(setup, "align", out, "--no-track", "--set", "max_steps=3", "--set", "save_steps=2"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 3
+    assert not (out / "checkpoints").exists()
+
+
 @pytest.mark.slow
 def test_next_stage_loads_the_previous_compressor_strictly(setup, tmp_path):
     wrong = tmp_path / "wrong"
