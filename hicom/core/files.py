@@ -78,6 +78,17 @@ def atomic_write_dir(out_dir: str | os.PathLike, fill: Callable[[Path], None], m
     return out_dir
 
 
+def portable_path(path: str | os.PathLike) -> str:
+    """path relative to the working directory when it lies under it (a DVC stage runs at the checkout's root),
+    else absolute: an output that records where its inputs were then holds no checkout's location, so two clones
+    that compute the same thing write the same bytes (dvc.lock, and every stage after it, stays the same)."""
+    resolved = Path(path).resolve()
+    try:
+        return resolved.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(resolved)
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

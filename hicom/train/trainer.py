@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from hicom.core.errors import ConfigError, DataError
-from hicom.core.files import atomic_write_bytes
+from hicom.core.files import atomic_write_bytes, portable_path
 from hicom.data.dataset import (
     ConversationDataset,
     RejectLog,
@@ -428,8 +428,10 @@ def _finish(engine, model, run: StageRun, rank, history, tokenizer, guide_tokeni
         if spread:
             tracker.log_metrics(spread, step=result["global_step"])
         atomic_write_bytes(out / "config.json", json.dumps(
-            {"stage": run.stage, "profile": run.profile.name, "train": asdict(run.cfg),
-             "compressor": run.profile.compressor.to_dict(), "init_from": str(run.init_from or "")},
+            {"stage": run.stage, "profile": run.profile.name,
+             "train": {**asdict(run.cfg), "data": portable_path(run.cfg.data)},
+             "compressor": run.profile.compressor.to_dict(),
+             "init_from": portable_path(run.init_from) if run.init_from else ""},
             indent=2, default=str).encode())
         metrics = {k: v for k, v in result.items() if k != "history"}
         atomic_write_bytes(out / "metrics.json", json.dumps(metrics, indent=2).encode())

@@ -267,6 +267,26 @@ def test_a_completed_stage_keeps_no_checkpoints_and_a_rerun_training_the_same_we
     assert files_that_differ(first, second) == []
 
 
+def test_two_checkouts_at_different_paths_train_a_stage_into_the_same_bytes(setup, tmp_path):
+    """DVC runs a stage at the checkout's root with the paths dvc.yaml gives. The folder recorded the data mixture's
+    absolute path in config.json, so two clones (a teammate's, CI's) that trained the same weights hashed apart, and
+    every stage after training reran in each. The init-from folder is recorded as well."""
+    import shutil
+    folders = []
+    for checkout in (tmp_path / "alice" / "repo", tmp_path / "bob" / "clones" / "repo"):
+        shutil.copytree(setup, checkout, ignore=shutil.ignore_patterns("*.db"))
+        for stage, previous in (("align", None), ("cond_pretrain", "out/align")):
+            cmd = [sys.executable, "-m", "hicom", "--params", "params.yaml", "train", "--stage", stage,
+                   "--out", f"out/{stage}", "--towers", "towers", "--tokenizer", "tokenizer", "--no-track",
+                   "--set", "max_steps=2", *(["--init-from", previous] if previous else [])]
+            done = run(cmd, cwd=checkout)
+            assert done.returncode == 0, done.stderr[-3000:]
+        recorded = json.loads((checkout / "out" / "cond_pretrain" / "config.json").read_text())
+        assert (recorded["train"]["data"], recorded["init_from"]) == ("data.yaml", "out/align")
+        folders.append(checkout / "out")
+    assert files_that_differ(*folders) == []
+
+
 def test_a_completed_stage_does_not_save_its_last_step_only_to_delete_it(setup, tmp_path):
     """At paper scale the last step's checkpoint is minutes of optimizer-state I/O, deleted as soon as the final
     state is written. A file where that checkpoint would go makes a save there fail: the stage still completes,
