@@ -270,7 +270,8 @@ def test_a_completed_stage_keeps_no_checkpoints_and_a_rerun_training_the_same_we
 def test_two_checkouts_at_different_paths_train_a_stage_into_the_same_bytes(setup, tmp_path):
     """DVC runs a stage at the checkout's root with the paths dvc.yaml gives. The folder recorded the data mixture's
     absolute path in config.json, so two clones (a teammate's, CI's) that trained the same weights hashed apart, and
-    every stage after training reran in each. The init-from folder is recorded as well."""
+    neither could reuse the other's outputs (a shared remote, DVC's run cache) for the stages after training. The
+    init-from folder is recorded as well."""
     import shutil
     folders = []
     for checkout in (tmp_path / "alice" / "repo", tmp_path / "bob" / "clones" / "repo"):
