@@ -76,10 +76,19 @@ def seed_key(params: dict) -> str:
 
 def load_sweep(root: Path) -> tuple[dict, AblationSweep]:
     params, settings = load_checked_params(root / "params.yaml")
-    if settings.ablation_sweep is None:
+    sweep = settings.ablation_sweep
+    if sweep is None:
         raise PipelineError("params.yaml: pipeline.ablation_sweep: not set; it names the seeds, claims and token "
                             "variants of `make ablations`")
-    return params, settings.ablation_sweep
+    if seed_key(params) in sweep.set:
+        raise PipelineError(f"params.yaml: pipeline.ablation_sweep.set.{seed_key(params)}: the sweep sets each run's "
+                            "seed from pipeline.ablation_sweep.seeds")
+    return params, sweep
+
+
+def run_overrides(run: SweepRun, params: dict, sweep: AblationSweep) -> dict:
+    """What the run sets on params.yaml besides its ablation: the sweep's own settings and the run's seed."""
+    return {**sweep.set, seed_key(params): run.seed}
 
 
 def run_key(root: Path, run: SweepRun, params: dict, sweep: AblationSweep, hashes: ContentHashes) -> tuple[str, dict]:
@@ -87,7 +96,7 @@ def run_key(root: Path, run: SweepRun, params: dict, sweep: AblationSweep, hashe
     the content of its deps that no stage of the run makes (code, configs; a variant's copy of a data mixture as
     planned, before the run writes it); so it changes when anything the run's results derive from changes, and is
     known before any stage runs."""
-    plan = plan_run(root, run.ablations, {seed_key(params): run.seed}, None, list(sweep.skip_stages))
+    plan = plan_run(root, run.ablations, run_overrides(run, params, sweep), None, list(sweep.skip_stages))
     outs = [out for stage in plan.stages for out in stage.outs]
 
     def made_by_a_stage(dep: str) -> bool:
@@ -189,7 +198,7 @@ def ablations(project_dir: str | None = None, executor: str | None = None, repor
             continue
         logger.info(f"[{i}/{len(runs)}] {run.name}: running (variant {facts['variant_name']})")
         begun = time.monotonic()
-        summary = retrain(ablations=run.ablations, overrides={seed_key(params): run.seed}, executor=executor,
+        summary = retrain(ablations=run.ablations, overrides=run_overrides(run, params, sweep), executor=executor,
                           project_dir=str(root), skip=list(sweep.skip_stages))
         keep_result(root, run, key, facts, summary, time.monotonic() - begun)
         status[run.name] = "ran"
@@ -223,7 +232,7 @@ def report_sweep(root: Path, params: dict, sweep: AblationSweep, runs: list[Swee
     benchmark = (params.get("pipeline") or {}).get("benchmarks", {}).get(sweep.benchmark, {})
     groups = question_groups(root, sweep.benchmark, benchmark.get("data", ""), sweep.breakdown)
     report = build_report(results, claims, list(sweep.token_variants), breakdown=sweep.breakdown,
-                          binding_families=list(sweep.binding_families), groups=groups)
+                          binding_families=list(sweep.binding_families), groups=groups, settings=sweep.set)
     out = root / SWEEP_DIR / "report"
     files = write_report(report, out)
     summary = report.to_dict()
@@ -233,7 +242,8 @@ def report_sweep(root: Path, params: dict, sweep: AblationSweep, runs: list[Swee
                  tags={"pipeline.sweep": "ablations", "profile": str(params.get("profile"))}) as tracker:
         tracker.log_params({"seeds": ",".join(map(str, sweep.seeds)), "benchmark": sweep.benchmark,
                             "token_variants": ",".join(sweep.token_variants), "breakdown": sweep.breakdown,
-                            "binding_families": ",".join(sweep.binding_families)})
+                            "binding_families": ",".join(sweep.binding_families),
+                            **{f"set.{key}": value for key, value in sweep.set.items()}})
         metrics = {}
         for name, v in summary["variants"].items():
             metrics[f"{name}/accuracy_mean"] = v["mean"]

@@ -65,13 +65,16 @@ class AblationSweep:
     breakdown: str = "family"  # the results.json breakdown (and question field) that names a question's family
     binding_families: tuple[str, ...] = ()  # the object-binding (clutter) families
     skip_stages: tuple[str, ...] = ()  # dvc.yaml stages a sweep run leaves out (the comparison does not read them)
+    # params set in every run of the sweep, the baseline's included (e.g. a shorter training schedule, so that the
+    # sweep fits its time); an ablation of the sweep may not set the same key (it would be overridden)
+    set: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_params(cls, data: Any, benchmarks: dict, ablations: dict) -> AblationSweep:
         where = "pipeline.ablation_sweep"
         _expect(data, dict, where)
         _known(data, ("benchmark", "seeds", "claims", "token_variants", "token_seeds", "breakdown",
-                      "binding_families", "skip_stages"), where)
+                      "binding_families", "skip_stages", "set"), where)
         kwargs: dict[str, Any] = {}
         benchmark = _expect(data.get("benchmark", cls.benchmark), str, f"{where}.benchmark")
         if benchmark not in benchmarks:
@@ -120,6 +123,18 @@ class AblationSweep:
         if any(c.on_binding for c in claims.values()) and not kwargs.get("binding_families"):
             raise PipelineError(f"params.yaml: {where}.binding_families: a claim is judged on the binding families "
                                 "(on_binding: true) but none are named")
+        sets = dict(_expect(data.get("set", {}), dict, f"{where}.set"))
+        swept = [c.ablation for c in claims.values()] + list(kwargs.get("token_variants", ()))
+        for key in sets:
+            _expect(key, str, f"{where}.set")
+            if key == "profile" or key.split(".")[0] == "pipeline":
+                raise PipelineError(f"params.yaml: {where}.set.{key}: cannot vary per run (it shapes dvc.yaml's "
+                                    "commands); change params.yaml instead")
+            for name in swept:
+                if name != "baseline" and key in ablations[name].set:
+                    raise PipelineError(f"params.yaml: {where}.set.{key}: pipeline.ablations.{name} sets it too, "
+                                        "and the sweep's value would override the ablation's")
+        kwargs["set"] = sets
         return cls(**kwargs)
 
 

@@ -16,6 +16,7 @@ import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hicom.core.errors import ConfigError
 from hicom.core.files import atomic_write_bytes, atomic_write_json
@@ -234,6 +235,7 @@ class SweepReport:
     families: dict[str, dict[str, float | None]]  # family -> {variant: mean accuracy over seeds}, "chance"
     runs: list[RunResult]
     warnings: list[str]
+    settings: dict[str, Any] = field(default_factory=dict)  # params every run of the sweep set (the baseline too)
 
     def to_dict(self) -> dict:
         """The numbers as JSON (summary.json; the README's table and the MLflow metrics come from it)."""
@@ -246,7 +248,7 @@ class SweepReport:
 
         return {
             "benchmark": self.benchmark, "breakdown": self.breakdown, "binding_families": self.binding_families,
-            "rule": RULE,
+            "rule": RULE, "settings": self.settings,
             "variants": {name: {"seeds": v.seeds, "accuracy": v.accuracies, "mean": v.mean, "sd": v.sd,
                                 "pooled_ci": {"low": v.pooled_low, "high": v.pooled_high},
                                 "family_mean": v.family_means, "visual_tokens": v.visual_tokens,
@@ -270,9 +272,11 @@ class SweepReport:
 
 
 def build_report(runs: list[RunResult], claims: list[Claim], token_variants: list[str], *, breakdown: str,
-                 binding_families: list[str], groups: dict[str, str] | None = None) -> SweepReport:
+                 binding_families: list[str], groups: dict[str, str] | None = None,
+                 settings: dict[str, Any] | None = None) -> SweepReport:
     """Everything the report shows, from the finished runs (a variant or seed not yet run is left out, with a
-    warning). All runs must be on one benchmark and one question set (else ConfigError naming both hashes)."""
+    warning). All runs must be on one benchmark and one question set (else ConfigError naming both hashes).
+    settings: the params every run of the sweep set, shown with the numbers they qualify."""
     if not runs:
         raise ConfigError("ablations: no finished run to report on")
     benchmarks = {str(r.results.get("benchmark")) for r in runs}
@@ -318,7 +322,8 @@ def build_report(runs: list[RunResult], claims: list[Claim], token_variants: lis
     families = {f: {k: (statistics.fmean(v) if v else None) if isinstance(v, list) else v for k, v in e.items()}
                 for f, e in sorted(families.items())}
     return SweepReport(next(iter(benchmarks)), breakdown, list(binding_families), variants, results,
-                       list(token_variants), families, sorted(runs, key=lambda r: (r.variant, r.seed)), warnings)
+                       list(token_variants), families, sorted(runs, key=lambda r: (r.variant, r.seed)), warnings,
+                       dict(settings or {}))
 
 
 # -- the report files ----------------------------------------------------------------------------
@@ -367,6 +372,10 @@ def write_report(report: SweepReport, out_dir: str | Path) -> dict[str, Path]:
         lines.append(f"{base.questions} questions on {base.videos} videos per run (question set "
                      f"`{report.runs[0].results.get('question_set')}`); seeds {', '.join(map(str, base.seeds))} of the "
                      "baseline. Accuracies and differences in points (percent).")
+    if report.settings:
+        lines += ["", "Every run of the sweep, the baseline's included, set (`pipeline.ablation_sweep.set`): "
+                  + ", ".join(f"`{key}` = {value!r}" for key, value in report.settings.items())
+                  + ". The verdicts hold for models trained so."]
     lines += ["", f"Verdict rule: {RULE}. Intervals are 95%: {POOLED_METHOD}. McNemar's exact test treats "
                   "questions as independent: shown, not decided on.", ""]
     for warning in report.warnings:

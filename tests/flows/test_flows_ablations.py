@@ -154,6 +154,43 @@ def test_a_changed_param_reruns_only_the_runs_it_touches(project):
                                                                           "small-seed0"}
 
 
+def test_the_sweeps_own_settings_apply_to_every_run_the_baseline_included(project):
+    """pipeline.ablation_sweep.set (a shorter schedule for the whole sweep) reaches every run's stages, the
+    baseline's too, and the report and its MLflow run say so; make run's own outputs stay as they were."""
+    from mlflow.tracking import MlflowClient
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["pipeline"]["ablation_sweep"].update(seeds=[0], token_variants=[], set={"towers.steps": 3})
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    assert sweep(project) == 0
+    done = records(project)
+    assert set(done) == {"baseline-seed0", "worse-seed0"}
+    for name, record in done.items():
+        prepared = project / "outputs/variants" / record["variant_name"] / "prepared/data.json"
+        assert json.loads(prepared.read_text())["value"] == 3, name
+    assert not (project / "outputs/prepared").exists()  # nothing written where `make run` keeps its outputs
+    report = project / "outputs/ablations/report"
+    assert json.loads((report / "summary.json").read_text())["settings"] == {"towers.steps": 3}
+    assert "`towers.steps` = 3" in (report / "ablations.md").read_text()
+    client = MlflowClient()
+    run = client.search_runs([client.get_experiment_by_name("standin-pipeline").experiment_id],
+                             filter_string="tags.`pipeline.sweep` = 'ablations'")[0]
+    assert run.data.params["set.towers.steps"] == "3"
+
+
+def test_a_sweep_setting_that_is_a_runs_seed_is_refused_naming_the_key(project):
+    from flows.ablations import load_sweep
+    from flows.errors import PipelineError
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["pipeline"]["ablation_sweep"]["set"] = {"profiles.tiny.train.common.seed": 3}
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(PipelineError, match=r"ablation_sweep\.set\.profiles\.tiny\.train\.common\.seed: the sweep "
+                                            r"sets each run's seed"):
+        load_sweep(project)
+    assert sweep(project) == 1 and calls(project) == []
+
+
 def test_report_only_runs_nothing(project):
     from flows.ablations import ablations
     from hicom.core.errors import ConfigError
@@ -175,6 +212,11 @@ def test_report_only_runs_nothing(project):
     (lambda s: s.update(token_variants=["baseline", "tiny"]), r"pipeline\.ablation_sweep\.token_variants\[1\]"),
     (lambda s: s.update(binding_families=[]), r"pipeline\.ablation_sweep\.binding_families: a claim is judged"),
     (lambda s: s.update(seed=1), r"pipeline\.ablation_sweep\.seed: unknown key"),
+    (lambda s: s.update(set=["llm.steps"]), r"pipeline\.ablation_sweep\.set: expected dict"),
+    (lambda s: s.update(set={"pipeline.executor": "slurm"}),
+     r"pipeline\.ablation_sweep\.set\.pipeline\.executor: cannot vary per run"),
+    (lambda s: s.update(set={"llm.steps": 9}),
+     r"pipeline\.ablation_sweep\.set\.llm\.steps: pipeline\.ablations\.worse sets it too"),
 ])
 def test_bad_sweep_settings_fail_naming_the_key(change, message):
     import copy
@@ -184,7 +226,8 @@ def test_bad_sweep_settings_fail_naming_the_key(change, message):
 
     settings = copy.deepcopy(SWEEP)
     change(settings)
-    pipeline = {"benchmarks": {"synthetic": {"data": "x"}}, "ablations": {"worse": {}, "small": {}},
+    pipeline = {"benchmarks": {"synthetic": {"data": "x"}}, "ablations": {"worse": {"set": {"llm.steps": 2}},
+                                                                          "small": {}},
                 "ablation_sweep": settings}
     with pytest.raises(PipelineError, match=message):
         PipelineSettings.from_params({"pipeline": pipeline})
