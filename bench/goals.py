@@ -1,7 +1,8 @@
 """Each benchmark's headline numbers beside their goals, so that `make bench` ends with all of them in one table.
 
 A bench script calls record(bench, [Goal(...), ...]) once it has its numbers; that writes
-outputs/reports/bench_goals/<bench>.json (atomically). `python bench/goals.py` prints every record found, and
+outputs/reports/bench_goals/<bench>.json (atomically), stamped with the revision the bench started at (HEAD,
+"-dirty" when tracked files differed from it). `python bench/goals.py` prints every record found, and
 `python bench/goals.py --clear` removes them (make bench does that first, so the table holds this run only).
 """
 from __future__ import annotations
@@ -42,19 +43,29 @@ class Goal:
         return COMPARISONS[self.comparison](self.value, self.target)
 
 
-def _commit() -> str:
+def revision(root: Path) -> str:
+    """The code a run measures: HEAD's short hash, "-dirty" where tracked files differ from it (untracked ones,
+    e.g. outputs/, do not count); "unknown" without git or a repository."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "--no-optional-locks", "-C", str(root), *args], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
+        commit = git("rev-parse", "--short", "HEAD")
+        return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.SubprocessError):
         return "unknown"
 
 
-def record(bench: str, goals: list[Goal]) -> Path:
-    """Write this bench's numbers; returns the file."""
+# Taken when a bench starts (it imports this module first), not when it records: a commit or an edit made while
+# a bench runs for an hour is not the code it measured.
+REVISION = revision(ROOT)
+
+
+def record(bench: str, goals: list[Goal], commit: str | None = None) -> Path:
+    """Write this bench's numbers, stamped with `commit` (default: the revision this process started at)."""
     GOALS_DIR.mkdir(parents=True, exist_ok=True)
     path = GOALS_DIR / f"{bench}.json"
-    payload = {"bench": bench, "commit": _commit(),
+    payload = {"bench": bench, "commit": REVISION if commit is None else commit,
                "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                "goals": [dataclasses.asdict(goal) | {"met": goal.met} for goal in goals]}
     tmp = path.with_suffix(".json.tmp")
