@@ -52,7 +52,6 @@ def test_revision_outside_a_repository_is_unknown(goals, tmp_path):
 
 
 def test_record_stamps_the_revision_taken_when_the_bench_started_not_when_it_writes(goals, monkeypatch, repo):
-    monkeypatch.setattr(goals, "ROOT", repo)
     started = goals.revision(repo)
     monkeypatch.setattr(goals, "REVISION", started)
     (repo / "code.py").write_text("x = 3\n")  # a commit made while the bench ran
