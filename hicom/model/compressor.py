@@ -5,7 +5,7 @@ Each compressor maps the frozen vision features of one visual item to LLM-width 
     E: (T, H, W, C)  per-patch joint-space embeddings (only when an instruction is injected)
     guide: Guide     the encoded instruction, or k stacked ones (k questions about the item)
 With k stacked guides the output is (k, N, D) and the guide-independent work (gathering the
-local groups, the global keys and values) is done once for all k.
+local groups, the global level's keys and values or context) is done once for all k.
 
 Or of B items of the same shape and modality in one call (per-call overhead dominates the tiny
 profile's small items): F and E (B, T, H, W, C), guides per item (`Guide.stack`, pooled (B, k, d_t))
@@ -207,15 +207,38 @@ class CrossAttention(nn.Module):
     def forward(self, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """query (B, k, n, dim) over each item's context (B, m, dim) -> (B, k, n, dim).
 
-        Keys and values are projected once per item and shared by its k query sets: attention treats
-        every query row alone, so an item's k x n queries attend as one sequence of k * n.
+        Attention treats every query row alone, so an item's k x n queries attend as one sequence of k * n.
+        Two exact forms of the same attention; the one with fewer multiply-adds runs:
+        - projected: the m context tokens to keys and values (2 m dim^2), then attention at the head width;
+        - folded, where the queries are few against the width (k n (heads - 1) < dim; the global level's 16
+          queries at every preset, k = 1): a head's logit q . (W_k x + b_k) is (W_k^T q) . x + q . b_k, and its
+          output sum_x a_x (W_v x + b_v) is W_v (sum_x a_x x) + b_v (the weights sum to 1), so attention runs on
+          the context itself at full width and the context is never projected. On the tiny profile's
+          instruction-tuning micro-batch (32 items of 648 tokens) that halves this layer's forward and backward.
         """
-        k = query.shape[1]
+        k, n = query.shape[1], query.shape[2]
         q = rearrange(self.q_proj(query), "b k n (h d) -> b h (k n) d", h=self.heads)
-        key = rearrange(self.k_proj(context), "b m (h d) -> b h m d", h=self.heads)
-        value = rearrange(self.v_proj(context), "b m (h d) -> b h m d", h=self.heads)
-        out = nnf.scaled_dot_product_attention(q, key, value)
+        if k * n * (self.heads - 1) < context.shape[-1]:
+            out = self._folded(q, context)
+        else:
+            key = rearrange(self.k_proj(context), "b m (h d) -> b h m d", h=self.heads)
+            value = rearrange(self.v_proj(context), "b m (h d) -> b h m d", h=self.heads)
+            out = nnf.scaled_dot_product_attention(q, key, value)
         return self.out_proj(rearrange(out, "b h (k n) d -> b k n (h d)", k=k))
+
+    def _folded(self, q: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """Per-head queries q (B, heads, r, d) over context (B, m, dim), the key and value projections folded in
+        -> (B, heads, r, d). The key bias's logit, the same for every context token, is kept: it is the exact
+        logit, and it keeps b_k's gradient (zero up to rounding, as in the projected form)."""
+        heads, d = self.heads, q.shape[-1]
+        scale = d ** -0.5
+        w_k = self.k_proj.weight.view(heads, d, -1)
+        w_v = self.v_proj.weight.view(heads, d, -1)
+        rows = torch.einsum("bhrd,hdc->bhrc", q, w_k).mul(scale).flatten(1, 2)  # (B, heads * r, dim)
+        bias = torch.einsum("bhrd,hd->bhr", q, self.k_proj.bias.view(heads, d)).mul(scale).flatten(1, 2)
+        weights = (torch.bmm(rows, context.transpose(1, 2)) + bias[..., None]).softmax(dim=-1)
+        mixed = torch.bmm(weights, context).unflatten(1, (heads, -1))  # (B, heads, r, dim)
+        return torch.einsum("bhrc,hdc->bhrd", mixed, w_v) + self.v_proj.bias.view(heads, 1, d)
 
 
 class GlobalCompressor(nn.Module):

@@ -5,6 +5,7 @@ import torch
 
 from hicom.core.errors import ConfigError
 from hicom.model.compressor import (
+    CrossAttention,
     HIComCompressor,
     LlavaOVProjector,
     position_embedding_3d,
@@ -78,6 +79,39 @@ def test_k_stacked_guides_compress_exactly_as_each_guide_alone(local_mode, globa
     assert together.shape == (3, comp.num_tokens(8, G, G), D)
     torch.testing.assert_close(together, one_by_one, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(second_alone, one_by_one[1], rtol=1e-5, atol=1e-6)
+
+
+def reference_attention(layer: CrossAttention, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    """The textbook multi-head cross-attention: project, split heads, softmax(q k^T / sqrt(d)) v, merge, project."""
+    b, k, n, dim = query.shape
+    d = dim // layer.heads
+    q = layer.q_proj(query).reshape(b, k * n, layer.heads, d).transpose(1, 2)
+    key = layer.k_proj(context).reshape(b, -1, layer.heads, d).transpose(1, 2)
+    value = layer.v_proj(context).reshape(b, -1, layer.heads, d).transpose(1, 2)
+    out = (q @ key.transpose(-1, -2) / d ** 0.5).softmax(-1) @ value
+    return layer.out_proj(out.transpose(1, 2).reshape(b, k, n, dim))
+
+
+# (width, head width, guides per item, queries): the first four fold the projections into the queries
+# (k n (heads - 1) < width; one head always), the last three project the context (many guides; many queries)
+@pytest.mark.parametrize("dim,head_dim,k,n", [(64, 32, 1, 16), (64, 16, 1, 6), (96, 32, 2, 8), (64, 64, 1, 16),
+                                              (64, 32, 8, 16), (32, 8, 1, 32), (64, 16, 1, 32)])
+def test_cross_attention_equals_the_textbook_formula_in_value_and_gradient_in_either_form(dim, head_dim, k, n):
+    torch.manual_seed(0)
+    layer = CrossAttention(dim, head_dim)
+    for p in layer.parameters():  # non-zero biases, so the key bias's logit and the value bias are exercised
+        torch.nn.init.normal_(p, std=0.2)
+    query = torch.randn(3, k, n, dim, requires_grad=True)
+    context = torch.randn(3, 50, dim)
+    grads = []
+    for attend in (layer, lambda q, c: reference_attention(layer, q, c)):
+        out = attend(query, context)
+        weight = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+        grads.append((out, *torch.autograd.grad((out * weight).sum(), [query, *layer.parameters()])))
+    # rounding scales with the largest entry (k_proj.bias's gradient is zero but for rounding, in both forms)
+    atol = 1e-5 * max(1.0, *(t.abs().max().item() for t in grads[1]))
+    for name, got, want in zip(["output", "query", *dict(layer.named_parameters())], *grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=atol, msg=lambda m: f"{name}: {m}")
 
 
 @pytest.mark.parametrize("frames", [1, 2, 3, 5, 6, 9, 32, 33])
