@@ -3,6 +3,7 @@ import torch
 
 from hicom.core.types import IGNORE_INDEX, IMAGE_TOKEN_ID, VIDEO_TOKEN_ID, VisualItem
 from hicom.model.build import build_model
+from hicom.model.modeling_hicom import shared_prefix_length
 from hicom.core.sequences import SequenceTooLongError, find_cut
 from hicom.params import Params
 
@@ -90,6 +91,66 @@ def test_training_loss_from_supervised_rows_only_equals_the_full_logits_loss(mod
     assert out.logits.shape == (3, model.config.llm_config.vocab_size)  # 5 and 7 of row 0, 10 of row 1
     torch.testing.assert_close(out.logits, full.logits[:, :-1][supervised])
     torch.testing.assert_close(out.loss, full.loss)
+
+
+def test_shared_prefix_is_the_common_unpadded_text_before_any_placeholder_and_leaves_every_row_a_token():
+    V = VIDEO_TOKEN_ID
+    ids = torch.tensor([[5, 6, 7, V, 8], [5, 6, 7, V, 9]])
+    assert shared_prefix_length(ids, None, shortest=30) == 3  # the placeholder ends it (the same in both rows)
+    assert shared_prefix_length(torch.tensor([[5, 6, 7, 8], [5, 6, 9, 8]]), None, 30) == 2  # a difference ends it
+    assert shared_prefix_length(torch.tensor([[4, 6], [5, 6]]), None, 30) == 0
+    assert shared_prefix_length(ids[:1], None, 30) == 0  # one row: nothing to share
+    assert shared_prefix_length(ids, torch.tensor([[1, 1, 0, 1, 1], [1, 1, 1, 1, 1]]), 30) == 2  # padding ends it
+    assert shared_prefix_length(torch.tensor([[5, 6, 7], [5, 6, 7]]), None, shortest=3) == 2
+
+
+@pytest.mark.parametrize("prefix, padded, supervised_in_prefix, checkpointing", [
+    (0, False, False, False), (1, False, False, False), (6, True, False, False), (6, False, True, False),
+    (6, False, False, True)])
+def test_training_loss_and_gradients_with_a_shared_prefix_equal_decoding_every_row_whole(
+        tiny_profile, prefix, padded, supervised_in_prefix, checkpointing):
+    """Rows that start alike are decoded once up to where they differ, and the rest attends to that prefix's
+    cached keys and values: the same loss and gradients as the plain decoder over each whole row. Not under
+    activation checkpointing, which runs without a key/value cache: there every row is decoded whole."""
+    torch.manual_seed(0)
+    m = build_model(tiny_profile).train()
+    if checkpointing:
+        m.language_model.activation_checkpointing_enable()
+    g = torch.Generator().manual_seed(prefix)
+    rows = 3
+    head = torch.randint(2, 1000, (prefix,), generator=g).expand(rows, -1)
+    tail = torch.randint(2, 1000, (rows, 5), generator=g)
+    if prefix == 0:
+        tail[:, 0] = torch.tensor([11, 12, 13])  # rows differ from the first token
+    ids = torch.cat([head, torch.full((rows, 1), VIDEO_TOKEN_ID), tail], dim=1)
+    mask = torch.ones_like(ids)
+    if padded:
+        ids[1, -2:], mask[1, -2:] = 0, 0
+    labels = torch.where(mask.bool(), ids, IGNORE_INDEX)
+    labels[:, :prefix + 2] = IGNORE_INDEX  # the answer is the text after the clip
+    if supervised_in_prefix:
+        labels[:, 2] = ids[:, 2]
+    items = [item(seed=i) for i in range(rows)]
+    batches = []
+    hook = m.language_model.model.register_forward_hook(lambda mod, args, kw, out: batches.append(
+        kw["inputs_embeds"].shape[0]), with_kwargs=True)
+    try:
+        loss = m(input_ids=ids, attention_mask=mask, labels=labels, visual_items=items).loss
+    finally:
+        hook.remove()
+    assert batches == ([1, rows] if prefix and not checkpointing else [rows])  # the prefix once, then the rests
+    embeds, spliced_mask, spliced, pos = m.splice(ids, mask, labels, m.encode_visual(items))
+    whole = m.language_model(inputs_embeds=embeds, attention_mask=spliced_mask, position_ids=pos,
+                             labels=spliced).loss
+    torch.testing.assert_close(loss, whole)
+    params = [p for p in m.parameters() if p.requires_grad]
+    for name, got, want in zip([n for n, p in m.named_parameters() if p.requires_grad],
+                               torch.autograd.grad(loss, params, allow_unused=True),
+                               torch.autograd.grad(whole, params, allow_unused=True)):
+        if want is None:
+            assert got is None, name
+        else:
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6, msg=lambda msg: f"{name}: {msg}")
 
 
 def test_visual_tokens_are_spliced_at_the_placeholder_and_never_supervised(model):
