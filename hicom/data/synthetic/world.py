@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import random
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
 from tqdm import tqdm
 
-from hicom.core.errors import DataError
+from hicom.core.errors import ConfigError, DataError
 from hicom.core.files import (
     atomic_write_bytes,
     atomic_write_json,
@@ -92,21 +94,40 @@ def _jsonl_bytes(records: list[dict]) -> bytes:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
 
 
-def generate_world(cfg: WorldConfig, out_dir, progress: bool = True) -> dict:
+def _write_media(job: tuple[Scene, Path, list[int]]) -> None:
+    """One scene's clip and its alignment frames (a worker process's unit of work)."""
+    scene, out_dir, image_frames = job
+    write_video(scene, out_dir / "videos" / f"{scene.id}.mp4")
+    for t in image_frames:
+        write_image(scene, t, out_dir / "images" / f"{scene.id}_f{t}.png")
+
+
+def generate_world(cfg: WorldConfig, out_dir, progress: bool = True, workers: int = 1) -> dict:
     """Write clips, frames, ground truth and every training/test JSONL under out_dir; returns the manifest.
 
     The manifest is written last, so its presence means the world is complete. Files from an earlier,
     larger world in the same directory are not removed; the manifest lists what belongs to this one.
+    `workers` > 1 renders and encodes the scenes in that many processes: each file depends on its scene
+    alone (lossless, single-threaded x264), so the files are the same bytes whatever the count.
     """
+    if workers < 1:
+        raise ConfigError(f"synth: workers must be >= 1, got {workers}")
     out_dir = Path(out_dir)
     ids = [_scene_id(i) for i in range(cfg.num_videos)]
     scenes = [make_scene(_rng(cfg, sid, "scene"), cfg, sid) for sid in ids]
     test_ids = set(random.Random(f"{cfg.seed}/split").sample(ids, cfg.num_test))
-    for scene in tqdm(scenes, desc="synthetic clips", unit="clip", disable=not progress):
-        write_video(scene, out_dir / "videos" / f"{scene.id}.mp4")
-        if scene.id not in test_ids:  # alignment frames are training data
-            for t in _image_frames(cfg, scene):
-                write_image(scene, t, out_dir / "images" / f"{scene.id}_f{t}.png")
+    # alignment frames are training data
+    jobs = [(scene, out_dir, [] if scene.id in test_ids else _image_frames(cfg, scene)) for scene in scenes]
+    bar = tqdm(total=len(jobs), desc="synthetic clips", unit="clip", disable=not progress)
+    if workers == 1:
+        for job in jobs:
+            _write_media(job)
+            bar.update()
+    else:  # spawned, not forked: the caller may hold threads (a flow, torch) that a fork would copy mid-lock
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for _ in pool.map(_write_media, jobs, chunksize=max(1, len(jobs) // (8 * workers))):
+                bar.update()
+    bar.close()
     files, counts = {}, {}
     for name, records in _records(cfg, scenes, test_ids).items():
         data = _jsonl_bytes(records)

@@ -9,6 +9,7 @@ import av
 import numpy as np
 import pytest
 
+from hicom.cli import main
 from hicom.core.errors import ConfigError
 from hicom.core.sections import build_section
 from hicom.data.conversation import extract_guide
@@ -70,6 +71,22 @@ def test_same_seed_gives_byte_identical_jsonl_and_identical_decoded_frames(world
     for video in sorted((out / "videos").iterdir()):
         frames, again_frames = decode(video), decode(tmp_path / "videos" / video.name)
         assert len(frames) == len(again_frames) and all(map(np.array_equal, frames, again_frames)), video.name
+
+
+def test_clips_rendered_in_worker_processes_are_the_same_bytes_as_in_one(world, tmp_path):
+    out, manifest = world
+    assert generate_world(SMALL, tmp_path, progress=False, workers=2) == manifest
+    files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    assert any(f.parts[0] == "videos" for f in files) and any(f.parts[0] == "images" for f in files)
+    assert files == sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    for f in files:
+        assert (out / f).read_bytes() == (tmp_path / f).read_bytes(), f
+
+
+def test_synth_with_no_worker_names_the_option_before_writing_anything(tmp_path, capsys):
+    assert main(["synth", "--out", str(tmp_path / "world"), "--workers", "0"]) == 2
+    assert "workers must be >= 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "world").exists()
 
 
 def test_different_seeds_give_different_scenes_and_questions(world, tmp_path):
