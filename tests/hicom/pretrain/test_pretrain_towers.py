@@ -177,3 +177,20 @@ def test_a_rerun_on_the_same_inputs_writes_byte_identical_outputs(tmp_path, tiny
         pretrain_towers(tiny_profile, tmp_path / "w", tok, tmp_path / out, cfg, log=lambda _: None)
     assert (tmp_path / "first" / "pretrain_metrics.json").is_file()
     assert files_that_differ(tmp_path / "first", tmp_path / "rerun") == []
+
+
+def test_remembered_ids_equal_the_tokenizers_own_for_seen_unseen_repeated_and_truncated_texts():
+    """PaddedIds hands the towers' steps ids from a memo; they must be the ids a batch call of the tokenizer gives,
+    row for row, whichever texts were seen before, repeated in the batch or cut at max_length."""
+    from hicom.pretrain.towers import PaddedIds
+    texts = ["the red square moves left", "a small blue circle", "where is the green cross at the start?",
+             "which colour can be seen in the video?"]
+    tok = train_tokenizer(texts * 50, 300)
+    long = " ".join(texts * 4)  # more than max_length tokens: truncated
+    ids = PaddedIds(tok, 16)
+    for batch in (texts[:2] + texts[:1], [texts[1], texts[2], long, texts[0]], [long, long], texts[::-1]):
+        expected = tok(batch, padding="max_length", truncation=True, max_length=16, return_tensors="pt")["input_ids"]
+        got = ids(batch)
+        assert got.dtype == torch.int64 and got.shape == (len(batch), 16)
+        assert torch.equal(got, expected), batch
+    assert len(ids.known) == 5  # each distinct text went to the tokenizer once
