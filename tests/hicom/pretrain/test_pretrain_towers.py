@@ -12,7 +12,7 @@ from hicom.data.tokenizer import train_tokenizer
 from hicom.data.video import FramePreprocessor
 from hicom.model.build import build_model
 from hicom.pretrain.settings import TowerTrainConfig
-from hicom.pretrain.towers import ObjectHeads, pretrain_towers
+from hicom.pretrain.towers import ObjectHeads, PaddedIds, pretrain_towers
 from tests.tree_bytes import files_that_differ
 
 
@@ -182,7 +182,6 @@ def test_a_rerun_on_the_same_inputs_writes_byte_identical_outputs(tmp_path, tiny
 def test_remembered_ids_equal_the_tokenizers_own_for_seen_unseen_repeated_and_truncated_texts():
     """PaddedIds hands the towers' steps ids from a memo; they must be the ids a batch call of the tokenizer gives,
     row for row, whichever texts were seen before, repeated in the batch or cut at max_length."""
-    from hicom.pretrain.towers import PaddedIds
     texts = ["the red square moves left", "a small blue circle", "where is the green cross at the start?",
              "which colour can be seen in the video?"]
     tok = train_tokenizer(texts * 50, 300)
