@@ -1,6 +1,6 @@
 """Where a trained tiny model loses the answer: the LLM's use of the video, the compressed tokens, the towers.
 
-    python bench/capacity_probe.py [--outputs outputs] [--train-clips 240] [--questions 400]
+    python bench/capacity_probe.py [--outputs outputs] [--train-clips 240] [--questions 400] [--tables events]
 
 Run after `make run`. Per question family of the synthetic test (each family's chance beside it):
 
@@ -29,6 +29,14 @@ and the share of the patch features' norm that is one component common to the wh
 answer (6 colours, 4 shapes, 5 motions, 9 cells), so its floor is the majority answer, not 1/4.
 The model's accuracy carries the 95% cluster-bootstrap interval over clips, as in results.json; each probe's
 test count is printed beside it (`probe n`).
+
+A third table asks whether `event_colour` (the colour of the object that appears late or leaves early) reaches
+the LLM frame by frame. Per colour, a linear probe reads "an object of this colour is in view" from each sampled
+frame's local tokens, compressed with the clip's event question as instruction (`guided`) or without one
+(`plain`). The question's rule is then applied to the probabilities: of the clip's colours, the one whose
+presence rises most from the first-half frames to the second-half frames (falls most, for "leaves early").
+Its accuracy against the share a uniform pick among the clip's colours gets says whether the cross-frame
+difference can be read from what the LLM is given; the model's own `event_colour` accuracy is in the first table.
 """
 from __future__ import annotations
 
@@ -191,26 +199,10 @@ def towers_table(probe: Probe, train_scenes, test_scenes, world: Path) -> None:
     print(f"\npatch features: the component common to a clip is {share:.2f} of a patch's norm (20 test clips)")
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--outputs", type=Path, default=Path("outputs"))
-    parser.add_argument("--train-clips", type=int, default=240)
-    parser.add_argument("--questions", type=int, default=400, help="test questions the model is scored on")
-    parser.add_argument("--frames", type=int, default=8, help="frames per clip (the profile's num_frames)")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    world = args.outputs / "world"
-    if not (args.outputs / "train/sft/model/config.json").is_file():
-        print(f"capacity_probe: no trained model in {args.outputs}/train/sft/model; run `make run` first",
-              file=sys.stderr)
-        return 2
-    probe = Probe(args.outputs, args.frames)
-    torch.set_grad_enabled(False)
-    samples = read_benchmark("synthetic", world / "mcq_test.jsonl")[:args.questions]
+def families_table(probe: Probe, world: Path, questions: int, train_scenes, test_scenes) -> None:
+    samples = read_benchmark("synthetic", world / "mcq_test.jsonl")[:questions]
     own, other = model_accuracy(probe, samples, False), model_accuracy(probe, samples, True)
-    scenes, test_ids = read_world(world)
-    train_rows = probe_rows(probe, [s for s in scenes if s.id not in test_ids][:args.train_clips], world)
-    test_rows = probe_rows(probe, [s for s in scenes if s.id in test_ids], world)
+    train_rows, test_rows = probe_rows(probe, train_scenes, world), probe_rows(probe, test_scenes, world)
     queries = probe.model.projector.cfg.global_.num_queries if probe.model.projector.global_compressor else 0
     views = {"tokens+q": lambda r: r["guided"], "tokens,no q": lambda r: r["plain"],
              "local+q": lambda r: r["guided"][:-queries] if queries else r["guided"],
@@ -231,8 +223,95 @@ def main() -> int:
         chance = np.mean([1 / len(s.options) for s in samples if s.groups["family"] == family])
         print(f"| {family} | {chance:.2f} | {model} | {np.mean([h for h, _, _ in other[family]]):.2f} | {same:.2f} | "
               + " | ".join(f"{x:.2f}" for x in scores) + f" | {floor:.2f} | {len(te)} |")
-    towers_table(probe, [s for s in scenes if s.id not in test_ids][:args.train_clips],
-                 [s for s in scenes if s.id in test_ids], world)
+
+
+def frame_rows(probe: Probe, scenes, world: Path) -> list[dict]:
+    """One row per clip with an event_colour question: its local tokens per sampled frame and what is in view."""
+    rows = []
+    queries = probe.model.projector.cfg.global_.num_queries if probe.model.projector.global_compressor else 0
+    for scene in scenes:
+        for q in (q for q in held_out_questions(scene, random.Random(scene.id), 2) if q["family"] == "event_colour"):
+            video = world / "videos" / f"{scene.id}.mp4"
+            indices = read_video(video, probe.frames).indices
+            guided, plain = probe.tokens(video, [q["question"]])
+            local = {"guided": guided[0][:len(guided[0]) - queries], "plain": plain[:len(plain) - queries]}
+            if len(local["plain"]) != len(indices):
+                raise SystemExit(f"capacity_probe: the event table needs one local token a frame "
+                                 f"(temporal_kernel 1, spatial_kernel = the patch grid); got {len(local['plain'])} "
+                                 f"tokens for {len(indices)} frames")
+            in_view = [{o.colour for o in scene.objects if o.visible(t)} for t in indices]
+            rows.append({"late": q["target"] == "the second half of the video", "in_view": in_view,
+                         "colours": sorted({o.colour for o in scene.objects}),
+                         "answer": q["options"][LETTERS.index(q["answer"])], **local})
+    return rows
+
+
+def event_table(probe: Probe, train_scenes, test_scenes, world: Path) -> None:
+    train, test = frame_rows(probe, train_scenes, world), frame_rows(probe, test_scenes, world)
+    colours = sorted({c for r in train for c in r["colours"]})
+    half = probe.frames // 2
+    chance = np.mean([1 / len(r["colours"]) for r in test])
+    print("\n| event_colour from per-frame tokens | presence probe accuracy (majority) | rule right | rule chance | n |"
+          "\n|---|---|---|---|---|")
+    for view in ("guided", "plain"):
+        x_train = np.concatenate([r[view] for r in train])
+        mean, std = x_train.mean(0), x_train.std(0) + 1e-6
+        presence, accuracy, floor = {}, [], []
+        for colour in colours:
+            y_train = [colour in seen for r in train for seen in r["in_view"]]
+            y_test = [colour in seen for r in test for seen in r["in_view"]]
+            clf = LogisticRegression(max_iter=2000, C=0.5).fit((x_train - mean) / std, y_train)
+            x_test = (np.concatenate([r[view] for r in test]) - mean) / std
+            accuracy.append(clf.score(x_test, y_test))
+            floor.append(max(np.mean(y_test), 1 - np.mean(y_test)))
+            presence[colour] = clf.predict_proba(x_test)[:, 1].reshape(len(test), -1)
+        print(f"| {view} local tokens | {np.mean(accuracy):.2f} ({np.mean(floor):.2f}) | "
+              f"{_rule_accuracy(test, presence, half):.2f} | {chance:.2f} | {len(test)} |")
+    truth = {c: np.array([[c in seen for seen in r["in_view"]] for r in test], dtype=float) for c in colours}
+    print(f"| what is in view (the rule's ceiling) | 1.00 | {_rule_accuracy(test, truth, half):.2f} | {chance:.2f} | "
+          f"{len(test)} |")
+
+
+def _rule_accuracy(rows: list[dict], presence: dict[str, np.ndarray], half: int) -> float:
+    """The event rule on per-frame presence (rows x frames per colour): ties share the credit."""
+    right = []
+    for i, r in enumerate(rows):
+        rise = {c: presence[c][i][half:].mean() - presence[c][i][:half].mean() for c in r["colours"]}
+        best = max(rise.values()) if r["late"] else min(rise.values())
+        winners = [c for c in r["colours"] if rise[c] == best]
+        right.append((r["answer"] in winners) / len(winners))
+    return float(np.mean(right))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--outputs", type=Path, default=Path("outputs"))
+    parser.add_argument("--train-clips", type=int, default=240)
+    parser.add_argument("--questions", type=int, default=400, help="test questions the model is scored on")
+    parser.add_argument("--frames", type=int, default=8, help="frames per clip (the profile's num_frames)")
+    parser.add_argument("--tables", default="families,towers,events",
+                        help="which tables to print, comma-separated: families, towers, events")
+    args = parser.parse_args()
+    tables = set(args.tables.split(","))
+    if not tables or tables - {"families", "towers", "events"}:
+        parser.error(f"--tables: expected some of families, towers, events; got {args.tables!r}")
+    torch.set_num_threads(1)
+    world = args.outputs / "world"
+    if not (args.outputs / "train/sft/model/config.json").is_file():
+        print(f"capacity_probe: no trained model in {args.outputs}/train/sft/model; run `make run` first",
+              file=sys.stderr)
+        return 2
+    probe = Probe(args.outputs, args.frames)
+    torch.set_grad_enabled(False)
+    scenes, test_ids = read_world(world)
+    train_scenes = [s for s in scenes if s.id not in test_ids][:args.train_clips]
+    test_scenes = [s for s in scenes if s.id in test_ids]
+    if "families" in tables:
+        families_table(probe, world, args.questions, train_scenes, test_scenes)
+    if "towers" in tables:
+        towers_table(probe, train_scenes, test_scenes, world)
+    if "events" in tables:
+        event_table(probe, train_scenes, test_scenes, world)
     return 0
 
 
