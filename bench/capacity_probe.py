@@ -8,6 +8,9 @@ Run after `make run`. Per question family of the synthetic test (each family's c
     other clip     the same questions asked about another test clip: what the text alone gets
     same answer    share of questions whose chosen option is the same with the other clip: 1.00, the video
                    changes nothing
+    in-clip pick   a uniform pick among the options whose value the clip holds (the answer and the other objects'
+                   values): what knowing the scene's values gets without binding them or placing them in time,
+                   the floor a binding family has to beat (its chance of 1/4 is lower)
     tokens+q       a linear probe (logistic regression, trained on training clips' questions, scored on the test
                    clips') from the compressed visual tokens made with the question's instruction, plus the
                    question text one-hot: can the answer be read from what the LLM is given?
@@ -37,6 +40,8 @@ frame's local tokens, compressed with the clip's event question as instruction (
 presence rises most from the first-half frames to the second-half frames (falls most, for "leaves early").
 Its accuracy against the share a uniform pick among the clip's colours gets says whether the cross-frame
 difference can be read from what the LLM is given; the model's own `event_colour` accuracy is in the first table.
+A last line gives in how many sampled frames the colour the model picks is in view, against the answer's: a model
+that weighs a colour by how long it is seen leans to the wrong colours for this question.
 """
 from __future__ import annotations
 
@@ -54,7 +59,7 @@ from sklearn.linear_model import LogisticRegression
 from hicom.core.stats import cluster_bootstrap
 from hicom.core.types import VisualItem
 from hicom.data.conversation import tokenise_guides
-from hicom.data.synthetic import LETTERS, held_out_questions, read_world
+from hicom.data.synthetic import LETTERS, held_out_questions, in_clip_options, read_world
 from hicom.data.synthetic.scenes import object_radius
 from hicom.data.tokenizer import load_tokenizer
 from hicom.data.video import FramePreprocessor, read_video
@@ -199,21 +204,32 @@ def towers_table(probe: Probe, train_scenes, test_scenes, world: Path) -> None:
     print(f"\npatch features: the component common to a clip is {share:.2f} of a patch's norm (20 test clips)")
 
 
+def _with_interval(values, videos) -> str:
+    """The mean and its 95% cluster-bootstrap interval over clips, as results.json gives them."""
+    bounds = cluster_bootstrap(values, videos)
+    return f"{np.mean(values):.2f} [{bounds[0]:.2f}, {bounds[1]:.2f}]" if bounds else f"{np.mean(values):.2f}"
+
+
 def families_table(probe: Probe, world: Path, questions: int, train_scenes, test_scenes) -> None:
     samples = read_benchmark("synthetic", world / "mcq_test.jsonl")[:questions]
+    scenes = {s.id: s for s in test_scenes}
+    in_clip = collections.defaultdict(list)
+    for s in samples:
+        flags = in_clip_options(scenes[Path(s.video).stem], s.question, s.options)
+        in_clip[s.groups["family"]].append((1 / sum(flags), str(s.video)))
     own, other = model_accuracy(probe, samples, False), model_accuracy(probe, samples, True)
     train_rows, test_rows = probe_rows(probe, train_scenes, world), probe_rows(probe, test_scenes, world)
     queries = probe.model.projector.cfg.global_.num_queries if probe.model.projector.global_compressor else 0
     views = {"tokens+q": lambda r: r["guided"], "tokens,no q": lambda r: r["plain"],
              "local+q": lambda r: r["guided"][:-queries] if queries else r["guided"],
              "global+q": lambda r: r["guided"][-queries:] if queries else r["guided"][:0]}
-    header = ["family", "chance", "model [95% CI]", "other clip", "same answer", *views, "probe majority", "probe n"]
+    header = ["family", "chance", "in-clip pick [95% CI]", "model [95% CI]", "other clip", "same answer", *views,
+              "probe majority", "probe n"]
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for family in sorted(own):
         hits = [h for h, _, _ in own[family]]
-        bounds = cluster_bootstrap(hits, [v for _, v, _ in own[family]])
         same = np.mean([a[2] == b[2] for a, b in zip(own[family], other[family])])
-        model = f"{np.mean(hits):.2f} [{bounds[0]:.2f}, {bounds[1]:.2f}]" if bounds else f"{np.mean(hits):.2f}"
+        model = _with_interval(hits, [v for _, v, _ in own[family]])
         tr = [r for r in train_rows if r["family"] == family]
         te = [r for r in test_rows if r["family"] == family]
         questions = sorted({r["question"] for r in tr + te})
@@ -221,7 +237,8 @@ def families_table(probe: Probe, world: Path, questions: int, train_scenes, test
         majority = collections.Counter(r["answer"] for r in tr).most_common(1)[0][0] if tr else None
         floor = np.mean([r["answer"] == majority for r in te]) if te else float("nan")
         chance = np.mean([1 / len(s.options) for s in samples if s.groups["family"] == family])
-        print(f"| {family} | {chance:.2f} | {model} | {np.mean([h for h, _, _ in other[family]]):.2f} | {same:.2f} | "
+        print(f"| {family} | {chance:.2f} | {_with_interval(*zip(*in_clip[family]))} | {model} | "
+              f"{np.mean([h for h, _, _ in other[family]]):.2f} | {same:.2f} | "
               + " | ".join(f"{x:.2f}" for x in scores) + f" | {floor:.2f} | {len(te)} |")
 
 
@@ -270,6 +287,18 @@ def event_table(probe: Probe, train_scenes, test_scenes, world: Path) -> None:
     truth = {c: np.array([[c in seen for seen in r["in_view"]] for r in test], dtype=float) for c in colours}
     print(f"| what is in view (the rule's ceiling) | 1.00 | {_rule_accuracy(test, truth, half):.2f} | {chance:.2f} | "
           f"{len(test)} |")
+    samples = [s for s in read_benchmark("synthetic", world / "mcq_test.jsonl") if s.groups["family"] == "event_colour"]
+    scenes = {s.id: s for s in test_scenes}
+    picked, answer, shown = [], [], []
+    for s, (_, _, letter) in zip(samples, model_accuracy(probe, samples, False)["event_colour"]):
+        scene, indices = scenes[Path(s.video).stem], read_video(s.video, probe.frames).indices
+        frames = [sum(any(o.colour == c and o.visible(t) for o in scene.objects) for t in indices) for c in s.options]
+        picked.append(frames[LETTERS.index(letter)])
+        answer.append(frames[LETTERS.index(s.answer)])
+        shown.append(any(o.colour == s.options[LETTERS.index(letter)] for o in scene.objects))
+    print(f"\nthe model's event_colour pick is a colour the clip shows in {np.mean(shown):.2f} of {len(samples)} "
+          f"questions, in view in {np.mean(picked):.1f} of {probe.frames} sampled frames on average, the answer in "
+          f"{np.mean(answer):.1f}")
 
 
 def _rule_accuracy(rows: list[dict], presence: dict[str, np.ndarray], half: int) -> float:

@@ -23,6 +23,7 @@ from hicom.data.synthetic.language import (
     caption,
     cell,
     held_out_questions,
+    in_clip_options,
     instruction_pairs,
     mcq,
     mcq_prompt,
@@ -52,7 +53,8 @@ from hicom.data.synthetic.world import (
 __all__ = [
     "WorldConfig", "FAMILIES", "TEST_FAMILIES", "Family", "held_out_questions",
     "CELLS", "IMAGE_PROMPTS", "LETTERS", "MCQ_INSTRUCTION", "VIDEO_PROMPTS", "caption", "cell",
-    "instruction_pairs", "mcq", "mcq_prompt", "mcq_turns", "qa_turns", "unnamed_questions", "object_mask",
+    "in_clip_options", "instruction_pairs", "mcq", "mcq_prompt", "mcq_turns", "qa_turns", "unnamed_questions",
+    "object_mask",
     "render_frame", "write_image", "write_video",
     "BACKGROUNDS", "COLOURS", "MOTIONS", "SHAPES", "SIZES", "Scene", "SceneObject", "make_scene", "object_radius",
     "TEST_FILE", "TRAIN_FILES", "generate_world", "read_world",

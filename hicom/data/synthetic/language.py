@@ -265,6 +265,19 @@ def _questions(scene: Scene) -> list[_Question]:
     return qs
 
 
+def in_clip_options(scene: Scene, question: str, options: list[str]) -> list[bool]:
+    """Per option, whether the clip holds that value for the question (the answer or an in-scene distractor).
+
+    A pick among only these needs the scene's values but neither the binding nor the moment the question asks
+    about, so 1 / (their count) is the floor a binding family must beat, above its 1/4 chance.
+    """
+    asked = [q for q in _questions(scene) if q.text == question]
+    if not asked:
+        raise ValueError(f"scene {scene.id}: asks no question {question!r}")
+    held = {value for q in asked for value in (q.answer, *q.near)}
+    return [option in held for option in options]
+
+
 def unnamed_questions(scene: Scene) -> list[str]:
     """The texts of the scene's questions that single out no object by how it looks (UNNAMED_FAMILIES)."""
     return sorted({q.text for q in _questions(scene) if q.family in UNNAMED_FAMILIES})

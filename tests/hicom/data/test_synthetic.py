@@ -27,6 +27,7 @@ from hicom.data.synthetic import (
     caption,
     generate_world,
     held_out_questions,
+    in_clip_options,
     instruction_pairs,
     make_scene,
     mcq,
@@ -420,6 +421,33 @@ def test_binding_questions_offer_other_objects_values_so_the_scene_alone_does_no
                 assert set(q["options"]) <= colours
                 checked += 1
     assert checked >= 20
+
+
+def test_in_clip_options_marks_the_answer_and_only_values_the_clip_holds_for_every_tested_family():
+    per_family = Counter()
+    fewer_than_all = 0
+    for scene in scenes_of(WorldConfig(min_objects=3, max_objects=5), 60):
+        colours, shapes = {o.colour for o in scene.objects}, {o.shape for o in scene.objects}
+        for q in held_out_questions(scene, random.Random(scene.id), 2):
+            flags = in_clip_options(scene, q["question"], q["options"])
+            held = {o for o, flag in zip(q["options"], flags) if flag}
+            assert flags[LETTERS.index(q["answer"])], q
+            if q["family"] == "colour_seen":  # every other option is a colour the clip does not show
+                assert sum(flags) == 1 and not set(q["options"]) - held & colours
+            elif q["family"] in ("colour_of_shape", "event_colour"):
+                assert held == set(q["options"]) & colours
+            elif q["family"] == "shape_of_colour":
+                assert held == set(q["options"]) & shapes
+            per_family[q["family"]] += 1
+            fewer_than_all += sum(flags) < len(LETTERS)
+    assert set(per_family) == set(TEST_FAMILIES) and min(per_family.values()) >= 20
+    assert fewer_than_all >= 100  # the floor 1 / sum(flags) sits above 1/4 for many questions
+
+
+def test_in_clip_options_names_the_scene_and_a_question_it_does_not_ask():
+    scene = scenes_of(WorldConfig(), 1)[0]
+    with pytest.raises(ValueError, match=r"scene s0: asks no question 'What colour is the moon\?'"):
+        in_clip_options(scene, "What colour is the moon?", ["red", "blue", "green", "white"])
 
 
 def test_no_answer_is_right_much_more_often_than_its_share_in_any_tested_family():
