@@ -81,6 +81,12 @@ class Probe:
         self.frames = frames
         self._features: dict[Path, tuple] = {}
 
+    @property
+    def global_queries(self) -> int:
+        """The global level's token count (0 without one): the last tokens of a compressed clip."""
+        projector = self.model.projector
+        return projector.cfg.global_.num_queries if projector.global_compressor else 0
+
     def features(self, video: Path) -> tuple:
         if video not in self._features:
             clip = read_video(video, self.frames)
@@ -219,7 +225,7 @@ def families_table(probe: Probe, world: Path, questions: int, train_scenes, test
         in_clip[s.groups["family"]].append((1 / sum(flags), str(s.video)))
     own, other = model_accuracy(probe, samples, False), model_accuracy(probe, samples, True)
     train_rows, test_rows = probe_rows(probe, train_scenes, world), probe_rows(probe, test_scenes, world)
-    queries = probe.model.projector.cfg.global_.num_queries if probe.model.projector.global_compressor else 0
+    queries = probe.global_queries
     views = {"tokens+q": lambda r: r["guided"], "tokens,no q": lambda r: r["plain"],
              "local+q": lambda r: r["guided"][:-queries] if queries else r["guided"],
              "global+q": lambda r: r["guided"][-queries:] if queries else r["guided"][:0]}
@@ -245,7 +251,7 @@ def families_table(probe: Probe, world: Path, questions: int, train_scenes, test
 def frame_rows(probe: Probe, scenes, world: Path) -> list[dict]:
     """One row per clip with an event_colour question: its local tokens per sampled frame and what is in view."""
     rows = []
-    queries = probe.model.projector.cfg.global_.num_queries if probe.model.projector.global_compressor else 0
+    queries = probe.global_queries
     for scene in scenes:
         for q in (q for q in held_out_questions(scene, random.Random(scene.id), 2) if q["family"] == "event_colour"):
             video = world / "videos" / f"{scene.id}.mp4"
