@@ -42,12 +42,20 @@ Its accuracy against the share a uniform pick among the clip's colours gets says
 difference can be read from what the LLM is given; the model's own `event_colour` accuracy is in the first table.
 A last line gives in how many sampled frames the colour the model picks is in view, against the answer's: a model
 that weighs a colour by how long it is seen leans to the wrong colours for this question.
+
+A fourth table (`fit`) asks whether the model fits its own training data. It asks the training clips the held-out
+test's kinds of questions (up to two a family a clip) and splits them by whether the question was one of that clip's
+instruction-tuning turns (`tuned`: the model saw it with its answer every epoch) or not (`not tuned`). A family
+near 1.0 when tuned and lower when not is memorised more than learned; one low even when tuned is not fitted at
+all, so more data or epochs of the same kind will not lift it.
 """
 from __future__ import annotations
 
 import argparse
 import collections
+import json
 import random
+import tempfile
 import sys
 from pathlib import Path
 
@@ -318,6 +326,36 @@ def _rule_accuracy(rows: list[dict], presence: dict[str, np.ndarray], half: int)
     return float(np.mean(right))
 
 
+def fit_table(probe: Probe, world: Path, train_scenes) -> None:
+    tuned = {}
+    with open(world / "sft.jsonl", encoding="utf-8") as lines:
+        for line in lines:
+            record = json.loads(line)
+            tuned[record["id"]] = {turn["value"].split("\n")[-1] for turn in record["conversations"]
+                                   if turn["from"] == "human"}
+    records = []
+    for scene in train_scenes:
+        for i, q in enumerate(held_out_questions(scene, random.Random(f"fit:{scene.id}"), per_family=2)):
+            records.append({"id": f"{scene.id}_fit{i}", "video": f"videos/{scene.id}.mp4", **q,
+                            "tuned": q["question"] in tuned.get(scene.id, ())})
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "fit.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+        samples = read_benchmark("synthetic", path, videos=world)
+    was_tuned = {r["id"]: r["tuned"] for r in records}
+    split = collections.defaultdict(lambda: ([], []))
+    for family, rows in model_accuracy(probe, samples, False).items():
+        for sample, (hit, video, _) in zip([s for s in samples if s.groups["family"] == family], rows):
+            split[family, was_tuned[sample.id]][0].append(hit)
+            split[family, was_tuned[sample.id]][1].append(video)
+    print(f"\nFit on the first {len(train_scenes)} training clips (model accuracy [95% CI], n)\n")
+    print("| family | tuned | not tuned |\n|---|---|---|")
+    for family in sorted({f for f, _ in split}):
+        cells = [f"{_with_interval(*split[family, flag])}, {len(split[family, flag][0])}"
+                 if split[family, flag][0] else "-" for flag in (True, False)]
+        print(f"| {family} | " + " | ".join(cells) + " |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--outputs", type=Path, default=Path("outputs"))
@@ -325,11 +363,11 @@ def main() -> int:
     parser.add_argument("--questions", type=int, default=400, help="test questions the model is scored on")
     parser.add_argument("--frames", type=int, default=8, help="frames per clip (the profile's num_frames)")
     parser.add_argument("--tables", default="families,towers,events",
-                        help="which tables to print, comma-separated: families, towers, events")
+                        help="which tables to print, comma-separated: families, towers, events, fit")
     args = parser.parse_args()
     tables = set(args.tables.split(","))
-    if not tables or tables - {"families", "towers", "events"}:
-        parser.error(f"--tables: expected some of families, towers, events; got {args.tables!r}")
+    if not tables or tables - {"families", "towers", "events", "fit"}:
+        parser.error(f"--tables: expected some of families, towers, events, fit; got {args.tables!r}")
     torch.set_num_threads(1)
     world = args.outputs / "world"
     if not (args.outputs / "train/sft/model/config.json").is_file():
@@ -347,6 +385,8 @@ def main() -> int:
         towers_table(probe, train_scenes, test_scenes, world)
     if "events" in tables:
         event_table(probe, train_scenes, test_scenes, world)
+    if "fit" in tables:
+        fit_table(probe, world, train_scenes)
     return 0
 
 
