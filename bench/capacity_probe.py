@@ -55,8 +55,8 @@ import argparse
 import collections
 import json
 import random
-import tempfile
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +64,8 @@ import torch
 from einops import rearrange
 from sklearn.linear_model import LogisticRegression
 
+from hicom.core.errors import DataError
+from hicom.core.files import iter_jsonl
 from hicom.core.stats import cluster_bootstrap
 from hicom.core.types import VisualItem
 from hicom.data.conversation import tokenise_guides
@@ -327,12 +329,9 @@ def _rule_accuracy(rows: list[dict], presence: dict[str, np.ndarray], half: int)
 
 
 def fit_table(probe: Probe, world: Path, train_scenes) -> None:
-    tuned = {}
-    with open(world / "sft.jsonl", encoding="utf-8") as lines:
-        for line in lines:
-            record = json.loads(line)
-            tuned[record["id"]] = {turn["value"].split("\n")[-1] for turn in record["conversations"]
-                                   if turn["from"] == "human"}
+    tuned = {record["id"]: {turn["value"].split("\n")[-1] for turn in record["conversations"]
+                            if turn["from"] == "human"}
+             for _, record in iter_jsonl(world / "sft.jsonl", DataError)}
     records = []
     for scene in train_scenes:
         for i, q in enumerate(held_out_questions(scene, random.Random(f"fit:{scene.id}"), per_family=2)):
