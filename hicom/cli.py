@@ -22,9 +22,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from hicom.core.allocator import keep_freed_memory
     from hicom.core.errors import InputError
     from hicom.params import PARAMS_FILE, Params
 
+    keep_freed_memory()
     try:
         params = Params.load(args.params or PARAMS_FILE, getattr(args, "profile", None))
         return COMMANDS[args.command].run(args, params)
