@@ -34,6 +34,9 @@ Threads: 1 by default, as each rank of a multi-process torchrun gets (OMP_NUM_TH
 more intra-op threads than idle cores, OpenMP threads wait on each other at every op and the
 tiny model's steps get several times slower and far noisier (seen here: the vision tower 5x
 slower with 2 threads while another job held one of the 2 cores).
+
+Memory: glibc keeps freed memory for reuse, as `python -m hicom` has it for every stage
+(hicom.core.allocator; the report's `freed_memory_kept`).
 """
 from __future__ import annotations
 
@@ -52,6 +55,7 @@ import numpy as np
 import torch
 import transformers
 
+from hicom.core.allocator import keep_freed_memory
 from hicom.core.files import atomic_write_bytes
 from hicom.data.dataset import ConversationDataset, RejectLog, SampleSettings, collate
 from hicom.data.feature_cache import FeatureCache, FramePolicy
@@ -358,13 +362,14 @@ def main() -> None:
     for stage in stages:
         check_media(stage)
     torch.set_num_threads(args.threads)
+    kept = keep_freed_memory()  # as `python -m hicom` sets it for every stage it runs
     transformers.logging.set_verbosity_error()  # the towers' load reports are noise here
     transformers.logging.disable_progress_bar()
     decoder = Params.load(PARAMS_FILE).data.decoder
     began = time.perf_counter()
     print(f"train_bench: profile {PROFILE}, stages {', '.join(stages)}, {args.steps} micro-batches x "
           f"{args.repeats} repeats per arm, decoder {decoder}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads", flush=True)
+          f"{torch.get_num_threads()} threads, freed memory kept for reuse: {kept}", flush=True)
     results = {}
     with tempfile.TemporaryDirectory(prefix="train_bench_") as tmp:
         for stage in stages:
@@ -372,6 +377,7 @@ def main() -> None:
     print_table(results)
     report = {"profile": PROFILE, "micro_batch_override": args.micro_batch, "steps": args.steps, "repeats": args.repeats, "decoder": decoder,
               "target_ratio": TARGET, "torch": torch.__version__, "threads": torch.get_num_threads(),
+              "freed_memory_kept": kept,
               "python": platform.python_version(), "wall_s": time.perf_counter() - began, "stages": results}
     atomic_write_bytes(REPORT, (json.dumps(report, indent=2) + "\n").encode())
     print(f"\ntrain_bench: wrote {REPORT.relative_to(ROOT)} ({report['wall_s']:.0f}s)")
