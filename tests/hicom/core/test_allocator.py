@@ -32,6 +32,11 @@ PROBE = textwrap.dedent("""
 GLIBC = platform.libc_ver()[0] == "glibc"
 
 
+def _pages(size: int) -> int:
+    """The pages the probe's ten rounds of three blocks touch."""
+    return 10 * 3 * size // os.sysconf("SC_PAGE_SIZE")
+
+
 def _faults(mode: str, size: int, tmp_path, **env) -> int:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
     out = subprocess.run([sys.executable, "-c", PROBE, mode, str(size), str(tmp_path / "missing.yaml")],
@@ -43,16 +48,14 @@ def _faults(mode: str, size: int, tmp_path, **env) -> int:
 @pytest.mark.parametrize("mb", [2, 8, 24])
 def test_the_cli_keeps_freed_blocks_so_reallocating_them_faults_no_pages(tmp_path, mb):
     size = mb << 20
-    pages = 10 * 3 * size // os.sysconf("SC_PAGE_SIZE")
-    assert _faults("default", size, tmp_path) > pages // 2  # glibc's defaults hand the blocks back each round
-    assert _faults("cli", size, tmp_path) < pages // 100
+    assert _faults("default", size, tmp_path) > _pages(size) // 2  # glibc's defaults hand the blocks back each round
+    assert _faults("cli", size, tmp_path) < _pages(size) // 100
 
 
 @pytest.mark.skipif(not GLIBC, reason="mallopt is glibc's")
 def test_blocks_above_the_mmap_threshold_are_still_returned(tmp_path):
     size = MMAP_THRESHOLD + (8 << 20)
-    pages = 10 * 3 * size // os.sysconf("SC_PAGE_SIZE")
-    assert _faults("cli", size, tmp_path) > pages // 2
+    assert _faults("cli", size, tmp_path) > _pages(size) // 2
 
 
 @pytest.mark.skipif(not GLIBC, reason="mallopt is glibc's")
@@ -62,4 +65,4 @@ def test_glibc_settings_in_the_environment_win(tmp_path, monkeypatch, env):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     assert keep_freed_memory() is False
-    assert _faults("cli", 8 << 20, tmp_path, **env) > 10 * 3 * (8 << 20) // os.sysconf("SC_PAGE_SIZE") // 2
+    assert _faults("cli", 8 << 20, tmp_path, **env) > _pages(8 << 20) // 2
