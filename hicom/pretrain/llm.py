@@ -59,7 +59,7 @@ def pretrain_llm(profile: ModelProfile, world_dir: str | Path, tokenizer, out_di
     eval_blocks, train_blocks = blocks[:n_eval], blocks[n_eval:]
     torch.manual_seed(cfg.seed)
     model = Qwen2ForCausalLM(Qwen2Config(**llm_cfg))
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0, foreach=True)  # as in towers.py
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps,
                                                 pct_start=one_cycle_warmup(cfg.steps, 0.05))
 
@@ -77,7 +77,7 @@ def pretrain_llm(profile: ModelProfile, world_dir: str | Path, tokenizer, out_di
         batch = train_blocks[torch.randint(len(train_blocks), (cfg.batch_size,), generator=gen)]
         loss = model(input_ids=batch, labels=batch).loss
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
         opt.step()
         sched.step()
         opt.zero_grad()

@@ -292,7 +292,9 @@ def pretrain_towers(profile: ModelProfile, world_dir: str | Path, tokenizer, out
     unnamed = unnamed_texts(train) if cfg.unnamed_texts else []
     unnamed_required = torch.full((len(unnamed), 3), -1, dtype=phrase_required.dtype)
     trained = list(model.parameters()) + (list(heads.parameters()) if heads is not None else [])
-    opt = torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=0.0)
+    # foreach: the same bits as the default per-tensor loop on the CPU (here and in the clipping below), 1.4 ms less
+    # a step (docs/timings.md)
+    opt = torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=0.0, foreach=True)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps,
                                                 pct_start=one_cycle_warmup(cfg.steps, 0.1))
     start = time.perf_counter()
@@ -311,7 +313,7 @@ def pretrain_towers(profile: ModelProfile, world_dir: str | Path, tokenizer, out
             object_losses.append(object_loss.item())
         else:
             loss.backward()
-        torch.nn.utils.clip_grad_norm_(trained, 1.0)
+        torch.nn.utils.clip_grad_norm_(trained, 1.0, foreach=True)
         opt.step()
         sched.step()
         opt.zero_grad()

@@ -22,7 +22,7 @@ from hicom.model.compressor import HIComCompressor
 from hicom.model.settings import compressor_from_preset
 from hicom.params import PARAMS_FILE, Params
 from hicom.train.config import STAGES
-from hicom.train.optim import configure_trainable
+from hicom.train.optim import build_optimizer, configure_trainable
 from hicom.train.trainer import complete_checkpoints
 from tests.tree_bytes import files_that_differ
 
@@ -59,6 +59,29 @@ def test_an_empty_injection_group_is_an_error_not_a_silent_no_op(tiny_profile):
     cfg = Params.load().train("tiny", "cond_pretrain")
     with pytest.raises(ConfigError, match="parameter group 'injection' .* is empty"):
         configure_trainable(model, STAGES["cond_pretrain"], cfg)
+
+
+def test_the_optimizer_steps_a_group_at_once_with_the_bits_of_the_per_tensor_loop(tiny_profile):
+    """build_optimizer asks AdamW for foreach (one call per operation over a group's tensors) because it is faster on
+    the CPU; it must train the same weights as the per-tensor loop, torch's default there, or every stage would
+    train another model than its recorded one."""
+    cfg = Params.load().train("tiny", "sft")
+    weights = []
+    for foreach in (True, False):
+        torch.manual_seed(0)
+        groups = configure_trainable(build_model(tiny_profile), STAGES["sft"], cfg)
+        optimizer = build_optimizer(groups, weight_decay=0.1)
+        assert [g["foreach"] for g in optimizer.param_groups] == [True] * len(groups)
+        for group in optimizer.param_groups:
+            group["foreach"] = foreach
+        trained = [p for g in groups for _, p in g.params]
+        draws = torch.Generator().manual_seed(1)
+        for _ in range(5):
+            for p in trained:
+                p.grad = torch.randn(p.shape, generator=draws) * 1e-2
+            optimizer.step()
+        weights.append([p.detach().clone() for p in trained])
+    assert all(torch.equal(a, b) for a, b in zip(*weights))
 
 
 class Payload:
