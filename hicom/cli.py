@@ -6,6 +6,7 @@ are reported in one line and exit code 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from hicom.commands import COMMANDS
@@ -23,10 +24,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from hicom.core.allocator import keep_freed_memory
+    from hicom.core.cpus import bind_to_rank_cores
     from hicom.core.errors import InputError
     from hicom.params import PARAMS_FILE, Params
 
     keep_freed_memory()
+    cores = bind_to_rank_cores()
+    if cores is not None:  # one write: the node's processes print this at the same moment
+        sys.stderr.write(f"hicom: process {os.environ['LOCAL_RANK']} of {os.environ['LOCAL_WORLD_SIZE']} on this node "
+                         f"bound to core(s) {','.join(map(str, cores))} (HICOM_BIND_CORES=0 leaves placement to the "
+                         f"kernel)\n")
     try:
         params = Params.load(args.params or PARAMS_FILE, getattr(args, "profile", None))
         return COMMANDS[args.command].run(args, params)
