@@ -128,6 +128,24 @@ def result_storage():
     return storage
 
 
+def _result_stored(task, stage: Stage, fingerprint: str) -> bool:
+    """Whether the stage's result is in the result storage under its cache key. Prefect only logs a failed write
+    (a full disk, an S3 bucket refusing writes) and completes the task: without this check the cache is lost
+    silently and every later run trains again."""
+    from prefect.results import get_result_store
+
+    store = get_result_store().update_for_task(task)
+    return store.exists(_cache_key(None, {"stage": stage, "fingerprint": fingerprint}))
+
+
+def _storage_name(storage) -> str:
+    if storage is not None:
+        return storage.basepath
+    from prefect.settings import PREFECT_RESULTS_LOCAL_STORAGE_PATH
+
+    return str(PREFECT_RESULTS_LOCAL_STORAGE_PATH.value())
+
+
 def _transient(task, task_run, state) -> bool:
     """Retry only failures that were not the stage's own doing: lost node, preemption, an exit flagged transient."""
     error = state.data
@@ -268,6 +286,11 @@ def run_pipeline(stages: list[Stage], params: dict, run: PipelineRun) -> dict:
                     logger.info(f"{stage.name}: cached (inputs unchanged since {outcome['finished_at']})")
                 hashes.forget(stage.outs)
                 records[stage.name] = {**outcome, "status": "cached" if cached else "ran", "fingerprint": key}
+                if not cached and not _result_stored(run_stage.with_options(**retrying), stage, key):
+                    records[stage.name]["result_not_stored"] = True
+                    logger.warning(f"{stage.name}: Prefect could not store its result (its error is logged above; "
+                                   f"storage: {_storage_name(storage)}): the next run cannot reuse it and runs the "
+                                   "stage again")
                 _log_stage(run, stage, records[stage.name])
         except BaseException:
             _keep_finished(run, stages, records, locks, logger)
@@ -512,8 +535,12 @@ def _summary(run: PipelineRun, stages: list[Stage], variant: str, records: dict,
              tracking_uri: str) -> dict:
     ran = [n for n, r in records.items() if r["status"] == "ran"]
     cached = [n for n, r in records.items() if r["status"] == "cached"]
+    unstored = [n for n, r in records.items() if r.get("result_not_stored")]
     lines = [f"retrain {variant}: done in {seconds / 60:.1f} min; {len(ran)} step(s) ran, {len(cached)} cached"
              + (f" ({', '.join(cached)})" if cached else "")]
+    if unstored:
+        lines.append(f"cache: the result(s) of {', '.join(unstored)} could not be stored (see the flow's log): the "
+                     "next run runs them again")
     model = None
     register = next((s for s in stages if s.command == REGISTER_COMMAND), None)
     promotion_file = run.run_dir / "promotion.json"
@@ -541,5 +568,6 @@ def _summary(run: PipelineRun, stages: list[Stage], variant: str, records: dict,
                  f"dvc status: {revision['dvc_status']}; dvc status -c (that remote): {revision['remote_status']}")
     markdown = "\n".join(f"- {line}" for line in lines)
     return {"run": run.name, "parent_run_id": run.parent_run_id, "variant": variant, "model": model,
-            "stages": {n: r["status"] for n, r in records.items()}, "revision": revision, "lines": lines,
+            "stages": {n: r["status"] for n, r in records.items()}, "results_not_stored": unstored,
+            "revision": revision, "lines": lines,
             "markdown": markdown}

@@ -36,6 +36,14 @@ SERVICES = ("s3", "mlflow", "prefect", "worker")  # start order; stopped in reve
 PORT_OFFSETS = {"s3": 0, "master": 1, "volume": 2, "filer": 3, "admin": 4, "mlflow": 5, "prefect": 6}
 GRPC_OFFSET = 10
 
+# SeaweedFS volumes (its unit of storage: each bucket needs at least one) of this size, not `weed mini`'s 1% of
+# the disk's total size. Mini allows as many volumes as fit in the free space: on a big disk with a few GiB free,
+# 1-GiB volumes run out before every bucket has one, and that bucket then refuses every write.
+VOLUME_SIZE_MB = 128
+# The write that checks each bucket: larger than what a filer might keep inline, answered within the timeout.
+PROBE_BYTES = 256 * 1024
+PROBE_TIMEOUT_S = 15
+
 # Seconds until a service must answer (2 shared cores: MLflow needs ~15 s, Prefect ~20 s on a new DB).
 STARTUP_TIMEOUT_S = {"s3": 60, "mlflow": 180, "prefect": 180, "worker": 120}
 # MLflow clients on the stack: a few retries a few seconds apart, then a clear error (MLflow's defaults retry
@@ -282,7 +290,8 @@ def _commands(cfg: StackConfig) -> dict[str, tuple[list[str], dict[str, str], in
     weed = [str(cfg.bin_dir / "weed"), f"-config_dir={security_config(cfg).parent}", "mini", f"-dir={s3_data}", f"-master.dir={s3_data / 'master'}",
             f"-ip={HOST}", f"-ip.bind={HOST}", f"-s3.config={cfg.root / 'credentials' / 's3.json'}",
             "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
-            "-master.telemetry=false", f"-bucket={MLFLOW_BUCKET},{DVC_BUCKET},{PREFECT_BUCKET}",
+            "-master.telemetry=false", f"-master.volumeSizeLimitMB={VOLUME_SIZE_MB}",
+            f"-bucket={MLFLOW_BUCKET},{DVC_BUCKET},{PREFECT_BUCKET}",
             f"-filer.localSocket={cfg.root / 'run' / 'filer.sock'}",
             f"-s3.localSocket={cfg.root / 'run' / 's3.sock'}", *weed_ports]
     mlflow = [str(cfg.bin_dir / "mlflow"), "server", "--host", HOST, "--port", str(cfg.port("mlflow")),
@@ -328,13 +337,14 @@ def _http_status(url: str, data: bytes | None = None) -> int | None:
         return None
 
 
-def s3_client(cfg: StackConfig, *, signed: bool = True):
+def s3_client(cfg: StackConfig, *, signed: bool = True, attempts: int = 2, read_timeout_s: float = 30):
     """A boto3 S3 client for the stack (unsigned: an anonymous one)."""
     import boto3
     from botocore import UNSIGNED
     from botocore.config import Config
     config = Config(signature_version=UNSIGNED if not signed else "s3v4",
-                    retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5, read_timeout=30)
+                    retries={"max_attempts": attempts, "mode": "standard"}, connect_timeout=5,
+                    read_timeout=read_timeout_s)
     creds = credentials(cfg)
     return boto3.client("s3", endpoint_url=cfg.s3_url, region_name=REGION, config=config,
                         aws_access_key_id=creds.access_key, aws_secret_access_key=creds.secret_key)
@@ -349,6 +359,42 @@ def _s3_ready(cfg: StackConfig) -> bool:
     except Exception:  # noqa: BLE001 - any failure means "not ready yet"; the timeout reports the log
         return False
     return {MLFLOW_BUCKET, DVC_BUCKET, PREFECT_BUCKET} <= names
+
+
+def refused_write(cfg: StackConfig) -> tuple[str, str] | None:
+    """The first bucket that refuses a write, with S3's error; None when every bucket takes one. An S3 that answers
+    can still refuse every write (no room for a volume of that bucket: a full disk): a write, read back and
+    deleted, is the only sure check. A refusal can take S3 half a minute, hence one attempt and a short timeout."""
+    from botocore.exceptions import BotoCoreError, ClientError
+    s3 = s3_client(cfg, attempts=1, read_timeout_s=PROBE_TIMEOUT_S)
+    body = secrets.token_bytes(PROBE_BYTES)
+    for bucket in (MLFLOW_BUCKET, DVC_BUCKET, PREFECT_BUCKET):
+        key = f"stack-probe/{secrets.token_hex(8)}"
+        try:
+            s3.put_object(Bucket=bucket, Key=key, Body=body)
+            if s3.get_object(Bucket=bucket, Key=key)["Body"].read() != body:
+                return bucket, "an object read back differs from the one written"
+            s3.delete_object(Bucket=bucket, Key=key)
+        except (BotoCoreError, ClientError) as e:
+            return bucket, str(e)
+    return None
+
+
+def _disk_space(path: Path) -> str:
+    stat = os.statvfs(path)
+    return f"{stat.f_bavail * stat.f_frsize / 2**30:.1f} GiB free of {stat.f_blocks * stat.f_frsize / 2**30:.0f} GiB"
+
+
+def check_buckets_take_writes(cfg: StackConfig) -> None:
+    """Fail naming the bucket, S3's error and the disk's free space when a bucket refuses writes."""
+    refused = refused_write(cfg)
+    if refused:
+        bucket, error = refused
+        raise RuntimeError(
+            f"stack: S3 runs but bucket {bucket!r} refuses writes ({error}). SeaweedFS needs room for a "
+            f"{VOLUME_SIZE_MB} MB volume per bucket and takes no writes with less than 1% of the disk free; the "
+            f"disk under {cfg.root / 's3'} has {_disk_space(cfg.root / 's3')}. Free some space there (or move the "
+            f"stack: STACK_DIR), then `make stack-down` and `make stack-up`; S3's log: {cfg.logs / 's3.log'}")
 
 
 def _worker_online(cfg: StackConfig) -> bool:
@@ -411,6 +457,8 @@ def up(cfg: StackConfig, *, dvc_repo: Path | None = PROJECT_ROOT, out=say) -> di
         for name in wave:
             wait_until(lambda: healthy(cfg, name), timeout_s=STARTUP_TIMEOUT_S[name], what=f"stack: {name}",
                        log=cfg.logs / f"{name}.log", alive=lambda: table.get(name) is not None)
+            if name == "s3":  # before the servers that store in it
+                check_buckets_take_writes(cfg)
     env_file = write_env_file(cfg)
     if dvc_repo is not None:
         configure_dvc_remote(dvc_repo, cfg)
@@ -447,6 +495,12 @@ def status(cfg: StackConfig, *, out=say) -> bool:
         answers = healthy(cfg, name)
         ok &= answers
         out(f"{name:8} pid {record.pid:<8} {urls[name]:32} {'healthy' if answers else 'NOT ANSWERING'}")
+        if name == "s3" and answers:  # an S3 that answers can still refuse every write: a full disk
+            refused = refused_write(cfg)
+            ok &= refused is None
+            out(f"{'writes':8} {'':14} {'every bucket':32} " + (
+                f"REFUSED by {refused[0]!r} ({_disk_space(cfg.root / 's3')} under {cfg.root / 's3'})"
+                if refused else "taken"))
         if name == "mlflow" and answers:  # a server that runs can still fail every upload: check its store
             stored = mlflow_artifacts_healthy(cfg)
             ok &= stored

@@ -95,6 +95,7 @@ def test_a_second_run_with_no_changes_reuses_every_stage(project):
     pushed = {p.name for p in (project.parent / "remote").rglob("*") if p.is_file()}
     assert pushed  # the local remote received the outs
 
+    assert first["results_not_stored"] == []
     second = retrain(project)
     assert second["stages"] == {**{s: "cached" for s in STAGES}, "promote": "ran", "report": "ran"}
     assert calls(project) == [*STAGES, "promote", "pipeline-report", "promote", "pipeline-report"]  # no stage again
@@ -103,6 +104,20 @@ def test_a_second_run_with_no_changes_reuses_every_stage(project):
     assert second["revision"]["dvc_status"] == "clean"
     report = (project / "outputs/runs" / second["run"] / "report/report.md").read_text()
     assert "outputs/eval/synthetic/results.json" in report  # given to the report: the cached stage logged nothing
+
+
+def test_stages_whose_results_cannot_be_stored_are_named_in_the_summary_and_run_again_next_time(project, tmp_path):
+    """Prefect only logs a failed write of a task's result and completes the task. Here the result storage path is
+    a file, so no result can be written: the run says which stages lost their cache, and the next run does run
+    them again, as it said."""
+    (tmp_path / "results").write_text("a file where Prefect's result folder should be")
+    first = retrain(project)
+    assert first["stages"] == {**{s: "ran" for s in STAGES}, "promote": "ran", "report": "ran"}
+    assert first["results_not_stored"] == STAGES
+    assert f"cache: the result(s) of {', '.join(STAGES)} could not be stored" in first["lines"][1]
+    second = retrain(project)
+    assert second["stages"] == {**{s: "ran" for s in STAGES}, "promote": "ran", "report": "ran"}
+    assert calls(project) == [*STAGES, "promote", "pipeline-report"] * 2
 
 
 def test_a_run_writes_dvc_lock_once_for_all_its_stages_and_a_cached_rerun_leaves_it_untouched(project, monkeypatch):

@@ -145,11 +145,13 @@ def test_second_up_starts_nothing_and_keeps_the_same_processes(stack):
     assert {name: table.get(name).pid for name in SERVICES} == before
 
 
-def test_status_reports_every_service_healthy(stack):
+def test_status_reports_every_service_healthy_and_every_bucket_taking_writes(stack):
     done = stack_cli(stack, "status")
     assert done.returncode == 0, done.stdout
     assert [line.split()[0] for line in done.stdout.splitlines() if "healthy" in line] == \
         ["s3", "mlflow", "artifacts", "prefect", "worker"]
+    assert [line.split() for line in done.stdout.splitlines() if line.startswith("writes")] == \
+        [["writes", "every", "bucket", "taken"]]
 
 
 def test_prefect_ui_is_served_and_talks_to_the_stacks_api(stack):
@@ -365,6 +367,7 @@ def test_the_retrain_flow_runs_through_the_stack_by_environment_alone(stack, sta
     project = _standin_project(tmp_path / "project", stack, stack_env)
     summary = _retrain(project, stack_env, tmp_path)
     assert set(summary["stages"].values()) == {"ran"}
+    assert summary["results_not_stored"] == []  # in the stack's S3, where the next run and the worker find them
 
     from mlflow.tracking import MlflowClient
     client = MlflowClient(stack.mlflow_url)
