@@ -27,6 +27,7 @@ REGION = "us-east-1"
 MLFLOW_BUCKET = "mlflow"
 DVC_BUCKET = "dvc"
 PREFECT_BUCKET = "prefect"  # the flow's task results (their cache), shared by every worker and `make run-stack`
+BUCKETS = (MLFLOW_BUCKET, DVC_BUCKET, PREFECT_BUCKET)
 DVC_REMOTE = "stack"
 DVC_REMOTE_URL = f"s3://{DVC_BUCKET}/hicom"
 DEFAULT_PORT_BASE = 27100
@@ -291,7 +292,7 @@ def _commands(cfg: StackConfig) -> dict[str, tuple[list[str], dict[str, str], in
             f"-ip={HOST}", f"-ip.bind={HOST}", f"-s3.config={cfg.root / 'credentials' / 's3.json'}",
             "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
             "-master.telemetry=false", f"-master.volumeSizeLimitMB={VOLUME_SIZE_MB}",
-            f"-bucket={MLFLOW_BUCKET},{DVC_BUCKET},{PREFECT_BUCKET}",
+            f"-bucket={','.join(BUCKETS)}",
             f"-filer.localSocket={cfg.root / 'run' / 'filer.sock'}",
             f"-s3.localSocket={cfg.root / 'run' / 's3.sock'}", *weed_ports]
     mlflow = [str(cfg.bin_dir / "mlflow"), "server", "--host", HOST, "--port", str(cfg.port("mlflow")),
@@ -358,7 +359,7 @@ def _s3_ready(cfg: StackConfig) -> bool:
         names = {b["Name"] for b in s3_client(cfg).list_buckets()["Buckets"]}
     except Exception:  # noqa: BLE001 - any failure means "not ready yet"; the timeout reports the log
         return False
-    return {MLFLOW_BUCKET, DVC_BUCKET, PREFECT_BUCKET} <= names
+    return set(BUCKETS) <= names
 
 
 def refused_write(cfg: StackConfig) -> tuple[str, str] | None:
@@ -368,7 +369,7 @@ def refused_write(cfg: StackConfig) -> tuple[str, str] | None:
     from botocore.exceptions import BotoCoreError, ClientError
     s3 = s3_client(cfg, attempts=1, read_timeout_s=PROBE_TIMEOUT_S)
     body = secrets.token_bytes(PROBE_BYTES)
-    for bucket in (MLFLOW_BUCKET, DVC_BUCKET, PREFECT_BUCKET):
+    for bucket in BUCKETS:
         key = f"stack-probe/{secrets.token_hex(8)}"
         try:
             s3.put_object(Bucket=bucket, Key=key, Body=body)

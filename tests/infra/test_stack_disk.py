@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.stack.stack import DVC_BUCKET, MLFLOW_BUCKET, PREFECT_BUCKET, StackConfig, free_port_base, s3_client
+from infra.stack.stack import BUCKETS, PREFECT_BUCKET, StackConfig, free_port_base, s3_client
 
 ROOT = Path(__file__).resolve().parents[2]
 GIB = 1 << 30
@@ -84,7 +84,7 @@ def test_every_bucket_takes_writes_on_a_big_disk_with_a_few_gib_free(big_disk, s
     cfg, done = stack_on(big_disk(200, 2.5))
     assert done.returncode == 0, done.stdout + done.stderr
     s3 = s3_client(cfg)
-    for bucket in (MLFLOW_BUCKET, DVC_BUCKET, PREFECT_BUCKET):
+    for bucket in BUCKETS:
         key, body = f"results/{uuid.uuid4().hex}", os.urandom(300_000)
         s3.put_object(Bucket=bucket, Key=key, Body=body)
         assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == body
