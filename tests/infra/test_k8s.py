@@ -81,6 +81,25 @@ def test_stack_manifest_validates_against_the_kubernetes_schema(path):
         _validate(document)
 
 
+def test_the_clusters_seaweedfs_reads_every_flag_with_the_local_stacks_buckets_and_volume_size():
+    """The cluster's S3 runs `weed mini` as `make stack-up` does: the same buckets, and volumes of the local
+    stack's size, not mini's 1 GiB on its claim, which leave a bucket without a volume on a nearly full claim.
+    Every argument must be a flag: weed stops reading flags at the first one that is not (an unquoted
+    `-bucket=a,b,c` in a YAML list is three items), and the rest is silently ignored."""
+    from infra.stack.stack import BUCKETS, VOLUME_SIZE_MB
+    documents = list(yaml.safe_load_all((K8S / "stack" / "seaweedfs.yaml").read_text()))
+    deployment = next(d for d in documents if d["kind"] == "Deployment" and d["metadata"]["name"] == "seaweedfs")
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    weed, subcommand, *args = container["command"]
+    assert (weed, subcommand) == ("weed", "mini")
+    not_flags = [arg for arg in args if not arg.startswith("-") or "=" not in arg]
+    assert not not_flags, f"weed mini would stop reading flags at {not_flags[0]!r}: {args}"
+    flags = dict(arg.lstrip("-").split("=", 1) for arg in args)
+    assert flags["bucket"].split(",") == list(BUCKETS)
+    assert flags["master.volumeSizeLimitMB"] == str(VOLUME_SIZE_MB)
+    assert flags["webdav"] == flags["admin.ui"] == "false"
+
+
 def test_the_committed_secrets_hold_placeholders_only():
     secrets = [d for path in STACK_MANIFESTS for d in yaml.safe_load_all(path.read_text()) if d["kind"] == "Secret"]
     assert {s["metadata"]["name"] for s in secrets} == {"hicom-s3-credentials", "hicom-seaweedfs"}
