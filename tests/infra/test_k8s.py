@@ -81,16 +81,20 @@ def test_stack_manifest_validates_against_the_kubernetes_schema(path):
         _validate(document)
 
 
+def _container_command(manifest: str, deployment: str) -> list[str]:
+    documents = yaml.safe_load_all((K8S / "stack" / manifest).read_text())
+    found = next(d for d in documents if d["kind"] == "Deployment" and d["metadata"]["name"] == deployment)
+    [container] = found["spec"]["template"]["spec"]["containers"]
+    return container["command"]
+
+
 def test_the_clusters_seaweedfs_reads_every_flag_with_the_local_stacks_buckets_and_volume_size():
     """The cluster's S3 runs `weed mini` as `make stack-up` does: the same buckets, and volumes of the local
     stack's size, not mini's 1 GiB on its claim, which leave a bucket without a volume on a nearly full claim.
     Every argument must be a flag: weed stops reading flags at the first one that is not (an unquoted
     `-bucket=a,b,c` in a YAML list is three items), and the rest is silently ignored."""
     from infra.stack.stack import BUCKETS, VOLUME_SIZE_MB
-    documents = list(yaml.safe_load_all((K8S / "stack" / "seaweedfs.yaml").read_text()))
-    deployment = next(d for d in documents if d["kind"] == "Deployment" and d["metadata"]["name"] == "seaweedfs")
-    [container] = deployment["spec"]["template"]["spec"]["containers"]
-    weed, subcommand, *args = container["command"]
+    weed, subcommand, *args = _container_command("seaweedfs.yaml", "seaweedfs")
     assert (weed, subcommand) == ("weed", "mini")
     not_flags = [arg for arg in args if not arg.startswith("-") or "=" not in arg]
     assert not not_flags, f"weed mini would stop reading flags at {not_flags[0]!r}: {args}"
@@ -98,6 +102,31 @@ def test_the_clusters_seaweedfs_reads_every_flag_with_the_local_stacks_buckets_a
     assert flags["bucket"].split(",") == list(BUCKETS)
     assert flags["master.volumeSizeLimitMB"] == str(VOLUME_SIZE_MB)
     assert flags["webdav"] == flags["admin.ui"] == "false"
+
+
+def test_the_clusters_mlflow_answers_its_service_names_and_a_port_forward_but_no_other_host(monkeypatch):
+    """MLflow's own host check (its server's security middleware, fed the manifest's --allowed-hosts as its CLI
+    feeds it) on a request per Host header: the ConfigMap's tracking URI, `kubectl port-forward` (localhost,
+    127.0.0.1), and a foreign name, which MLflow must still refuse."""
+    from urllib.parse import urlsplit
+
+    from flask import Flask
+    from mlflow.server.security import init_security_middleware
+    command = _container_command("mlflow.yaml", "mlflow")
+    allowed = command[command.index("--allowed-hosts") + 1]
+    monkeypatch.setenv("MLFLOW_SERVER_ALLOWED_HOSTS", allowed)
+    app = Flask("mlflow-host-check")
+    app.add_url_rule("/api/2.0/mlflow/experiments/search", "search", lambda: "ok")
+    init_security_middleware(app)
+    config = next(d for d in yaml.safe_load_all((K8S / "stack" / "stack-config.yaml").read_text()))
+    client = app.test_client()
+
+    def status(host: str) -> int:
+        return client.get("/api/2.0/mlflow/experiments/search", headers={"Host": host}).status_code
+
+    assert status(urlsplit(config["data"]["MLFLOW_TRACKING_URI"]).netloc) == 200
+    assert status("localhost:5000") == status("127.0.0.1:5000") == 200
+    assert status("rebound.example:5000") == 403
 
 
 def test_the_committed_secrets_hold_placeholders_only():
