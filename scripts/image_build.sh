@@ -2,8 +2,8 @@
 # The build steps of the project's image (Dockerfile RUN lines), as a script so a test runs them without Docker.
 #   dependencies  a venv at $VIRTUAL_ENV (kept if it exists) with requirements.lock's exact set, torch first
 #                 (as scripts/setup.sh: the CPU build; a GPU image sets PIP_EXTRA_INDEX_URL to a CUDA index)
-#   project       the project itself (no dependencies: the lock has them all), then the stage CLI and the
-#                 flow must import
+#   project       the project itself (no dependencies: the lock has them all), DVC without git, then the stage
+#                 CLI and the flow must import
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${VIRTUAL_ENV:?set VIRTUAL_ENV (the image uses /opt/venv)}"
@@ -18,6 +18,8 @@ case "${1:-}" in
     ;;
   project)
     pip install -q --no-build-isolation --no-deps .
+    # The image has no git (nor the repository's history): DVC versions the stages' outputs without one.
+    "$VIRTUAL_ENV/bin/python" -m dvc config core.no_scm true
     (cd / && "$VIRTUAL_ENV/bin/python" -m hicom --help >/dev/null)
     "$VIRTUAL_ENV/bin/python" -c "import flows.retrain, infra.stack.stack"
     ;;

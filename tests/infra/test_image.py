@@ -42,7 +42,8 @@ def test_the_image_has_the_projects_python_the_lock_and_a_non_root_user(dockerfi
     assert _instructions(dockerfile, "USER") == ["1000"]
 
 
-def test_the_build_steps_run_as_a_script_in_a_copy_of_the_build_context(dockerfile, tmp_path):
+def test_the_build_steps_run_as_a_script_in_a_copy_of_the_build_context_and_leave_a_pipeline_to_run(dockerfile,
+                                                                                                     tmp_path):
     context = tmp_path / "image"
     for value in _instructions(dockerfile, "COPY"):
         *sources, destination = shlex.split(value)
@@ -65,3 +66,23 @@ def test_the_build_steps_run_as_a_script_in_a_copy_of_the_build_context(dockerfi
                                                 "PIP_NO_INDEX": "1", "HOME": str(tmp_path)})
         assert done.returncode == 0, f"{step}:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
     assert list(site.glob("hicom_ops-*.dist-info"))
+    # The flow pod runs `retrain` in the image's project folder, which has no git: the flow's own loader must
+    # read its DVC pipeline there, and every stage input that no stage makes must be in the image.
+    done = subprocess.run([str(venv / "bin" / "python"), "-c", PIPELINE_IN_IMAGE], cwd=context, capture_output=True,
+                          text=True, timeout=300, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert int(done.stdout.split()[-1]) >= 10  # stages loaded
+
+
+PIPELINE_IN_IMAGE = """
+import glob
+from pathlib import Path
+from flows.stages import load_stages
+stages = load_stages(Path("."))
+made = [out.rstrip("/") for stage in stages for out in stage.outs]
+missing = [(stage.name, dep) for stage in stages for dep in stage.deps
+           if not glob.glob(dep) and not any(dep == out or dep.startswith(out + "/") or out.startswith(dep + "/")
+                                             for out in made)]
+assert not missing, f"stage inputs that are neither in the image nor made by a stage: {missing}"
+print(len(stages))
+"""
