@@ -21,6 +21,9 @@ from flows.settings import PROJECT_ROOT, load_checked_params
 from hicom.core.errors import ConfigError
 
 WORK_POOLS = {"hicom-process": "process", "hicom-kubernetes": "kubernetes"}  # the pools prefect.yaml names
+# The pools' base job templates (Prefect's default where none): the flow-run pod's namespace, service account,
+# stack settings and data volume. `deploy` puts them on the server, so an existing pool gets the committed one too.
+BASE_JOB_TEMPLATES = {"hicom-kubernetes": PROJECT_ROOT / "infra" / "k8s" / "prefect-base-job-template.json"}
 DEFAULT_IMAGE = "hicom-ops:latest"  # the Kubernetes deployment's image ($HICOM_IMAGE)
 DEFAULT_IMAGE_PROJECT_DIR = "/opt/hicom-ops"  # where the project lies inside that image ($HICOM_IMAGE_PROJECT_DIR)
 
@@ -62,12 +65,17 @@ def deploy() -> None:
         return subprocess.run([prefect, *args], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
 
     for pool, kind in WORK_POOLS.items():
+        template = ["--base-job-template", str(BASE_JOB_TEMPLATES[pool])] if pool in BASE_JOB_TEMPLATES else []
         if run("work-pool", "inspect", pool).returncode != 0:
-            created = run("work-pool", "create", pool, "--type", kind)
-            if created.returncode != 0:
-                raise PipelineError(f"deploy: creating work pool {pool!r} ({kind}) failed: "
-                                    f"{(created.stderr or created.stdout).strip()[-500:]}")
-            print(f"deploy: work pool {pool!r} ({kind}) created")
+            done, what = run("work-pool", "create", pool, "--type", kind, *template), "created"
+        elif template:
+            done, what = run("work-pool", "update", pool, *template), "given the base job template"
+        else:
+            continue
+        if done.returncode != 0:
+            raise PipelineError(f"deploy: work pool {pool!r} ({kind}) could not be {what}: "
+                                f"{(done.stderr or done.stdout).strip()[-500:]}")
+        print(f"deploy: work pool {pool!r} ({kind}) {what}" + (f" ({template[1]})" if template else ""))
     deployed = run("--no-prompt", "deploy", "--all")
     if deployed.returncode != 0:
         output = (deployed.stderr or deployed.stdout).strip()

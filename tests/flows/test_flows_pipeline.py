@@ -313,6 +313,25 @@ def test_prefect_yaml_resolves_to_the_schedule_in_params(project, monkeypatch):
         assert (schedule["cron"], schedule["timezone"]) == (settings.schedule_cron, settings.schedule_timezone)
 
 
+def test_the_kubernetes_deployments_stage_jobs_run_the_image_its_flow_pod_runs(monkeypatch):
+    """The flow pod gets the image `make deploy` was given (HICOM_IMAGE) and passes the same to its stage Jobs
+    (KubernetesSettings, in the pod's environment), not the executor's default `hicom-ops:latest`."""
+    from prefect.utilities.templating import apply_values
+
+    from flows.cli import deployment_env
+    from flows.executors.k8s import KubernetesSettings
+
+    for key, value in deployment_env({"HICOM_IMAGE": "registry.example/hicom-ops:abc123"}).items():
+        monkeypatch.setenv(key, value)
+    config = apply_values(yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text()), {}, remove_notset=False)
+    [pod] = [d["work_pool"]["job_variables"] for d in config["deployments"] if d["name"] == "retrain-kubernetes"]
+    assert pod["image"] == "registry.example/hicom-ops:abc123"
+    monkeypatch.delenv("HICOM_IMAGE")
+    for key, value in pod["env"].items():
+        monkeypatch.setenv(key, value)
+    assert KubernetesSettings().image == pod["image"]
+
+
 def test_every_ablation_in_params_gives_each_training_stage_something_to_train(project, tmp_path):
     """An ablation's params must hold together (no_injection has no injection parameters: lr_injection null),
     or its run would fail stages in, not at the start."""

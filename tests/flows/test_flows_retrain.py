@@ -433,17 +433,29 @@ def test_a_changed_command_starts_clean_keeping_the_old_checkpoints_aside_until_
 
 
 def test_deploy_creates_the_work_pools_and_the_scheduled_deployments(prefect_server):
-    """`python -m flows deploy` against a Prefect server: prefect.yaml's deployments carry params.yaml's schedule."""
+    """`python -m flows deploy` against a Prefect server: prefect.yaml's deployments carry params.yaml's schedule,
+    and the Kubernetes pool gets the committed base job template (its namespace, service account and stack
+    settings), whether deploy creates it or it was made before with Prefect's default (a worker started first)."""
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
 
-    from flows.cli import deploy
+    from flows.cli import BASE_JOB_TEMPLATES, deploy
     from flows.settings import PROJECT_ROOT, load_checked_params
 
     _, settings = load_checked_params(PROJECT_ROOT / "params.yaml")
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name="hicom-kubernetes", type="kubernetes"), overwrite=True)
     deploy()
     with get_client(sync_client=True) as client:
-        pools = {pool.name: pool.type for pool in client.read_work_pools()}
-        assert (pools["hicom-process"], pools["hicom-kubernetes"]) == ("process", "kubernetes")
+        pools = {pool.name: pool for pool in client.read_work_pools()}
+        assert (pools["hicom-process"].type, pools["hicom-kubernetes"].type) == ("process", "kubernetes")
+        assert pools["hicom-kubernetes"].base_job_template == \
+            json.loads(BASE_JOB_TEMPLATES["hicom-kubernetes"].read_text())
+        client.delete_work_pool("hicom-kubernetes")
+    deploy()  # a fresh server: the pool is created with the template
+    with get_client(sync_client=True) as client:
+        assert client.read_work_pool("hicom-kubernetes").base_job_template == \
+            json.loads(BASE_JOB_TEMPLATES["hicom-kubernetes"].read_text())
         scheduled = client.read_deployment_by_name("retrain/retrain-scheduled")
         kubernetes = client.read_deployment_by_name("retrain/retrain-kubernetes")
     assert scheduled.work_pool_name == "hicom-process" and scheduled.entrypoint == "flows.retrain.retrain"
