@@ -40,6 +40,17 @@ def test_the_stack_manifests_hold_mlflow_the_s3_secret_and_the_prefect_worker():
             ("Deployment", "prefect-worker"), ("Role", "prefect-worker"), ("ConfigMap", "hicom-stack")} <= kinds
 
 
+def test_kubectl_apply_of_the_stack_folder_makes_the_namespace_before_anything_in_it():
+    """`kubectl apply -f infra/k8s/stack/` takes the files in name order and fails an object whose namespace does
+    not exist yet: the Namespace must be alone in the first file, and every other object in it."""
+    [first, *rest] = [list(yaml.safe_load_all(path.read_text())) for path in sorted(STACK_MANIFESTS)]
+    [namespace] = first
+    assert namespace["kind"] == "Namespace"
+    for document in (d for documents in rest for d in documents):
+        assert document["kind"] != "Namespace"
+        assert document["metadata"]["namespace"] == namespace["metadata"]["name"], document["metadata"]["name"]
+
+
 def test_every_service_the_stack_config_points_at_is_defined_with_that_port_and_a_backing_deployment():
     """The ConfigMap's URLs (MLflow, the Prefect API, S3) name Services of the manifests, on the port they use,
     each selecting the pods of a Deployment that listens there."""
@@ -61,6 +72,22 @@ def test_every_service_the_stack_config_points_at_is_defined_with_that_port_and_
         container_ports = {p["name"] for d in backing for c in d["spec"]["template"]["spec"]["containers"]
                            for p in c.get("ports", [])}
         assert port["targetPort"] in container_ports, f"{key}: {name} targets {port['targetPort']}"
+
+
+def test_the_cluster_gives_its_pods_every_setting_the_local_stacks_env_file_gives_its_clients(tmp_path):
+    """The ConfigMap and the S3 Secret (envFrom of the flow's and the stages' pods) set every variable of `make
+    stack-up`'s env file but its folder; the ones that say how, not where, with the same values (without
+    HICOM_PREFECT_RESULTS a flow pod kept its results on its own disk, and every run computed every stage again)."""
+    from infra.stack.stack import StackConfig, client_env
+    local = client_env(StackConfig(tmp_path / "stack"))
+    documents = [d for path in STACK_MANIFESTS for d in yaml.safe_load_all(path.read_text())]
+    config = next(d for d in documents if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "hicom-stack")
+    secret = next(d for d in documents if d["kind"] == "Secret" and d["metadata"]["name"] == "hicom-s3-credentials")
+    cluster = {**config["data"], **secret["stringData"]}
+    assert set(local) - set(cluster) == {"STACK_DIR"}
+    where = {"MLFLOW_TRACKING_URI", "PREFECT_API_URL", "AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL",
+             "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "STACK_DIR"}
+    assert {k: cluster[k] for k in set(local) - where} == {k: local[k] for k in set(local) - where}
 
 
 def test_the_kubernetes_worker_package_is_pinned_and_provides_the_pools_worker_type():
@@ -125,8 +152,25 @@ def test_the_clusters_mlflow_answers_its_service_names_and_a_port_forward_but_no
         return client.get("/api/2.0/mlflow/experiments/search", headers={"Host": host}).status_code
 
     assert status(urlsplit(config["data"]["MLFLOW_TRACKING_URI"]).netloc) == 200
+    for name in ("mlflow", "mlflow.hicom", "mlflow.hicom.svc", "mlflow.hicom.svc.cluster.local"):  # the Service's
+        assert status(f"{name}:5000") == 200, name
     assert status("localhost:5000") == status("127.0.0.1:5000") == 200
     assert status("rebound.example:5000") == 403
+
+
+def test_the_prefect_worker_watches_only_the_namespace_its_role_covers_where_its_flow_runs_go(monkeypatch):
+    """prefect-kubernetes' own settings, read from the worker's env: its observer watches the Role's namespace, not
+    the whole cluster (a namespaced Role is refused a cluster-wide watch), the one the pool's template defaults to."""
+    from prefect_kubernetes.settings import KubernetesSettings
+    documents = list(yaml.safe_load_all((K8S / "stack" / "prefect-worker.yaml").read_text()))
+    [role] = [d for d in documents if d["kind"] == "Role"]
+    [container] = next(d for d in documents if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"]
+    for variable in container["env"]:
+        monkeypatch.setenv(variable["name"], variable["value"])
+    template = json.loads((K8S / "prefect-base-job-template.json").read_text())
+    namespace = role["metadata"]["namespace"]
+    assert KubernetesSettings().observer.namespaces == {namespace}
+    assert template["variables"]["properties"]["namespace"]["default"] == namespace
 
 
 def test_the_committed_secrets_hold_placeholders_only():
