@@ -31,13 +31,46 @@ def _validate(manifest: dict, strict: bool = True) -> None:
 # ---- manifests ----
 
 STACK_MANIFESTS = sorted((K8S / "stack").glob("*.yaml"))
+SECRETS_EXAMPLE = K8S / "secrets.example.yaml"  # created by hand, never applied with the folder
 
 
-def test_the_stack_manifests_hold_mlflow_the_s3_secret_and_the_prefect_worker():
+def _secrets() -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in yaml.safe_load_all(SECRETS_EXAMPLE.read_text())}
+
+
+def test_the_stack_manifests_hold_mlflow_the_prefect_worker_and_the_settings_but_no_secret():
+    """No Secret in the folder: `kubectl apply -f infra/k8s/stack/` would put the placeholders back over the real
+    Secrets each time it is run."""
     documents = [d for path in STACK_MANIFESTS for d in yaml.safe_load_all(path.read_text())]
     kinds = {(d["kind"], d["metadata"]["name"]) for d in documents}
-    assert {("Deployment", "mlflow"), ("Service", "mlflow"), ("Secret", "hicom-s3-credentials"),
-            ("Deployment", "prefect-worker"), ("Role", "prefect-worker"), ("ConfigMap", "hicom-stack")} <= kinds
+    assert {("Deployment", "mlflow"), ("Service", "mlflow"), ("Deployment", "prefect-worker"),
+            ("Role", "prefect-worker"), ("ConfigMap", "hicom-stack")} <= kinds
+    assert not [name for kind, name in kinds if kind == "Secret"]
+
+
+def test_every_secret_and_key_a_stack_pod_reads_is_in_the_secrets_example():
+    """The Secrets the pods name (envFrom, env from a key, a mounted file) and their keys, against the example a
+    team creates its real ones from."""
+    documents = [d for path in STACK_MANIFESTS for d in yaml.safe_load_all(path.read_text())]
+    named: dict[str, set[str]] = {}
+    for document in documents:
+        pod = document.get("spec", {}).get("template", {}).get("spec", {})
+        for container in pod.get("containers", []):
+            for source in container.get("envFrom", []):
+                if "secretRef" in source:
+                    named.setdefault(source["secretRef"]["name"], set())
+            for variable in container.get("env", []):
+                if "secretKeyRef" in variable.get("valueFrom", {}):
+                    ref = variable["valueFrom"]["secretKeyRef"]
+                    named.setdefault(ref["name"], set()).add(ref["key"])
+        for volume in pod.get("volumes", []):
+            if "secret" in volume:
+                named.setdefault(volume["secret"]["secretName"], set()).update(
+                    item["key"] for item in volume["secret"].get("items", []))
+    secrets = _secrets()
+    assert set(named) == set(secrets) == {"hicom-s3-credentials", "hicom-seaweedfs"}
+    for name, keys in named.items():
+        assert keys <= set(secrets[name]["stringData"]), name
 
 
 def test_kubectl_apply_of_the_stack_folder_makes_the_namespace_before_anything_in_it():
@@ -82,8 +115,7 @@ def test_the_cluster_gives_its_pods_every_setting_the_local_stacks_env_file_give
     local = client_env(StackConfig(tmp_path / "stack"))
     documents = [d for path in STACK_MANIFESTS for d in yaml.safe_load_all(path.read_text())]
     config = next(d for d in documents if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "hicom-stack")
-    secret = next(d for d in documents if d["kind"] == "Secret" and d["metadata"]["name"] == "hicom-s3-credentials")
-    cluster = {**config["data"], **secret["stringData"]}
+    cluster = {**config["data"], **_secrets()["hicom-s3-credentials"]["stringData"]}
     assert set(local) - set(cluster) == {"STACK_DIR"}
     where = {"MLFLOW_TRACKING_URI", "PREFECT_API_URL", "AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL",
              "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "STACK_DIR"}
@@ -102,7 +134,7 @@ def test_the_kubernetes_worker_package_is_pinned_and_provides_the_pools_worker_t
     assert pin in (ROOT / "requirements.lock").read_text().splitlines()
 
 
-@pytest.mark.parametrize("path", STACK_MANIFESTS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [*STACK_MANIFESTS, SECRETS_EXAMPLE], ids=lambda p: p.name)
 def test_stack_manifest_validates_against_the_kubernetes_schema(path):
     for document in yaml.safe_load_all(path.read_text()):
         _validate(document)
@@ -174,9 +206,7 @@ def test_the_prefect_worker_watches_only_the_namespace_its_role_covers_where_its
 
 
 def test_the_committed_secrets_hold_placeholders_only():
-    secrets = [d for path in STACK_MANIFESTS for d in yaml.safe_load_all(path.read_text()) if d["kind"] == "Secret"]
-    assert {s["metadata"]["name"] for s in secrets} == {"hicom-s3-credentials", "hicom-seaweedfs"}
-    assert {value for s in secrets for value in s["stringData"].values()} == {"set-me"}
+    assert {value for secret in _secrets().values() for value in secret["stringData"].values()} == {"set-me"}
 
 
 def test_schema_validation_catches_a_broken_manifest():
