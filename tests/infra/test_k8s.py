@@ -217,13 +217,17 @@ def test_schema_validation_catches_a_broken_manifest():
         _validate(job)
 
 
-def test_prefect_base_job_template_renders_a_valid_job_through_prefects_templating():
+def _flow_run_job() -> dict:
+    """The flow run's Job as the work pool's base job template makes it, through Prefect's own templating."""
     template = json.loads((K8S / "prefect-base-job-template.json").read_text())
     defaults = {k: v["default"] for k, v in template["variables"]["properties"].items() if "default" in v}
     values = {**defaults, "name": "retrain-nightly", "env": {"PREFECT_API_URL": "http://prefect:4200/api"},
               "labels": {"prefect.io/flow-run-id": "1234"}, "command": "prefect flow-run execute"}
-    configuration = apply_values(template["job_configuration"], values)
-    manifest = configuration["job_manifest"]
+    return apply_values(template["job_configuration"], values)["job_manifest"]
+
+
+def test_prefect_base_job_template_renders_a_valid_job_through_prefects_templating():
+    manifest = _flow_run_job()
     container = manifest["spec"]["template"]["spec"]["containers"][0]
     # the worker turns the env mapping into a list and the command string into args, as here
     container["env"] = [{"name": k, "value": v} for k, v in container["env"].items()]
@@ -237,6 +241,21 @@ def test_prefect_base_job_template_renders_a_valid_job_through_prefects_templati
     assert container["envFrom"] == [{"secretRef": {"name": "hicom-s3-credentials"}},
                                     {"configMapRef": {"name": "hicom-stack"}}]
     assert manifest["spec"]["template"]["spec"]["serviceAccountName"] == "prefect-worker"
+
+
+def test_the_flow_pod_and_the_stage_pods_run_as_the_images_user_and_can_write_the_data_volume():
+    """Both mount the data volume (outputs/) and run as the image's user: fsGroup makes a fresh volume writable by
+    it, without walking a large volume's files again at each start (OnRootMismatch)."""
+    import re
+    user = int(re.search(r"^USER (\d+)$", (ROOT / "Dockerfile").read_text(), re.MULTILINE).group(1))
+    _, stage_job = KubernetesExecutor(batch_api=object(), core_api=object()).render(
+        StageJob("align", ["train"], Path("x.log")), "hicom-align-abc123")
+    for job in (_flow_run_job(), stage_job):
+        pod = job["spec"]["template"]["spec"]
+        assert [v for v in pod["volumes"] if v.get("persistentVolumeClaim", {}).get("claimName") == "hicom-data"]
+        context = pod["securityContext"]
+        assert (context["runAsNonRoot"], context["runAsUser"], context["fsGroup"]) == (True, user, user)
+        assert context["fsGroupChangePolicy"] == "OnRootMismatch"
 
 
 # ---- the stage Job ----
