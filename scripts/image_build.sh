@@ -20,6 +20,9 @@ case "${1:-}" in
     pip install -q --no-build-isolation --no-deps .
     # The image has no git (nor the repository's history): DVC versions the stages' outputs without one.
     "$VIRTUAL_ENV/bin/python" -m dvc config core.no_scm true
+    # DVC's cache on the data volume (mounted at outputs/), not in the pod's own disk: a commit copies each
+    # stage's outputs into the cache, checkpoints included, and the pod's disk goes with the pod.
+    "$VIRTUAL_ENV/bin/python" -m dvc cache dir outputs/.dvc-cache
     (cd / && "$VIRTUAL_ENV/bin/python" -m hicom --help >/dev/null)
     "$VIRTUAL_ENV/bin/python" -c "import flows.retrain, infra.stack.stack"
     ;;

@@ -84,5 +84,8 @@ missing = [(stage.name, dep) for stage in stages for dep in stage.deps
            if not glob.glob(dep) and not any(dep == out or dep.startswith(out + "/") or out.startswith(dep + "/")
                                              for out in made)]
 assert not missing, f"stage inputs that are neither in the image nor made by a stage: {missing}"
+from dvc.repo import Repo
+with Repo(".") as repo:  # the cache where the pods mount the data volume, not in the pod's own disk
+    assert Path(repo.cache.local.path).resolve().is_relative_to(Path("outputs").resolve()), repo.cache.local.path
 print(len(stages))
 """
