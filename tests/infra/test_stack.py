@@ -26,17 +26,11 @@ from botocore.exceptions import ClientError
 from infra.stack.procs import ProcessTable, group_members, port_is_free
 from infra.stack.stack import (DVC_BUCKET, GRPC_OFFSET, MLFLOW_BUCKET, SERVICES, StackConfig, configure_dvc_remote,
                                free_port_base, read_env_file, s3_client, tls_dir, up)
+from tests.stack_cli import stack_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 DVC = str(ROOT / ".venv" / "bin" / "dvc")
 pytestmark = pytest.mark.slow
-
-
-def stack_cli(cfg: StackConfig, command: str) -> subprocess.CompletedProcess:
-    """`python -m infra.stack COMMAND` as `make stack-*` runs it, for the test's folder and ports."""
-    return subprocess.run([sys.executable, "-m", "infra.stack", command, "--dir", str(cfg.root),
-                           "--port-base", str(cfg.port_base), "--no-dvc"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")

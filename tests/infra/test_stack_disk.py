@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
 from infra.stack.stack import BUCKETS, PREFECT_BUCKET, StackConfig, free_port_base, s3_client
+from tests.stack_cli import stack_cli
 
-ROOT = Path(__file__).resolve().parents[2]
 GIB = 1 << 30
 pytestmark = pytest.mark.slow
 
@@ -55,12 +54,6 @@ def big_disk(tmp_path):
         image.unlink(missing_ok=True)
 
 
-def _stack_cli(cfg: StackConfig, command: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "infra.stack", command, "--dir", str(cfg.root),
-                           "--port-base", str(cfg.port_base), "--no-dvc"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
-
-
 @pytest.fixture
 def stack_on(request):
     """`stack_on(folder)`: `make stack-up` for a stack kept in `folder`; returns (config, the CLI's result). Every
@@ -70,11 +63,11 @@ def stack_on(request):
     def start(folder: Path) -> tuple[StackConfig, subprocess.CompletedProcess]:
         cfg = StackConfig(folder / "stack", free_port_base())
         started.append(cfg)
-        return cfg, _stack_cli(cfg, "up")
+        return cfg, stack_cli(cfg, "up")
 
     yield start
     for cfg in started:
-        _stack_cli(cfg, "down")
+        stack_cli(cfg, "down")
 
 
 def test_every_bucket_takes_writes_on_a_big_disk_with_a_few_gib_free(big_disk, stack_on):
@@ -99,6 +92,6 @@ def test_up_on_a_disk_without_room_for_every_bucket_fails_naming_the_bucket_and_
     assert f"bucket {PREFECT_BUCKET!r} refuses writes" in done.stderr, done.stdout + done.stderr
     assert f"the disk under {cfg.root / 's3'} has 0.3 GiB free of 20 GiB" in done.stderr, done.stderr
     assert "make stack-up" in done.stderr and "stack: started mlflow" not in done.stdout
-    status = _stack_cli(cfg, "status")
+    status = stack_cli(cfg, "status")
     assert status.returncode != 0
     assert f"REFUSED by {PREFECT_BUCKET!r} (0.3 GiB free of 20 GiB" in status.stdout, status.stdout
