@@ -2,7 +2,9 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 PROFILE ?= tiny
-TEST_WORKERS ?= 2
+# One pytest-xdist worker a core, plus one: the suite spends much of its time waiting on servers, Slurm and
+# subprocesses, and the extra worker computes meanwhile (docs/timings.md: 2 workers against 3 on 2 cores).
+TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 # The stamp is keyed on the dependency files' content: setup re-runs only when they change.
 DEPS_HASH := $(shell cat requirements.lock pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
 STAMP := .venv/.setup-$(DEPS_HASH)

@@ -21,18 +21,20 @@ def _seed():
     torch.manual_seed(0)
 
 
-# `make test` spreads whole test files over the cores (pytest-xdist, --dist loadfile: a module's fixtures, such as a
-# trained model, a server or a cluster, are built once, on one worker). Files are handed out in collection order,
-# so the longest start first, none of them last, alone: serial seconds a file at 073e512 on 2 cores.
+# `make test` spreads whole test files over pytest-xdist workers (one a core, plus one; --dist loadfile: a module's
+# fixtures, such as a trained model, a server or a cluster, are built once, on one worker). Files are handed out in
+# collection order, so the longest start first, none of them last, alone: seconds a file at 4a4c9fc, 2 workers on
+# 2 cores.
 LONGEST_FIRST = (
-    "tests/infra/test_stack.py",  # 353
-    "tests/hicom/train/test_train.py",  # 341
-    "tests/flows/test_flows_retrain.py",  # 279
-    "tests/infra/test_slurm_nodes.py",  # 210
-    "tests/hicom/pretrain/test_pretrain_towers.py",  # 135
-    "tests/flows/test_flows_prefect_server.py",  # 115
-    "tests/flows/test_flows_ablations.py",  # 75
-    "tests/infra/test_slurm.py",  # 63
+    "tests/flows/test_flows_retrain.py",  # 273
+    "tests/hicom/train/test_train.py",  # 213
+    "tests/infra/test_stack.py",  # 202
+    "tests/infra/test_slurm_nodes.py",  # 163
+    "tests/hicom/pretrain/test_pretrain_towers.py",  # 67
+    "tests/flows/test_flows_ablations.py",  # 65
+    "tests/flows/test_flows_prefect_server.py",  # 59
+    "tests/infra/test_stack_disk.py",  # 55
+    "tests/infra/test_slurm.py",  # 37
 )
 
 
@@ -43,5 +45,5 @@ def pytest_collection_modifyitems(config, items):
 
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    # One worker a core: torch's default (every core) in each worker's own computations oversubscribes them.
+    # One torch thread a worker: torch's default (every core) in each worker's own computations oversubscribes them.
     torch.set_num_threads(1)
