@@ -65,6 +65,7 @@ from flows.variants import (
     make_variant,
     plan_variant,
     variant_params,
+    variant_params_file,
     write_variant_params,
 )
 
@@ -427,7 +428,7 @@ def plan_run(root: Path, ablations: list[str] | None, overrides: dict[str, Any] 
     kind = executor or os.environ.get("HICOM_EXECUTOR") or settings.executor
     executor_kind(kind).settings(kind, settings.clusters.get(kind))  # an unknown kind or setting fails here
     defined = load_stages(root)
-    planned = plan_variant(root, defined, params, changed, skipped, variant, f"params.{variant.name}.yaml")
+    planned = plan_variant(root, defined, params, changed, skipped, variant, variant_params_file(variant))
     stages = planned.stages
     if not variant.is_baseline:  # an ablation is compared, not served: it registers nothing
         stages = [s for s in stages if s.command != REGISTER_COMMAND]

@@ -14,9 +14,10 @@ from flows.hashes import ContentHashes, fingerprint
 from flows.retrain import plan_run
 from flows.settings import PROJECT_ROOT, PipelineSettings, load_checked_params
 from flows.stages import Stage, load_stages, parse_cmd
-from flows.variants import make_variant, plan_variant, variant_params
+from flows.variants import make_variant, plan_variant, variant_params, variant_params_file, write_variant_params
 from hicom.core.errors import ConfigError
 from hicom.data.mixture import read_mixture
+from hicom.params import Params
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +197,7 @@ def test_a_variant_that_changes_only_a_training_setting_reads_the_original_data_
     params = project[0]
     plan = plan_run(PROJECT_ROOT, None, {f"profiles.{params['profile']}.train.sft.epochs": 1}, None)
     sft = next(s for s in plan.stages if s.name == "train_sft")
-    assert sft.params_file == f"params.{plan.variant.name}.yaml"  # it reruns, on the baseline's data
+    assert sft.params_file == variant_params_file(plan.variant)  # it reruns, on the baseline's data
     assert plan.mixtures == {}
     for stage in ("align", "cond_pretrain", "sft"):
         assert train_data(plan.params, stage) == train_data(params, stage)
@@ -237,6 +238,24 @@ def test_a_variant_copy_of_a_data_mixture_moves_only_the_moved_paths_and_keeps_e
     assert [{k: v for k, v in e.items() if k not in ("json_path", "data_root")} for e in written["datasets"]] == [
         {"sampling_strategy": "first:5", "split_turns": True}, {"sampling_strategy": "random:10%"}, {}]
     assert written["datasets"][2]["json_path"] == "/elsewhere/qa.json"
+
+
+def test_a_variants_params_file_under_outputs_resolves_the_towers_and_data_mixtures_as_params_yaml_does(
+        project, tmp_path):
+    """hicom reads the towers' paths and the training stages' data mixtures relative to the params file; the variant's
+    file lies three folders down, so its relative paths are rewritten, and each command reads the same files."""
+    params, _, _ = project
+    plan = plan_run(PROJECT_ROOT, ["no_injection"], WORLD_CHANGE, None)
+    name = write_variant_params(tmp_path, plan.variant, plan.params, plan.mixtures)
+    assert name == variant_params_file(plan.variant) == f"outputs/variants/{plan.variant.name}/params.yaml"
+    variant, baseline = Params.load(tmp_path / name), Params(params, tmp_path / "params.yaml")
+    sft = variant.train("tiny", "sft").data
+    assert sft == str((tmp_path / train_data(plan.params, "sft")).resolve())
+    assert sft.startswith(str(tmp_path / f"outputs/variants/{plan.variant.name}/")) and (tmp_path / sft).is_file()
+    assert variant.train("tiny", "align").lr_compressor == baseline.train("tiny", "align").lr_compressor
+    assert variant.profile("paper-7b").vision.path == baseline.profile("paper-7b").vision.path == str(
+        (tmp_path / params["profiles"]["paper-7b"]["model"]["vision"]["path"]).resolve())
+    assert variant.profile("tiny").compressor != baseline.profile("tiny").compressor  # the ablation itself
 
 
 @pytest.mark.parametrize("mixture, message", [

@@ -213,7 +213,8 @@ def test_an_ablation_writes_its_own_outputs_and_leaves_the_baseline_alone(projec
     assert (project / "dvc.lock").read_text() == lock_before
     assert (project / "outputs/model/data.json").read_text() == model_before
     assert dvc_status(project) == {}
-    assert yaml.safe_load((project / "params.longer+no_prepare.yaml").read_text())["llm"]["steps"] == 5
+    assert yaml.safe_load((variant / "params.yaml").read_text())["llm"]["steps"] == 5
+    assert not list(project.glob("params.*.yaml"))  # under outputs/, which a cluster's stage pods share
 
 
 def test_a_variant_writes_its_own_copy_of_a_data_mixture_naming_its_outputs_and_its_params_name_the_copy(project):
@@ -233,10 +234,11 @@ def test_a_variant_writes_its_own_copy_of_a_data_mixture_naming_its_outputs_and_
     summary = retrain(project, overrides={"towers.steps": 2})  # prepare reruns: the variant's own outputs/prepared
     assert summary["stages"]["train"] == "ran"
     variant = make_variant(None, {"towers.steps": 2}).name
-    params = yaml.safe_load((project / f"params.{variant}.yaml").read_text())
-    copy = params["profiles"]["tiny"]["train"]["sft"]["data"]
-    assert copy.startswith(f"outputs/variants/{variant}/")
-    [entry] = read_mixture(project / copy)
+    params_file = project / f"outputs/variants/{variant}/params.yaml"
+    params = yaml.safe_load(params_file.read_text())
+    copy = (params_file.parent / params["profiles"]["tiny"]["train"]["sft"]["data"]).resolve()  # as hicom reads it
+    assert copy == (project / f"outputs/variants/{variant}/mix/train.yaml").resolve()
+    [entry] = read_mixture(copy)
     assert entry.json_path.resolve() == (project / f"outputs/variants/{variant}/prepared/data.json").resolve()
     assert entry.json_path.is_file() and entry.split_turns is True
     assert (project / "mix" / "train.yaml").read_text() == mixture  # the baseline's, as it was

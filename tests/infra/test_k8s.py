@@ -349,6 +349,30 @@ pipeline:
         _validate(executor.render(job, f"hicom-{command}-abc123")[1])
 
 
+def test_an_ablation_variants_stage_pods_find_the_params_file_and_data_mixtures_the_flow_pod_wrote():
+    """The flow pod writes a variant's params file and its copies of data mixtures before the stages run; a stage
+    pod shares only the data volume (outputs/) with it, so each must lie there (an ablation run on the cluster
+    failed at its first stage when the params file lay in the flow pod's project folder)."""
+    import posixpath
+
+    from flows.executors import executor_kind
+    from flows.retrain import plan_run
+    plan = plan_run(ROOT, ["no_injection"], {"data.synthetic.qa_per_video": 48}, "kubernetes")
+    settings = executor_kind("kubernetes").settings("kubernetes", plan.settings.clusters.get("kubernetes"))
+    executor = KubernetesExecutor(settings, batch_api=object(), core_api=object())
+    variant_stages = [stage for stage in plan.stages if stage.params_file]
+    assert variant_stages and plan.mixtures
+    for stage in variant_stages:
+        pod = _pod_spec(executor.render(StageJob(stage.name, stage.job_argv(ROOT), Path("s.log")), "hicom-s-abc123")[1])
+        container = pod["containers"][0]
+        [volume] = [v["name"] for v in pod["volumes"] if "persistentVolumeClaim" in v]
+        [shared] = [m["mountPath"] for m in container["volumeMounts"] if m["name"] == volume]
+        command = container["command"]
+        read = [command[command.index("--params") + 1], *plan.mixtures]
+        for path in read:
+            assert posixpath.join(container["workingDir"], path).startswith(shared + "/"), (stage.name, path)
+
+
 def test_a_per_command_setting_that_is_not_a_resource_fails_naming_it():
     from flows.errors import PipelineError
     from flows.executors import executor_kind
