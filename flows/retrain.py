@@ -69,6 +69,10 @@ from flows.variants import (
     write_variant_params,
 )
 
+# A stage's progress bars (tqdm) go to its log file, a pod's log or a Slurm job's output, not to a terminal: at tqdm's
+# default, a redraw every 0.1 s, that was a line a step (800 in the towers' log). A redraw every 10 s instead, unless
+# TQDM_MININTERVAL is set where the flow runs.
+PROGRESS_REDRAW_S = "10"
 RUNS_DIR = "outputs/runs"  # per pipeline run: logs/, promotion.json, report/
 CACHE_KEY_VERSION = "v1"  # bump when a stage task's result format changes
 PROGRESS_EVERY_S = 30.0
@@ -202,7 +206,8 @@ def _execute(stage: Stage, run: PipelineRun, key: str | None, first_attempt: boo
         log_path = run.run_dir / "logs" / f"{stage.name}.log"
         job = StageJob(name=stage.name, argv=argv, log_path=log_path, workdir=run.root, nodes=resources.nodes,
                        nproc_per_node=stage.nproc_per_node, gpus_per_node=resources.gpus_per_node,
-                       env=resources.thread_env(stage.nproc_per_node, local=run.executor == "local"),
+                       env={"TQDM_MININTERVAL": os.environ.get("TQDM_MININTERVAL", PROGRESS_REDRAW_S),
+                            **resources.thread_env(stage.nproc_per_node, local=run.executor == "local")},
                        time_limit_s=run.settings.stage_timeout_s, keep_fds=(held.fd,))
         executor = make_executor(run.executor, stage.module, run.settings.clusters.get(run.executor))
         logger.info(f"{stage.name}: running `{' '.join(argv)}` on {run.executor} "

@@ -187,6 +187,18 @@ def test_a_transient_failure_that_clears_up_is_retried_to_success(project, monke
     assert summary["stages"]["train"] == "ran" and dvc_status(project) == {}
 
 
+def test_a_stages_progress_bar_is_redrawn_in_its_log_every_few_seconds_not_at_every_step(project, monkeypatch):
+    """The stage's stderr is its log file: tqdm's default redraw every 0.1 s wrote a line a step there (the towers'
+    800 steps, 800 lines). 30 steps of 0.05 s now draw the bar when it opens and when it closes."""
+    monkeypatch.delenv("TQDM_MININTERVAL", raising=False)
+    monkeypatch.setenv("STANDIN_STEPS", "train:30:0.05")
+    retrain(project)
+    [log] = project.glob("outputs/runs/*/logs/train.log")
+    draws = [line for line in log.read_text().replace("\r", "\n").splitlines() if "train: training" in line]
+    assert 1 <= len(draws) <= 3, draws
+    assert "30/30" in draws[-1]
+
+
 def test_a_stage_failing_by_itself_is_not_retried_and_what_finished_before_it_is_pushed(project, monkeypatch):
     from flows.executors.base import StageFailed
 

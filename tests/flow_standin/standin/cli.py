@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import yaml
+from tqdm import tqdm
 
 from standin.commands import COMMANDS
 
@@ -132,7 +133,7 @@ def train(out: Path, stage: str, steps: int, seconds: float) -> dict:
     done = sorted(out.glob("checkpoints/step-*/complete.json"))
     resumed_from = int(done[-1].parent.name.split("-")[1]) if done else None
     weights = json.loads(done[-1].read_text())["weights"] if done else 0
-    for step in range((resumed_from or 0) + 1, steps + 1):
+    for step in tqdm(range((resumed_from or 0) + 1, steps + 1), desc=f"{stage}: training", unit="step"):
         time.sleep(seconds)
         weights = weights * 3 + step
         folder = out / "checkpoints" / f"step-{step:07d}"
