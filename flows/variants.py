@@ -253,7 +253,7 @@ def variant_params_file(variant: RunVariant) -> str:
 
 def write_variant_params(root: Path, variant: RunVariant, params: dict, mixtures: dict[str, str]) -> str:
     """The variant's params file (`variant_params_file`), after the variant's copies of data mixtures it names
-    (VariantPlan.mixtures); each file atomic. Its relative paths are rewritten for its folder (`_relocated`)."""
+    (VariantPlan.mixtures); each file atomic. Its paths are made absolute (`_relocated`)."""
     for path, text in mixtures.items():
         atomic_write_text(root / path, text)
     name = variant_params_file(variant)
@@ -265,8 +265,9 @@ def write_variant_params(root: Path, variant: RunVariant, params: dict, mixtures
 def _relocated(root: Path, params: dict, path: str) -> dict:
     """params (paths relative to the project, as in params.yaml) as a file at `path` must say them: hicom.params
     resolves the towers' paths and the training stages' data mixtures relative to the params file, so relative
-    ones are rewritten for its folder. Every profile and training stage must then resolve as before."""
-    folder = posixpath.dirname(path)
+    ones become absolute (the project's path is the same in the flow and in its stages: one file system, or on
+    Kubernetes the image's project folder). Not relative to `path`: Path.resolve() would take `..` from the target
+    of a symlinked outputs/. Every profile and training stage must then resolve as in params.yaml."""
     moved = copy.deepcopy(params)
     for profile in moved.get("profiles", {}).values():
         places = [(tower, "path") for tower in (profile.get("model", {}).get(k) for k in ("vision", "text", "llm"))
@@ -275,13 +276,13 @@ def _relocated(root: Path, params: dict, path: str) -> dict:
         for mapping, key in places:
             value = mapping.get(key)
             if isinstance(value, str) and not posixpath.isabs(value):
-                mapping[key] = posixpath.relpath(value, folder)
+                mapping[key] = str(root / value)
     before = _resolved(Params(params, root / "params.yaml", label="params"))
     after = _resolved(Params(moved, root / path, label="params"))
     for key in before:
         if before[key] != after[key]:
-            raise PipelineError(f"{path}: {key} resolves to {after[key]} there but to {before[key]} in params.yaml; "
-                                "flows/variants.py does not rewrite that path for the variant's folder")
+            raise PipelineError(f"{path}: {key} resolves otherwise there than in params.yaml: hicom reads a path "
+                                "in it relative to the params file, which flows/variants.py does not make absolute")
     return moved
 
 

@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import textwrap
+from pathlib import Path
 
 import pytest
 import yaml
@@ -240,21 +241,27 @@ def test_a_variant_copy_of_a_data_mixture_moves_only_the_moved_paths_and_keeps_e
     assert written["datasets"][2]["json_path"] == "/elsewhere/qa.json"
 
 
+@pytest.mark.parametrize("outputs_elsewhere", [False, True], ids=["outputs-folder", "outputs-symlink"])
 def test_a_variants_params_file_under_outputs_resolves_the_towers_and_data_mixtures_as_params_yaml_does(
-        project, tmp_path):
+        project, tmp_path, outputs_elsewhere):
     """hicom reads the towers' paths and the training stages' data mixtures relative to the params file; the variant's
-    file lies three folders down, so its relative paths are rewritten, and each command reads the same files."""
+    file lies three folders down, in outputs/ (a symlink to another disk, say), and each command reads the same
+    files as from params.yaml."""
     params, _, _ = project
+    root = tmp_path / "project"
+    root.mkdir()
+    if outputs_elsewhere:
+        (tmp_path / "disk" / "outputs").mkdir(parents=True)
+        (root / "outputs").symlink_to(tmp_path / "disk" / "outputs")
     plan = plan_run(PROJECT_ROOT, ["no_injection"], WORLD_CHANGE, None)
-    name = write_variant_params(tmp_path, plan.variant, plan.params, plan.mixtures)
+    name = write_variant_params(root, plan.variant, plan.params, plan.mixtures)
     assert name == variant_params_file(plan.variant) == f"outputs/variants/{plan.variant.name}/params.yaml"
-    variant, baseline = Params.load(tmp_path / name), Params(params, tmp_path / "params.yaml")
+    variant, baseline = Params.load(root / name), Params(params, root / "params.yaml")
     sft = variant.train("tiny", "sft").data
-    assert sft == str((tmp_path / train_data(plan.params, "sft")).resolve())
-    assert sft.startswith(str(tmp_path / f"outputs/variants/{plan.variant.name}/")) and (tmp_path / sft).is_file()
+    assert sft == str((root / train_data(plan.params, "sft")).resolve()) and Path(sft).is_file()
     assert variant.train("tiny", "align").lr_compressor == baseline.train("tiny", "align").lr_compressor
     assert variant.profile("paper-7b").vision.path == baseline.profile("paper-7b").vision.path == str(
-        (tmp_path / params["profiles"]["paper-7b"]["model"]["vision"]["path"]).resolve())
+        (root / params["profiles"]["paper-7b"]["model"]["vision"]["path"]).resolve())
     assert variant.profile("tiny").compressor != baseline.profile("tiny").compressor  # the ablation itself
 
 
