@@ -184,8 +184,9 @@ def _mixture_copy(root: Path, dep: str, keys: list[str], stage: str, remap: dict
                   prefix: str) -> tuple[str, str] | None:
     """(path, text) of the variant's copy of the data mixture `dep` (hicom.data.mixture: json_path and data_root
     relative to the file) when an entry names an output the variant moved (`remap`), else None. The copy, at
-    <prefix>/<dep>, names the moved outputs' new places, every path relative to its own folder; other fields
-    are kept."""
+    <prefix>/<dep>, names the moved outputs' new places; its relative paths become absolute, as in the variant's
+    params file (`_relocated`: a `..` from inside a symlinked outputs/ would leave the project); other fields are
+    kept."""
     where = f"stage {stage!r}: data mixture {dep} (params {', '.join(keys)})"
     try:
         read_mixture(root / dep)  # the format as training reads it
@@ -202,7 +203,7 @@ def _mixture_copy(root: Path, dep: str, keys: list[str], stage: str, remap: dict
                 original = posixpath.normpath(posixpath.join(folder, str(item[field])))
                 target = _remapped(original, remap)
                 moved |= target != original
-                item[field] = posixpath.relpath(target, posixpath.dirname(path))
+                item[field] = str(root / target)
         entries.append(item)
     if not moved:
         return None

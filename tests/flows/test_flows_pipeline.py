@@ -163,9 +163,16 @@ def train_data(params: dict, stage: str) -> str:
     return params["profiles"][params["profile"]]["train"][stage]["data"]
 
 
-def mixture_entries(root, path: str) -> list[tuple[str, str]]:
-    """(json_path, data_root) of each entry of the mixture root/path as training reads it, relative to root."""
-    return [(os.path.relpath(e.json_path, root), os.path.relpath(e.data_root, root)) for e in read_mixture(root / path)]
+def mixture_entries(root, path: str, project=None) -> list[tuple[str, str]]:
+    """(json_path, data_root) of each entry of the mixture root/path as training opens it (symlinks followed),
+    relative to the project it was planned for (default root), whose outputs/ may be a symlink."""
+    project = Path(project or root)
+
+    def relative(entry: Path) -> str:
+        entry, outputs = entry.resolve(), (project / "outputs").resolve()
+        return (f"outputs/{entry.relative_to(outputs)}" if entry.is_relative_to(outputs)
+                else os.path.relpath(entry, project.resolve()))
+    return [(relative(e.json_path), relative(e.data_root)) for e in read_mixture(root / path)]
 
 
 def laid_out(tmp_path, mixtures: dict[str, str]):
@@ -186,12 +193,12 @@ def test_a_variant_that_remakes_the_world_trains_on_it_through_its_own_copies_of
         assert path.startswith(f"{prefix}/"), f"train_{stage} reads the baseline's data mixture {path}"
         assert path in stages[f"train_{stage}"].deps and train_data(params, stage) not in stages[f"train_{stage}"].deps
     root = laid_out(tmp_path, plan.mixtures)  # planning writes nothing; retrain writes them with the params file
-    assert mixture_entries(root, copies["sft"]) == [(f"{prefix}/world/sft.jsonl", f"{prefix}/world")]
+    assert mixture_entries(root, copies["sft"], PROJECT_ROOT) == [(f"{prefix}/world/sft.jsonl", f"{prefix}/world")]
     assert read_mixture(root / copies["sft"])[0].split_turns is True  # the other fields as they were
-    assert mixture_entries(root, copies["cond_pretrain"]) == [(f"{prefix}/curated/cond_pretrain-*.jsonl",
-                                                               f"{prefix}/world")]
-    assert mixture_entries(root, copies["align"]) == [(f"{prefix}/world/align_images.jsonl", f"{prefix}/world"),
-                                                      (f"{prefix}/world/align_videos.jsonl", f"{prefix}/world")]
+    assert mixture_entries(root, copies["cond_pretrain"], PROJECT_ROOT) == [
+        (f"{prefix}/curated/cond_pretrain-*.jsonl", f"{prefix}/world")]
+    assert mixture_entries(root, copies["align"], PROJECT_ROOT) == [
+        (f"{prefix}/world/align_images.jsonl", f"{prefix}/world"), (f"{prefix}/world/align_videos.jsonl", f"{prefix}/world")]
 
 
 def test_a_variant_that_changes_only_a_training_setting_reads_the_original_data_mixtures(project):
@@ -215,8 +222,17 @@ def mixtures_in(tmp_path, sft_mixture: str | None):
     return tmp_path
 
 
-def test_a_variant_copy_of_a_data_mixture_moves_only_the_moved_paths_and_keeps_every_other_field(project, tmp_path):
+@pytest.mark.parametrize("outputs_elsewhere", [False, True], ids=["outputs-folder", "outputs-symlink"])
+def test_a_variant_copy_of_a_data_mixture_moves_only_the_moved_paths_and_keeps_every_other_field(
+        project, tmp_path, outputs_elsewhere):
+    """The copy's entries lead where the original's do, or to the variant's outputs, also when outputs/ is a symlink
+    to another disk and an entry lies outside outputs/."""
     params, settings, stages = project
+    if outputs_elsewhere:
+        (tmp_path / "disk" / "outputs").mkdir(parents=True)
+        (tmp_path / "project").mkdir()
+        (tmp_path / "project" / "outputs").symlink_to(tmp_path / "disk" / "outputs")
+        tmp_path = tmp_path / "project"
     root = mixtures_in(tmp_path, textwrap.dedent("""\
         notes: kept as it is
         datasets:
