@@ -212,6 +212,16 @@ def test_a_variant_that_changes_only_a_training_setting_reads_the_original_data_
     assert train_data(params, "sft") in sft.deps
 
 
+def a_project(tmp_path, outputs_elsewhere: bool):
+    """tmp_path/project, its outputs/ a symlink to a folder beside it (another disk, say) if outputs_elsewhere."""
+    root = tmp_path / "project"
+    root.mkdir()
+    if outputs_elsewhere:
+        (tmp_path / "disk" / "outputs").mkdir(parents=True)
+        (root / "outputs").symlink_to(tmp_path / "disk" / "outputs")
+    return root
+
+
 def mixtures_in(tmp_path, sft_mixture: str | None):
     """tmp_path as a project's data mixtures: the project's own, tiny_sft.yaml replaced (None: removed)."""
     shutil.copytree(PROJECT_ROOT / "configs" / "data", tmp_path / "configs" / "data")
@@ -228,12 +238,7 @@ def test_a_variant_copy_of_a_data_mixture_moves_only_the_moved_paths_and_keeps_e
     """The copy's entries lead where the original's do, or to the variant's outputs, also when outputs/ is a symlink
     to another disk and an entry lies outside outputs/."""
     params, settings, stages = project
-    if outputs_elsewhere:
-        (tmp_path / "disk" / "outputs").mkdir(parents=True)
-        (tmp_path / "project").mkdir()
-        (tmp_path / "project" / "outputs").symlink_to(tmp_path / "disk" / "outputs")
-        tmp_path = tmp_path / "project"
-    root = mixtures_in(tmp_path, textwrap.dedent("""\
+    root = mixtures_in(a_project(tmp_path, outputs_elsewhere), textwrap.dedent("""\
         notes: kept as it is
         datasets:
           - {json_path: ../../outputs/world/sft.jsonl, sampling_strategy: "first:5", split_turns: true}
@@ -264,11 +269,7 @@ def test_a_variants_params_file_under_outputs_resolves_the_towers_and_data_mixtu
     file lies three folders down, in outputs/ (a symlink to another disk, say), and each command reads the same
     files as from params.yaml."""
     params, _, _ = project
-    root = tmp_path / "project"
-    root.mkdir()
-    if outputs_elsewhere:
-        (tmp_path / "disk" / "outputs").mkdir(parents=True)
-        (root / "outputs").symlink_to(tmp_path / "disk" / "outputs")
+    root = a_project(tmp_path, outputs_elsewhere)
     plan = plan_run(PROJECT_ROOT, ["no_injection"], WORLD_CHANGE, None)
     name = write_variant_params(root, plan.variant, plan.params, plan.mixtures)
     assert name == variant_params_file(plan.variant) == f"outputs/variants/{plan.variant.name}/params.yaml"
