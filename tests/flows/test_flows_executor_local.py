@@ -10,6 +10,7 @@ import pytest
 
 from flows.executors.base import JobState, StageJob, run_job
 from flows.executors.local import LocalExecutor
+from tests.procs import alive
 
 # A stand-in stage CLI: `python -m stagecmd ACTION [ARG]`.
 STAGECMD = textwrap.dedent("""
@@ -43,15 +44,6 @@ def wait_for(path: Path) -> str:
             return path.read_text()
         time.sleep(0.05)
     raise AssertionError(f"{path} never appeared")
-
-
-def alive(pid: int) -> bool:
-    """Running (a killed orphan may linger as a zombie until this container's init reaps it)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
 
 
 def test_exit_zero_is_completed_and_the_log_holds_the_command_and_its_output(workdir):

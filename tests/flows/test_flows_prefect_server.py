@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from flows.prefect_server import ServerError, TemporaryServer, healthy, start_for
+from tests.procs import alive
 
 REPO = Path(__file__).resolve().parents[2]
 STANDIN = Path(__file__).resolve().parents[1] / "flow_standin"
@@ -63,14 +64,6 @@ def processes_with(home: Path) -> list[int]:
         except OSError:
             continue
     return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
 
 
 def test_flows_run_on_the_server_started_before_prefect_was_imported_and_it_ends_with_them(tmp_path):

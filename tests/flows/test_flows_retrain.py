@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.procs import alive
+
 STANDIN = Path(__file__).resolve().parents[1] / "flow_standin"
 STAGES = ["prepare", "train", "evaluate@synthetic", "register"]
 
@@ -310,17 +312,8 @@ def test_the_flow_timeout_stops_the_running_stage(project, monkeypatch):
     with pytest.raises(TimeoutError):
         retrain(project)
     assert calls(project) == ["prepare", "train"]
-    stat = Path(f"/proc/{int((project / 'sleep-train.pid').read_text())}/stat")
-    assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"  # gone (or a zombie: killed)
+    assert not alive(int((project / "sleep-train.pid").read_text()))  # gone (or a zombie: killed)
     assert not (project / "outputs/model").exists()
-
-
-def alive(pid: int) -> bool:
-    """Running (a killed orphan may linger as a zombie until this container's init reaps it)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def straight_weights(root: Path, tmp_path: Path, steps: int) -> int:
