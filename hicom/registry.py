@@ -19,7 +19,16 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-import mlflow  # noqa: E402  (after hicom.tracking, which turns MLflow's telemetry off before the import)
+# hicom.tracking first: it switches MLflow's telemetry off, which MLflow reads when it is imported (its client
+# would write an installation id under $HOME).
+from hicom.tracking import (
+    PROJECT_ROOT,
+    Tracker,
+    artifact_store_errors,
+    default_tracking_uri,
+)
+
+import mlflow  # noqa: E402
 from mlflow.entities import Metric  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.protos.databricks_pb2 import (  # noqa: E402
@@ -46,12 +55,6 @@ from hicom.gate.decision import (
     read_evaluation,
 )
 from hicom.gate.settings import GateConfig
-from hicom.tracking import (
-    PROJECT_ROOT,
-    Tracker,
-    artifact_store_errors,
-    default_tracking_uri,
-)
 
 CHALLENGER, CHAMPION = "challenger", "champion"
 # What the served model imports (hicom.serving); pinned to the versions it was logged with. Passing them

@@ -24,6 +24,9 @@ from urllib.parse import urlsplit
 # No usage data leaves the machine. Set before mlflow is imported: it starts its telemetry client at import.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
+# A progress bar for each artifact read or written: our reads are single small JSON files (results, metrics), and
+# the bars buried `compare`'s table and filled the stages' log files. `...=true` brings them back.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 import mlflow.telemetry  # noqa: E402
 from mlflow.entities import (  # noqa: E402

@@ -159,6 +159,13 @@ def test_compare_puts_runs_side_by_side_in_one_table_and_one_plot(runs, tmp_path
     assert (out / "compare.png").read_bytes().startswith(PNG_MAGIC)
 
 
+def test_compare_prints_no_progress_bar_for_the_artifacts_it_reads(runs, tmp_path, capsys):
+    assert main(["compare", "--runs", runs["full"], runs["ablation"], "--out", str(tmp_path / "compare")]) == 0
+    captured = capsys.readouterr()
+    assert "## Paired differences" in captured.out
+    assert "Downloading artifacts" not in captured.err + captured.out
+
+
 def test_compare_tells_better_from_worse_when_the_interval_excludes_zero(tmp_path):
     from hicom.gate.decision import paired_comparison, read_evaluation
     from hicom.pipeline_report import paired_verdict

@@ -283,3 +283,19 @@ def test_importing_tracking_switches_mlflow_telemetry_off(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == ["True", "None", "true", "true"]
+
+
+@pytest.mark.parametrize("argv", [["compare", "--runs", "a", "b", "--out", "{tmp}/out"],
+                                  ["promote", "--name", "nope", "--out", "{tmp}/promotion.json"],
+                                  ["pipeline-report", "--run-id", "nope", "--out", "{tmp}/report"],
+                                  ["register", "--model", "nope", "--towers", "nope", "--name", "n", "--eval", "nope",
+                                   "--out", "{tmp}/registered.json"]],
+                         ids=lambda argv: argv[0])
+def test_the_registry_commands_start_no_mlflow_telemetry_and_write_no_installation_id(tmp_path, argv):
+    """They import MLflow through hicom.registry: before the off-switch, MLflow's telemetry client started at import
+    and wrote an installation id under $HOME (these commands failed here on their missing inputs, after importing)."""
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/m.db"}
+    done = subprocess.run([sys.executable, "-m", "hicom", *(a.format(tmp=tmp_path) for a in argv)], env=env,
+                          cwd=PROJECT_ROOT, capture_output=True, text=True)
+    assert done.returncode == 2 and "error:" in done.stderr, done.stderr  # it got past its imports to its inputs
+    assert not (tmp_path / ".config" / "mlflow").exists()
