@@ -26,7 +26,7 @@ if ! imported=$("$VENV/bin/python" -c "import torch, transformers, deepspeed, de
   printf '%s\n' "$imported" | tail -n 20 >&2
   exit 1
 fi
-# DeepSpeed compiles its CPU shared-memory collectives op (torch extensions cache, ~/.cache/torch_extensions) the
+# DeepSpeed compiles its CPU shared-memory collectives op (into $VENV/torch_extensions: hicom/train/extensions.py) the
 # first time a training stage starts, about 20 s on 2 cores; build it here, as a stage loads it
 # (hicom/train/extensions.py: a lock file left by a killed load is cleared), so that the first `make run` does not.
 if ! built=$("$VENV/bin/python" - 2>&1 <<'PY'

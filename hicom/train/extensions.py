@@ -8,12 +8,19 @@ behind, and every later load on the machine waits on it forever without a word. 
 under an `fcntl.flock` that the kernel releases when its holder dies: while it is held no live process of ours is
 inside a load, so a lock file found then was left by a dead one and is removed, with a warning naming it. DeepSpeed's
 own load later in the process returns the module this one cached, and takes no lock.
+
+The op is built inside the virtual environment that loads it (`<venv>/torch_extensions`), not in torch's default
+cache (`~/.cache/torch_extensions`), which every environment of the user shares: torch's build check covers the
+environment's own paths, so two checkouts' venvs on one machine (a teammate's worktrees, `make test`'s clone beside
+`make run`'s) rebuilt the op, some 20-40 s of a stage, each time the other had loaded it. TORCH_EXTENSIONS_DIR, where
+set, wins.
 """
 from __future__ import annotations
 
 import fcntl
 import logging
 import os
+import sys
 from pathlib import Path
 
 log = logging.getLogger("hicom.train")
@@ -31,10 +38,19 @@ def shm_comm_builder():
     return builder
 
 
+def use_environment_extensions() -> None:
+    """Point torch's JIT loader at this virtual environment's own extensions folder, unless TORCH_EXTENSIONS_DIR is set
+    or this is no virtual environment we may write to (a system Python, a read-only image): then torch's default."""
+    if "TORCH_EXTENSIONS_DIR" in os.environ or sys.prefix == sys.base_prefix or not os.access(sys.prefix, os.W_OK):
+        return
+    os.environ["TORCH_EXTENSIONS_DIR"] = str(Path(sys.prefix) / "torch_extensions")
+
+
 def build_folder(name: str) -> Path:
-    """The folder torch's JIT loader builds extension `name` in (TORCH_EXTENSIONS_DIR, or its default cache)."""
+    """The folder torch's JIT loader builds extension `name` in (use_environment_extensions, then torch's own rule)."""
     from torch.utils.cpp_extension import _get_build_directory  # the loader's own rule; it also creates the folder
 
+    use_environment_extensions()
     return Path(_get_build_directory(name, verbose=False))
 
 
